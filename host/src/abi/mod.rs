@@ -1,0 +1,111 @@
+//! The host side of `docs/abi.md`: every import of module `wasmpool`, in one
+//! table ([`add_to_linker`]).
+//!
+//! Host functions copy between guest memory and the store's task state
+//! through `mem`, the one bounds checker. A guest that breaks the ABI gets an
+//! [`AbiError`](crate::error::AbiError), which traps its task and nothing
+//! else. Functions that wait (queues, wait/notify) will live here too, each
+//! taking a deadline, so that one place can gain async versions later.
+
+pub(crate) mod mem;
+
+use wasmtime::{Caller, Linker};
+
+use crate::error::AbiError;
+use crate::sandbox::StoreData;
+
+/// The import module name.
+pub(crate) const MODULE: &str = "wasmpool";
+/// The version this host speaks, and the marker export that declares it.
+pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION_MARKER_PREFIX: &str = "wasmpool_abi_v";
+/// The export-name prefix of ABI tasks.
+pub(crate) const TASK_PREFIX: &str = "wasmpool_task_";
+/// How much of a trap message the host keeps.
+const TRAP_MESSAGE_MAX: usize = 4096;
+
+/// Every import name of module `wasmpool`, for error messages.
+pub(crate) const IMPORTS: &[&str] = &[
+    "input_len",
+    "input_read",
+    "output_write",
+    "trap_message",
+    "worker_index",
+    "worker_count",
+];
+
+fn memory<'a>(
+    caller: &'a mut Caller<'_, StoreData>,
+    function: &'static str,
+) -> Result<(&'a mut [u8], &'a mut StoreData), AbiError> {
+    let memory = caller.data().memory.ok_or(AbiError {
+        function,
+        message: "the module exports no memory named \"memory\"".into(),
+    })?;
+    Ok(memory.data_and_store_mut(caller))
+}
+
+/// Adds every `wasmpool` import to `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        MODULE,
+        "input_len",
+        |caller: Caller<'_, StoreData>| -> i32 {
+            // The input length is capped at i32::MAX when it is set.
+            caller.data().input.len() as i32
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "input_read",
+        |mut caller: Caller<'_, StoreData>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            let (mem, state) = memory(&mut caller, "input_read")?;
+            let dest = mem::slice_mut("input_read", mem, ptr, len)?;
+            let n = dest.len().min(state.input.len());
+            dest[..n].copy_from_slice(&state.input[..n]);
+            Ok(n as i32)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "output_write",
+        |mut caller: Caller<'_, StoreData>, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            let (mem, state) = memory(&mut caller, "output_write")?;
+            let src = mem::slice("output_write", mem, ptr, len)?;
+            if state.output.len() + src.len() > state.limits.max_output {
+                return Err(AbiError {
+                    function: "output_write",
+                    message: format!(
+                        "the task's output would exceed the limit of {} bytes",
+                        state.limits.max_output
+                    ),
+                }
+                .into());
+            }
+            state.output.extend_from_slice(src);
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "trap_message",
+        |mut caller: Caller<'_, StoreData>, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            let (mem, state) = memory(&mut caller, "trap_message")?;
+            let src = mem::slice("trap_message", mem, ptr, len)?;
+            let kept = &src[..src.len().min(TRAP_MESSAGE_MAX)];
+            state.trap_message = Some(String::from_utf8_lossy(kept).into_owned());
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "worker_index",
+        |caller: Caller<'_, StoreData>| -> i32 { caller.data().worker.index as i32 },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "worker_count",
+        |caller: Caller<'_, StoreData>| -> i32 { caller.data().worker.count as i32 },
+    )?;
+    Ok(())
+}

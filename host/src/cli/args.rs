@@ -1,0 +1,112 @@
+//! Command-line arguments (clap derive). The doc comments are the help text.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Run WebAssembly tasks in parallel on every core, each worker in its own
+/// isolated instance.
+#[derive(Debug, Parser)]
+#[command(name = "wasmpool", version, propagate_version = true)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Log more to stderr (-v: compilation and cache, -vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Common {
+    /// Do not read or write the cache of compiled modules.
+    #[arg(long, global = true)]
+    pub(crate) no_cache: bool,
+    /// The cache of compiled modules [default: $WASMPOOL_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/wasmpool, else ~/.cache/wasmpool].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub(crate) cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a task on every line of JSON input, in parallel, and print the
+    /// results in input order.
+    #[command(after_help = MAP_EXAMPLES)]
+    Map(MapArgs),
+    /// List a module's tasks (exports with their signatures) and imports.
+    Inspect(InspectArgs),
+}
+
+const MAP_EXAMPLES: &str = "\
+Examples:
+  seq 0 63 | wasmpool map primes.wasm --task primes
+  wasmpool map square.wasm --task square_i64 --input numbers.jsonl --values
+  echo '[3, 4]' | wasmpool map add.wasm --task add
+
+Output: one JSON line per input line, in input order:
+  {\"index\":0,\"ok\":2262}
+  {\"index\":1,\"error\":{\"kind\":\"trap\",\"message\":\"...\"}}
+Exit status: 0 if every task succeeded, 1 if any failed, 2 on other errors.";
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct MapArgs {
+    /// The module: a .wasm file (or WebAssembly text).
+    #[arg(value_name = "MODULE")]
+    pub(crate) module: PathBuf,
+    /// The task to run: an SDK task, or a numeric export.
+    #[arg(long, short, value_name = "NAME")]
+    pub(crate) task: String,
+    /// JSON lines, one task argument per line; `-` is stdin [default: -].
+    /// A numeric export takes a number, or an array for several parameters.
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) input: Option<PathBuf>,
+    /// Worker threads, each with its own instance [default: the number of cores].
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub(crate) workers: Option<u32>,
+    /// Print bare result values, one per line; failures go to stderr.
+    #[arg(long)]
+    pub(crate) values: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct InspectArgs {
+    /// The module: a .wasm file (or WebAssembly text).
+    #[arg(value_name = "MODULE")]
+    pub(crate) module: PathBuf,
+}
+
+#[cfg(test)]
+mod test {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn verify_cli() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn map_flags_parse() {
+        let args = Args::try_parse_from([
+            "wasmpool", "map", "m.wasm", "--task", "f", "-j", "3", "--values",
+        ])
+        .unwrap();
+        let Command::Map(map) = args.command else {
+            panic!("not map")
+        };
+        assert_eq!(map.task, "f");
+        assert_eq!(map.workers, Some(3));
+        assert!(map.values);
+        assert!(
+            Args::try_parse_from(["wasmpool", "map", "m.wasm", "--task", "f", "-j", "0"]).is_err()
+        );
+        assert!(
+            Args::try_parse_from(["wasmpool", "map", "m.wasm"]).is_err(),
+            "--task is required"
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! Feeding a pool and gathering its results: the ordered stream [`Imap`]
+//! and the unordered stream [`ImapUnordered`].
+//!
+//! Inputs are pulled lazily from the caller's iterator, on the caller's
+//! thread, and cut into batches that go to the workers. Two rules keep it fast
+//! and bounded:
+//!
+//! - **Adaptive batches.** The first batches hold one input each; after
+//!   that, a batch holds as many inputs as take about 100 µs by the measured
+//!   time per task, so that tiny tasks pay the channel cost once per few
+//!   hundred inputs while slow tasks are still spread one by one.
+//! - **A bounded window.** At most `window` inputs (and at most a few batches
+//!   per worker) are out at once: sent, running, or finished but waiting for
+//!   an earlier result. The caller's iterator is not read further until the
+//!   oldest result is handed out, so memory stays bounded over any number of
+//!   inputs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use crate::error::TaskError;
+use crate::task::{Output, Payload, Task};
+use crate::worker::{Batch, Done};
+
+/// The caller's inputs, already converted to payloads (or to their errors).
+pub(crate) type Inputs<'a> = Box<dyn Iterator<Item = Result<Payload, TaskError>> + 'a>;
+
+/// Turns a raw output into what the stream yields.
+pub(crate) type Decode<T> = fn(&Task, Output) -> Result<T, TaskError>;
+
+/// How long a batch should take, in nanoseconds.
+const TARGET_BATCH_NANOS: f64 = 100_000.0;
+
+pub(crate) struct Dispatch<'a> {
+    jobs: Sender<Batch>,
+    input: Inputs<'a>,
+    input_done: bool,
+    task: Task,
+    reply_tx: Sender<Done>,
+    reply_rx: Receiver<Done>,
+    cancelled: Arc<AtomicBool>,
+    next_seq: u64,
+    next_index: u64,
+    batches_out: usize,
+    items_out: usize,
+    max_batches: usize,
+    max_items: usize,
+    max_batch: usize,
+    nanos_per_item: Option<f64>,
+}
+
+impl<'a> Dispatch<'a> {
+    pub(crate) fn new(
+        jobs: Sender<Batch>,
+        task: Task,
+        input: Inputs<'a>,
+        workers: usize,
+        window: usize,
+    ) -> Self {
+        let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
+        let max_items = window.max(1);
+        Dispatch {
+            jobs,
+            input,
+            input_done: false,
+            task,
+            reply_tx,
+            reply_rx,
+            cancelled: Arc::new(AtomicBool::new(false)),
+            next_seq: 0,
+            next_index: 0,
+            batches_out: 0,
+            items_out: 0,
+            max_batches: (4 * workers).max(16),
+            max_items,
+            // Leave room for every worker to hold a couple of batches.
+            max_batch: (max_items / (4 * workers).max(1)).max(1),
+            nanos_per_item: None,
+        }
+    }
+
+    fn batch_size(&self) -> usize {
+        let size = match self.nanos_per_item {
+            None => 1,
+            Some(ns) => (TARGET_BATCH_NANOS / ns.max(1.0)) as usize,
+        };
+        size.clamp(1, self.max_batch)
+            .min(self.max_items - self.items_out)
+    }
+
+    /// Sends batches while the window has room and inputs remain.
+    fn fill(&mut self) {
+        while !self.input_done
+            && self.batches_out < self.max_batches
+            && self.items_out < self.max_items
+        {
+            let n = self.batch_size();
+            let items: Vec<_> = self.input.by_ref().take(n).collect();
+            if items.len() < n {
+                self.input_done = true;
+            }
+            if items.is_empty() {
+                break;
+            }
+            let len = items.len();
+            let batch = Batch {
+                task: self.task.spec.clone(),
+                seq: self.next_seq,
+                first_index: self.next_index,
+                items,
+                reply: self.reply_tx.clone(),
+                cancelled: self.cancelled.clone(),
+            };
+            // The pool (borrowed by the stream) keeps the workers alive, so the
+            // channel is open; if it were not, recv below would report it.
+            if self.jobs.send(batch).is_err() {
+                self.input_done = true;
+                break;
+            }
+            self.next_seq += 1;
+            self.next_index += len as u64;
+            self.batches_out += 1;
+            self.items_out += len;
+        }
+    }
+
+    fn observe(&mut self, done: &Done) {
+        if done.results.is_empty() {
+            return;
+        }
+        let ns = done.busy.as_nanos() as f64 / done.results.len() as f64;
+        self.nanos_per_item = Some(match self.nanos_per_item {
+            None => ns,
+            Some(avg) => 0.7 * avg + 0.3 * ns,
+        });
+    }
+
+    fn release(&mut self, done: &Done) {
+        self.batches_out -= 1;
+        self.items_out -= done.results.len();
+    }
+
+    fn finished(&self) -> bool {
+        self.input_done && self.batches_out == 0
+    }
+
+    fn recv(&mut self, block: bool) -> Option<Done> {
+        let done = if block {
+            self.reply_rx.recv().ok()
+        } else {
+            match self.reply_rx.try_recv() {
+                Ok(done) => Some(done),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+            }
+        }?;
+        self.observe(&done);
+        Some(done)
+    }
+}
+
+impl Drop for Dispatch<'_> {
+    fn drop(&mut self) {
+        // Workers skip batches of a stream nobody reads any more.
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What [`Imap::try_next`] found.
+#[derive(Debug)]
+pub enum TryNext<T> {
+    /// The next result, in input order.
+    Ready(T),
+    /// The next result is not finished yet.
+    Pending,
+    /// Every result has been handed out.
+    Done,
+}
+
+/// A stream of results in input order, with bounded memory.
+///
+/// Made by [`Pool::imap`](crate::Pool::imap) and
+/// [`Pool::imap_payloads`](crate::Pool::imap_payloads). It yields one result
+/// per input, in input order; a failed task yields its [`TaskError`] at its
+/// own position and the stream goes on.
+///
+/// # Ordering and memory
+///
+/// Results that finish early wait for earlier ones, inside a window of at
+/// most [`PoolBuilder::window`](crate::PoolBuilder::window) inputs; inputs
+/// are read from the caller's iterator only as the window frees up.
+///
+/// # Drop
+///
+/// Dropping the stream early cancels what has not started; tasks already
+/// running finish and their results are discarded.
+///
+/// ```no_run
+/// # fn main() -> Result<(), wasmpool::Error> {
+/// let pool = wasmpool::Pool::builder().module_file("square.wasm").build()?;
+/// for (i, r) in pool.imap::<u64, u64>("square", 0..1_000_000)?.enumerate() {
+///     assert_eq!(r.unwrap(), (i * i) as u64);
+/// }
+/// # Ok(()) }
+/// ```
+#[must_use = "a stream does nothing unless it is iterated"]
+pub struct Imap<'a, T> {
+    d: Dispatch<'a>,
+    pending: BTreeMap<u64, Done>,
+    current: std::vec::IntoIter<Result<Output, TaskError>>,
+    next_emit: u64,
+    decode: Decode<T>,
+}
+
+impl<T> std::fmt::Debug for Imap<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imap")
+            .field("task", &self.d.task.name())
+            .field(
+                "next_index",
+                &(self.d.next_index - self.d.items_out as u64 - self.current.len() as u64),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, T> Imap<'a, T> {
+    pub(crate) fn new(d: Dispatch<'a>, decode: Decode<T>) -> Self {
+        Imap {
+            d,
+            pending: BTreeMap::new(),
+            current: Vec::new().into_iter(),
+            next_emit: 0,
+            decode,
+        }
+    }
+
+    fn step(&mut self, block: bool) -> TryNext<Result<T, TaskError>> {
+        loop {
+            if let Some(r) = self.current.next() {
+                return TryNext::Ready(r.and_then(|o| (self.decode)(&self.d.task, o)));
+            }
+            if let Some(done) = self.pending.remove(&self.next_emit) {
+                self.d.release(&done);
+                self.next_emit += 1;
+                self.current = done.results.into_iter();
+                continue;
+            }
+            self.d.fill();
+            if self.d.finished() {
+                return TryNext::Done;
+            }
+            match self.d.recv(block) {
+                Some(done) => {
+                    self.pending.insert(done.seq, done);
+                }
+                None if block => return TryNext::Done,
+                None => return TryNext::Pending,
+            }
+        }
+    }
+
+    /// The next result if it is already finished, without blocking.
+    ///
+    /// The CLI uses it to flush its output exactly when it would otherwise
+    /// wait, so results stream out as soon as their prefix is complete.
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
+    /// let mut stream = pool.imap::<u64, u64>("square", 0..10).unwrap();
+    /// loop {
+    ///     match stream.try_next() {
+    ///         wasmpool::TryNext::Ready(r) => println!("{r:?}"),
+    ///         wasmpool::TryNext::Pending => std::thread::yield_now(),
+    ///         wasmpool::TryNext::Done => break,
+    ///     }
+    /// }
+    /// ```
+    pub fn try_next(&mut self) -> TryNext<Result<T, TaskError>> {
+        self.step(false)
+    }
+}
+
+impl<T> Iterator for Imap<'_, T> {
+    type Item = Result<T, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.step(true) {
+            TryNext::Ready(r) => Some(r),
+            TryNext::Pending | TryNext::Done => None,
+        }
+    }
+}
+
+/// A stream of `(index, result)` pairs in completion order.
+///
+/// Made by [`Pool::imap_unordered`](crate::Pool::imap_unordered). Each input
+/// yields exactly once, tagged with its index in the input; memory is
+/// bounded as for [`Imap`], and nothing waits for a slow earlier task.
+///
+/// ```no_run
+/// # fn main() -> Result<(), wasmpool::Error> {
+/// let pool = wasmpool::Pool::builder().module_file("primes.wasm").build()?;
+/// let mut total = 0;
+/// for (_index, r) in pool.imap_unordered::<u64, u64>("primes", 0..64)? {
+///     total += r.unwrap();
+/// }
+/// assert_eq!(total, 98610);
+/// # Ok(()) }
+/// ```
+#[must_use = "a stream does nothing unless it is iterated"]
+pub struct ImapUnordered<'a, T> {
+    d: Dispatch<'a>,
+    current: std::vec::IntoIter<Result<Output, TaskError>>,
+    current_index: u64,
+    decode: Decode<T>,
+}
+
+impl<T> std::fmt::Debug for ImapUnordered<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapUnordered")
+            .field("task", &self.d.task.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, T> ImapUnordered<'a, T> {
+    pub(crate) fn new(d: Dispatch<'a>, decode: Decode<T>) -> Self {
+        ImapUnordered {
+            d,
+            current: Vec::new().into_iter(),
+            current_index: 0,
+            decode,
+        }
+    }
+}
+
+impl<T> Iterator for ImapUnordered<'_, T> {
+    type Item = (usize, Result<T, TaskError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.current.next() {
+                let index = self.current_index as usize;
+                self.current_index += 1;
+                return Some((index, r.and_then(|o| (self.decode)(&self.d.task, o))));
+            }
+            self.d.fill();
+            if self.d.finished() {
+                return None;
+            }
+            let done = self.d.recv(true)?;
+            self.d.release(&done);
+            self.current_index = done.first_index;
+            self.current = done.results.into_iter();
+        }
+    }
+}

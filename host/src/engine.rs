@@ -1,0 +1,246 @@
+//! The wasmtime [`Engine`](wasmtime::Engine) wasmpool runs on, and the
+//! on-disk cache of compiled modules.
+//!
+//! Entry points: [`EngineOptions::build`] makes an engine with the pooling
+//! allocator sized for a pool; [`ModuleCache`] loads a module from the cache
+//! or compiles it and stores the result, so a second run of the same module
+//! skips compilation (it logs `loaded from cache` at `info` level instead of
+//! `compiled`).
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
+
+use crate::error::Error;
+
+/// How an engine is set up. Internal: the pool builder fills it in.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineOptions {
+    /// How many instances may be alive at once (sizes the pooling allocator).
+    pub(crate) instance_slots: u32,
+}
+
+impl EngineOptions {
+    pub(crate) fn build(&self) -> Result<Engine, Error> {
+        let mut pooling = PoolingAllocationConfig::default();
+        // Each slot reserves address space (not memory) for one linear memory;
+        // size the pool to what we use rather than wasmtime's default of 1000.
+        pooling
+            .total_core_instances(self.instance_slots)
+            .total_memories(self.instance_slots)
+            .total_tables(self.instance_slots)
+            .total_component_instances(0);
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
+            .memory_init_cow(true);
+        Engine::new(&config).map_err(|e| Error::Host(format!("cannot create the engine: {e:#}")))
+    }
+}
+
+/// Whether a module came from the cache.
+///
+/// ```
+/// assert_eq!(wasmpool::CacheOutcome::Hit.to_string(), "loaded from cache");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheOutcome {
+    /// The compiled module was read from the cache.
+    Hit,
+    /// The module was compiled, and the result stored in the cache.
+    Miss,
+    /// The cache is turned off: the module was compiled.
+    Disabled,
+}
+
+impl std::fmt::Display for CacheOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CacheOutcome::Hit => "loaded from cache",
+            CacheOutcome::Miss => "compiled (and cached)",
+            CacheOutcome::Disabled => "compiled (cache disabled)",
+        })
+    }
+}
+
+/// An on-disk cache of compiled modules (`.cwasm` files).
+///
+/// Entries are keyed by the SHA-256 of the module's bytes and by the
+/// engine's [`precompile_compatibility_hash`](wasmtime::Engine::precompile_compatibility_hash)
+/// (wasmtime's version and every setting that changes code generation), so
+/// an entry is only ever loaded into an engine that produced it.
+///
+/// The default directory is `$WASMPOOL_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/wasmpool`, else `$HOME/.cache/wasmpool`.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let cache = wasmpool::ModuleCache::new(dir.path());
+/// assert_eq!(cache.dir(), dir.path());
+/// ```
+///
+/// # Trust
+///
+/// Loading a cache entry runs machine code from it without re-checking it,
+/// like `wasmtime run` with its cache. Whoever can write to the cache
+/// directory can run code as the user running wasmpool: keep it private to
+/// that user (it is created with the user's default permissions).
+#[derive(Debug, Clone)]
+pub struct ModuleCache {
+    dir: PathBuf,
+}
+
+impl ModuleCache {
+    /// A cache in `dir` (created when first written).
+    ///
+    /// ```
+    /// let cache = wasmpool::ModuleCache::new("/tmp/my-wasmpool-cache");
+    /// ```
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ModuleCache { dir: dir.into() }
+    }
+
+    /// The default cache, or `None` when no directory can be found (no
+    /// `WASMPOOL_CACHE_DIR`, `XDG_CACHE_HOME` or `HOME`).
+    ///
+    /// ```
+    /// if let Some(cache) = wasmpool::ModuleCache::default_location() {
+    ///     println!("caching in {}", cache.dir().display());
+    /// }
+    /// ```
+    pub fn default_location() -> Option<Self> {
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        env("WASMPOOL_CACHE_DIR")
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("wasmpool")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache").join("wasmpool")))
+            .map(ModuleCache::new)
+    }
+
+    /// The directory holding the entries.
+    ///
+    /// ```
+    /// assert_eq!(wasmpool::ModuleCache::new("/x").dir(), std::path::Path::new("/x"));
+    /// ```
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn entry(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut compat);
+        let digest = Sha256::digest(bytes);
+        let mut name = String::with_capacity(90);
+        for b in &digest[..20] {
+            name.push_str(&format!("{b:02x}"));
+        }
+        name.push_str(&format!("-{:016x}.cwasm", compat.finish()));
+        self.dir.join(name)
+    }
+
+    fn load(&self, engine: &Engine, path: &Path) -> Option<Module> {
+        if !path.is_file() {
+            return None;
+        }
+        // SAFETY: the trust boundary is the cache directory (see the type's
+        // docs): entries are files this cache wrote with `Module::serialize`
+        // from an engine with the same compatibility hash (part of the file
+        // name), and wasmtime checks the header's version and settings again.
+        // Files are written to a temporary name and renamed into place, never
+        // modified in place, so a mapped file does not change under us.
+        match unsafe { Module::deserialize_file(engine, path) } {
+            Ok(module) => Some(module),
+            Err(e) => {
+                tracing::warn!("ignoring cache entry {}: {e:#}", path.display());
+                None
+            }
+        }
+    }
+
+    fn store(&self, path: &Path, module: &Module) {
+        let write = || -> std::io::Result<()> {
+            let bytes = module.serialize().map_err(std::io::Error::other)?;
+            std::fs::create_dir_all(&self.dir)?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!("cannot write cache entry {}: {e}", path.display());
+        }
+    }
+}
+
+/// Compiles `bytes` (binary or text wasm), going through `cache` when given.
+pub(crate) fn load_module(
+    engine: &Engine,
+    cache: Option<&ModuleCache>,
+    bytes: &[u8],
+    origin: &str,
+) -> Result<(Module, CacheOutcome), Error> {
+    check_magic(bytes, origin)?;
+    let entry = cache.map(|c| (c, c.entry(engine, bytes)));
+    if let Some((cache, path)) = &entry
+        && let Some(module) = cache.load(engine, path)
+    {
+        tracing::info!("{origin}: loaded from cache {}", path.display());
+        return Ok((module, CacheOutcome::Hit));
+    }
+    let start = Instant::now();
+    let module = Module::new(engine, bytes).map_err(|e| compile_error(bytes, origin, &e))?;
+    tracing::info!("{origin}: compiled in {:.1?}", start.elapsed());
+    match entry {
+        Some((cache, path)) => {
+            cache.store(&path, &module);
+            Ok((module, CacheOutcome::Miss))
+        }
+        None => Ok((module, CacheOutcome::Disabled)),
+    }
+}
+
+const MAGIC: &[u8] = b"\0asm";
+
+fn check_magic(bytes: &[u8], origin: &str) -> Result<(), Error> {
+    let not_wasm = |reason: &str| Error::NotWasm {
+        origin: origin.to_string(),
+        reason: reason.into(),
+    };
+    if bytes.is_empty() {
+        return Err(not_wasm("the file is empty"));
+    }
+    if bytes.starts_with(MAGIC) || std::str::from_utf8(bytes).is_ok() {
+        // Binary wasm, or text that may be WAT: the compiler says more.
+        return Ok(());
+    }
+    if MAGIC.starts_with(bytes) {
+        return Err(not_wasm(
+            "the file is truncated inside the \\0asm magic number",
+        ));
+    }
+    Err(not_wasm(
+        "it does not start with the \\0asm magic number, and it is not text (WAT)",
+    ))
+}
+
+fn compile_error(bytes: &[u8], origin: &str, e: &wasmtime::Error) -> Error {
+    if bytes.starts_with(MAGIC) {
+        Error::Compile {
+            origin: origin.to_string(),
+            message: format!("{e:#}"),
+        }
+    } else {
+        Error::NotWasm {
+            origin: origin.to_string(),
+            reason: format!(
+                "it does not start with the \\0asm magic number, and it does not parse as text (WAT): {e:#}"
+            ),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Run WebAssembly tasks in parallel on every core, each worker in its own
+//! isolated wasmtime instance: Python's `multiprocessing.Pool`, rebuilt on
+//! WebAssembly isolation.
+//!
+//! # Quick start
+//!
+//! A module's exports are its tasks. A [`Pool`] starts one worker per core,
+//! each with its own instance, and maps a task over inputs, returning the
+//! results in input order:
+//!
+//! ```
+//! # fn main() -> Result<(), wasmpool::Error> {
+//! let pool = wasmpool::Pool::builder()
+//!     .module_bytes(r#"(module
+//!         (func (export "square") (param i64) (result i64)
+//!             local.get 0 local.get 0 i64.mul))"#)
+//!     .build()?;
+//! let squares: Vec<i64> = pool
+//!     .map("square", 1..=5)?
+//!     .into_iter()
+//!     .collect::<Result<_, _>>()
+//!     .unwrap();
+//! assert_eq!(squares, [1, 4, 9, 16, 25]);
+//! # Ok(()) }
+//! ```
+//!
+//! Real tasks are written in Rust with the guest SDK (crate
+//! `wasmpool-guest`) and compiled to `wasm32-wasip1`:
+//!
+//! ```text
+//! #[wasmpool_guest::task]
+//! pub fn primes(i: u64) -> u64 { /* ... */ }
+//! ```
+//!
+//! ```no_run
+//! # fn main() -> Result<(), wasmpool::Error> {
+//! let pool = wasmpool::Pool::builder().module_file("primes.wasm").build()?;
+//! let total: u64 = pool.imap::<u64, u64>("primes", 0..64)?.map(Result::unwrap).sum();
+//! # Ok(()) }
+//! ```
+//!
+//! # Tasks
+//!
+//! Two kinds of export run as tasks (see `docs/abi.md`):
+//!
+//! - **ABI tasks**, `wasmpool_task_<name>`, take and return bytes; wasmpool's
+//!   typed helpers and CLI put JSON in them. The SDK's `#[task]` makes these.
+//! - **Numeric exports** such as `(i64) -> i64` or `(f64, f64) -> f64` are
+//!   called directly: the input is a number, or an array for several
+//!   parameters. C, Zig or hand-written WAT need no SDK.
+//!
+//! [`Pool::task`] looks a task up and tells which it is.
+//!
+//! # Streams
+//!
+//! [`Pool::map`] collects everything. [`Pool::imap`] streams results in input
+//! order through a bounded window, so memory stays flat over millions of
+//! inputs; [`Pool::imap_unordered`] yields `(index, result)` as tasks finish.
+//! Inputs are cut into batches sized from the measured task time, so tiny
+//! tasks and heavy ones both keep every core busy.
+//!
+//! # Errors
+//!
+//! Setting up a pool fails with an [`Error`] naming the module and what is
+//! wrong. After that, each task's result is a `Result<_, `[`TaskError`]`>`:
+//! a trap, a guest-reported error, an input that does not fit, each at its
+//! own index; the instance that trapped is replaced and every other task
+//! still runs.
+//!
+//! # Engine and cache
+//!
+//! Each pool runs on a wasmtime engine with the pooling allocator and
+//! copy-on-write memory images; each worker keeps one instance made from a
+//! shared `InstancePre`. Compiled modules are cached on disk
+//! ([`ModuleCache`]), so a second run of the same module does not recompile.
+
+#![deny(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+mod abi;
+mod dispatch;
+mod engine;
+mod error;
+mod module;
+mod pool;
+mod sandbox;
+mod task;
+mod worker;
+
+pub use dispatch::{Imap, ImapUnordered, TryNext};
+pub use engine::{CacheOutcome, ModuleCache};
+pub use error::{Error, TaskError, TaskErrorKind};
+pub use module::{ModuleInfo, TaskInfo};
+pub use pool::{Pool, PoolBuilder};
+pub use task::{Output, Payload, Task, WasmType, WasmValue};
+pub use worker::WorkerStats;

@@ -1,0 +1,300 @@
+//! What a module offers: its ABI version, its tasks, its imports.
+//!
+//! Entry points: [`ModuleInfo`] (what `wasmpool inspect` prints), and
+//! `check_abi` / `resolve_task`, which enforce `docs/abi.md` when a pool
+//! loads a module and when it looks up a task.
+
+use std::fmt;
+use std::path::Path;
+
+use wasmtime::{ExternType, Module};
+
+use crate::abi;
+use crate::engine::{EngineOptions, ModuleCache, load_module};
+use crate::error::Error;
+use crate::task::{TaskKind, TaskSpec, WasmType};
+
+/// A module's tasks and imports, as `wasmpool inspect` shows them.
+///
+/// ```no_run
+/// let pool = wasmpool::Pool::builder().module_file("primes.wasm")?.build()?;
+/// for task in &pool.module_info().tasks {
+///     println!("{task}");
+/// }
+/// # Ok::<(), wasmpool::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ModuleInfo {
+    /// The wasmpool ABI version the module declares, if it uses the ABI.
+    pub abi_version: Option<u32>,
+    /// Every export that can run as a task.
+    pub tasks: Vec<TaskInfo>,
+    /// Every import, as `module::name: type`.
+    pub imports: Vec<String>,
+    /// Why a pool would refuse the module under `docs/abi.md`, if it would.
+    pub abi_error: Option<String>,
+}
+
+/// One task of a module.
+///
+/// ```
+/// # let t = wasmpool::TaskInfo { name: "square".into(), export: "wasmpool_task_square".into(), signature: "json -> json".into() };
+/// assert_eq!(t.to_string(), "square: json -> json (export wasmpool_task_square)");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// The name to ask for (`--task NAME`).
+    pub name: String,
+    /// The export that runs it.
+    pub export: String,
+    /// `json -> json` or `(i64) -> i64`.
+    pub signature: String,
+}
+
+impl fmt::Display for TaskInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.name, self.signature)?;
+        if self.export != self.name {
+            write!(f, " (export {})", self.export)?;
+        }
+        Ok(())
+    }
+}
+
+fn numeric_kind(ty: &wasmtime::FuncType) -> Option<TaskKind> {
+    let params = ty
+        .params()
+        .map(|t| WasmType::from_val_type(&t))
+        .collect::<Option<Vec<_>>>()?;
+    let results = ty
+        .results()
+        .map(|t| WasmType::from_val_type(&t))
+        .collect::<Option<Vec<_>>>()?;
+    Some(TaskKind::Numeric { params, results })
+}
+
+fn is_abi_task_type(ty: &wasmtime::FuncType) -> bool {
+    ty.params().len() == 0
+        && ty.results().len() == 1
+        && ty.results().next().is_some_and(|t| t.is_i32())
+}
+
+/// Exports the host treats as machinery, never as numeric tasks.
+fn is_reserved(name: &str) -> bool {
+    name.starts_with(abi::VERSION_MARKER_PREFIX) || name == "_initialize" || name == "_start"
+}
+
+impl ModuleInfo {
+    pub(crate) fn of(module: &Module) -> Self {
+        let mut abi_version = None;
+        let mut tasks = Vec::new();
+        for export in module.exports() {
+            let name = export.name();
+            if let Some(v) = name.strip_prefix(abi::VERSION_MARKER_PREFIX) {
+                abi_version = v.parse().ok();
+            }
+            let ExternType::Func(ty) = export.ty() else {
+                continue;
+            };
+            if let Some(task) = name.strip_prefix(abi::TASK_PREFIX) {
+                let signature = if is_abi_task_type(&ty) {
+                    "json -> json".into()
+                } else {
+                    format!("invalid: {ty}")
+                };
+                tasks.push(TaskInfo {
+                    name: task.into(),
+                    export: name.into(),
+                    signature,
+                });
+            } else if !is_reserved(name)
+                && let Some(kind) = numeric_kind(&ty)
+            {
+                tasks.push(TaskInfo {
+                    name: name.into(),
+                    export: name.into(),
+                    signature: kind.describe(),
+                });
+            }
+        }
+        let imports = module
+            .imports()
+            .map(|i| format!("{}::{}: {}", i.module(), i.name(), describe_extern(&i.ty())))
+            .collect();
+        ModuleInfo {
+            abi_version,
+            tasks,
+            imports,
+            abi_error: abi_rules(module).err(),
+        }
+    }
+
+    /// Compiles (through `cache`) and describes the module at `path`,
+    /// without instantiating it: what `wasmpool inspect` prints.
+    ///
+    /// # Errors
+    ///
+    /// [`Error`] when the file cannot be read, is not wasm, or does not compile.
+    ///
+    /// ```no_run
+    /// let info = wasmpool::ModuleInfo::from_file("primes.wasm", None)?;
+    /// assert_eq!(info.abi_version, Some(1));
+    /// # Ok::<(), wasmpool::Error>(())
+    /// ```
+    pub fn from_file(path: impl AsRef<Path>, cache: Option<&ModuleCache>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Read {
+            path: path.into(),
+            source,
+        })?;
+        let engine = EngineOptions { instance_slots: 1 }.build()?;
+        let (module, _) = load_module(&engine, cache, &bytes, &path.display().to_string())?;
+        Ok(ModuleInfo::of(&module))
+    }
+}
+
+fn describe_extern(ty: &ExternType) -> String {
+    match ty {
+        ExternType::Func(f) => f.to_string(),
+        ExternType::Memory(m) => format!("memory {m:?}"),
+        ExternType::Table(t) => format!("table {t:?}"),
+        ExternType::Global(g) => format!("global {g:?}"),
+        ExternType::Tag(t) => format!("tag {t:?}"),
+    }
+}
+
+/// Enforces the load rules of `docs/abi.md` ("Version marker").
+pub(crate) fn check_abi(module: &Module, origin: &str) -> Result<(), Error> {
+    abi_rules(module).map_err(|message| Error::Abi {
+        origin: origin.into(),
+        message,
+    })
+}
+
+fn abi_rules(module: &Module) -> Result<(), String> {
+    let fail = Err;
+    let mut marker = None;
+    let mut uses_abi = false;
+    let mut has_memory = false;
+    for export in module.exports() {
+        let name = export.name();
+        if let Some(v) = name.strip_prefix(abi::VERSION_MARKER_PREFIX) {
+            marker = Some(v.to_string());
+        }
+        uses_abi |= name.starts_with(abi::TASK_PREFIX);
+        has_memory |= name == "memory" && matches!(export.ty(), ExternType::Memory(_));
+    }
+    for import in module.imports() {
+        if import.module() == abi::MODULE {
+            uses_abi = true;
+            let known = abi::IMPORTS.contains(&import.name());
+            if !known {
+                return fail(format!(
+                    "unknown import {}::{}: {}; this host (ABI version {}) provides {}",
+                    abi::MODULE,
+                    import.name(),
+                    describe_extern(&import.ty()),
+                    abi::VERSION,
+                    abi::IMPORTS.join(", ")
+                ));
+            }
+        }
+    }
+    match marker.as_deref() {
+        Some(v) if v == abi::VERSION.to_string() => {}
+        Some(v) => {
+            return fail(format!(
+                "module was built for wasmpool ABI version {v}; this host speaks version {}",
+                abi::VERSION
+            ));
+        }
+        None if uses_abi => {
+            return fail(format!(
+                "module uses the wasmpool ABI but does not export the version marker {}{}",
+                abi::VERSION_MARKER_PREFIX,
+                abi::VERSION
+            ));
+        }
+        None => {}
+    }
+    if uses_abi && !has_memory {
+        return fail("module imports from wasmpool but exports no memory named \"memory\"".into());
+    }
+    Ok(())
+}
+
+/// Finds task `name`: the ABI export `wasmpool_task_<name>` first, then a
+/// numeric export `<name>` (`docs/abi.md`, "Overview").
+pub(crate) fn resolve_task(
+    module: &Module,
+    origin: &str,
+    name: &str,
+    id: usize,
+) -> Result<TaskSpec, Error> {
+    let fail = |message: String| {
+        Err(Error::NoSuchTask {
+            origin: origin.into(),
+            message,
+        })
+    };
+    let abi_export = format!("{}{name}", abi::TASK_PREFIX);
+    if let Some(ExternType::Func(ty)) = module.get_export(&abi_export) {
+        if !is_abi_task_type(&ty) {
+            return fail(format!(
+                "export {abi_export} has type {ty}, but an ABI task must be `() -> i32`"
+            ));
+        }
+        return Ok(TaskSpec {
+            id,
+            name: name.into(),
+            export: abi_export,
+            kind: TaskKind::Abi,
+        });
+    }
+    match module.get_export(name) {
+        Some(ExternType::Func(ty)) if !is_reserved(name) => match numeric_kind(&ty) {
+            Some(kind) => Ok(TaskSpec {
+                id,
+                name: name.into(),
+                export: name.into(),
+                kind,
+            }),
+            None => fail(format!(
+                "export {name} has type {ty}; a task must be an ABI task or take and return only i32, i64, f32 and f64"
+            )),
+        },
+        Some(other) => fail(format!(
+            "export {name} is a {}, not a function",
+            extern_kind(&other)
+        )),
+        None => {
+            let tasks = ModuleInfo::of(module).tasks;
+            let list = if tasks.is_empty() {
+                "it has no tasks".to_string()
+            } else {
+                format!(
+                    "its tasks are: {}",
+                    tasks
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            fail(format!(
+                "no task named {name:?} (no export {abi_export} or {name}); {list}"
+            ))
+        }
+    }
+}
+
+fn extern_kind(ty: &ExternType) -> &'static str {
+    match ty {
+        ExternType::Func(_) => "function",
+        ExternType::Memory(_) => "memory",
+        ExternType::Table(_) => "table",
+        ExternType::Global(_) => "global",
+        ExternType::Tag(_) => "tag",
+    }
+}

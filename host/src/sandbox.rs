@@ -1,0 +1,238 @@
+//! One guest instance and what its store holds.
+//!
+//! Entry point: [`Guest::new`] instantiates a module from an `InstancePre`
+//! into a fresh `Store` with its own WASI context, and [`Guest::run`] runs one
+//! task in it and maps every way a task can fail to a [`TaskError`].
+//!
+//! Invariant: after a trap (`Guest::poisoned`) the guest must not run again;
+//! the worker drops it and builds a new one, so a half-updated heap never
+//! leaks into the next task.
+
+use wasmtime::{Func, Instance, InstancePre, Memory, Store, Trap, TypedFunc, Val, WasmBacktrace};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use crate::error::{AbiError, TaskError, TaskErrorKind};
+use crate::task::{Output, Payload, TaskKind, TaskSpec, WasmValue};
+
+/// Limits that apply to every task of a pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// The most bytes a task may write with `output_write`.
+    pub(crate) max_output: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_output: 64 << 20,
+        }
+    }
+}
+
+/// Which worker an instance belongs to (what `worker_index` returns).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WorkerId {
+    pub(crate) index: u32,
+    pub(crate) count: u32,
+}
+
+/// Everything a store holds for its one instance.
+pub(crate) struct StoreData {
+    pub(crate) wasi: WasiP1Ctx,
+    /// The guest's exported `memory`, resolved once after instantiation.
+    pub(crate) memory: Option<Memory>,
+    /// The current task's input (empty between tasks).
+    pub(crate) input: Vec<u8>,
+    /// The current task's output so far.
+    pub(crate) output: Vec<u8>,
+    /// What the guest said before a trap (its panic message).
+    pub(crate) trap_message: Option<String>,
+    pub(crate) worker: WorkerId,
+    pub(crate) limits: Limits,
+}
+
+impl StoreData {
+    fn new(worker: WorkerId, limits: Limits) -> Self {
+        // Nothing of the host is visible: no files, no environment, no
+        // arguments. Guest stdout goes to the host's stderr so that it can
+        // never corrupt results written to the host's stdout.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(wasmtime_wasi::cli::stderr())
+            .stderr(wasmtime_wasi::cli::stderr())
+            .build_p1();
+        StoreData {
+            wasi,
+            memory: None,
+            input: Vec::new(),
+            output: Vec::new(),
+            trap_message: None,
+            worker,
+            limits,
+        }
+    }
+}
+
+/// A task export, resolved in one instance.
+#[derive(Clone)]
+enum Resolved {
+    Abi(TypedFunc<(), i32>),
+    Numeric(Func),
+}
+
+/// One live instance with its store, ready to run tasks one at a time.
+pub(crate) struct Guest {
+    store: Store<StoreData>,
+    instance: Instance,
+    /// Task exports resolved so far, indexed by `TaskSpec::id`.
+    resolved: Vec<Option<Resolved>>,
+    /// Set when a task trapped: the instance must be replaced.
+    pub(crate) poisoned: bool,
+}
+
+impl std::fmt::Debug for Guest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guest")
+            .field("worker", &self.store.data().worker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guest {
+    /// Instantiates a fresh guest and runs its `_initialize`, if any.
+    pub(crate) fn new(
+        pre: &InstancePre<StoreData>,
+        worker: WorkerId,
+        limits: Limits,
+    ) -> wasmtime::Result<Guest> {
+        let mut store = Store::new(pre.module().engine(), StoreData::new(worker, limits));
+        let instance = pre.instantiate(&mut store)?;
+        store.data_mut().memory = instance.get_memory(&mut store, "memory");
+        if let Some(init) = instance
+            .get_typed_func::<(), ()>(&mut store, "_initialize")
+            .ok()
+        {
+            init.call(&mut store, ())?;
+        }
+        Ok(Guest {
+            store,
+            instance,
+            resolved: Vec::new(),
+            poisoned: false,
+        })
+    }
+
+    fn resolve(&mut self, task: &TaskSpec) -> Result<Resolved, TaskError> {
+        if let Some(Some(r)) = self.resolved.get(task.id) {
+            return Ok(r.clone());
+        }
+        let missing = || {
+            TaskError::new(
+                TaskErrorKind::Host,
+                format!("export {} vanished", task.export),
+            )
+        };
+        let func = self
+            .instance
+            .get_func(&mut self.store, &task.export)
+            .ok_or_else(missing)?;
+        let r = match task.kind {
+            TaskKind::Abi => Resolved::Abi(func.typed(&self.store).map_err(|e| {
+                TaskError::new(
+                    TaskErrorKind::Host,
+                    format!("export {}: {e:#}", task.export),
+                )
+            })?),
+            TaskKind::Numeric { .. } => Resolved::Numeric(func),
+        };
+        if self.resolved.len() <= task.id {
+            self.resolved.resize(task.id + 1, None);
+        }
+        self.resolved[task.id] = Some(r.clone());
+        Ok(r)
+    }
+
+    /// Runs one task to completion. On a trap, marks the guest poisoned.
+    pub(crate) fn run(&mut self, task: &TaskSpec, payload: Payload) -> Result<Output, TaskError> {
+        let func = self.resolve(task)?;
+        let data = self.store.data_mut();
+        data.trap_message = None;
+        data.output.clear();
+        let result = match (func, payload) {
+            (Resolved::Abi(f), Payload::Bytes(input)) => {
+                if i32::try_from(input.len()).is_err() {
+                    return Err(TaskError::new(
+                        TaskErrorKind::Input,
+                        "the input is larger than 2 GiB",
+                    ));
+                }
+                self.store.data_mut().input = input;
+                let status = f.call(&mut self.store, ());
+                let data = self.store.data_mut();
+                data.input = Vec::new();
+                let output = std::mem::take(&mut data.output);
+                status.map(|status| abi_outcome(status, output))
+            }
+            (Resolved::Numeric(f), Payload::Values(args)) => {
+                let TaskKind::Numeric { results, .. } = &task.kind else {
+                    unreachable!()
+                };
+                let params: Vec<Val> = args.iter().map(|v| v.to_val()).collect();
+                let mut out = vec![Val::I32(0); results.len()];
+                f.call(&mut self.store, &params, &mut out).map(|()| {
+                    Ok(Output::Values(
+                        out.iter().map(WasmValue::from_val).collect(),
+                    ))
+                })
+            }
+            (_, payload) => Err(wasmtime::Error::msg(format!(
+                "payload {payload:?} does not fit task {} ({})",
+                task.name,
+                task.kind.describe()
+            ))),
+        };
+        match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let message = self.store.data_mut().trap_message.take();
+                let error = classify(e, message);
+                if error.kind() != TaskErrorKind::Host {
+                    self.poisoned = true;
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Maps an ABI task's status and output bytes to its result.
+fn abi_outcome(status: i32, output: Vec<u8>) -> Result<Output, TaskError> {
+    let text = || String::from_utf8_lossy(&output).into_owned();
+    match status {
+        0 => Ok(Output::Bytes(output)),
+        1 => Err(TaskError::new(TaskErrorKind::Guest, text())),
+        2 => Err(TaskError::new(TaskErrorKind::Input, text())),
+        other => Err(TaskError::new(
+            TaskErrorKind::Abi,
+            format!("the task returned status {other}; docs/abi.md allows 0, 1 and 2"),
+        )),
+    }
+}
+
+/// Turns the error of a failed call into the task's error: once, here.
+pub(crate) fn classify(e: wasmtime::Error, trap_message: Option<String>) -> TaskError {
+    let backtrace = e.downcast_ref::<WasmBacktrace>().map(|bt| bt.to_string());
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return TaskError::exit(exit.0);
+    }
+    if let Some(abi) = e.downcast_ref::<AbiError>() {
+        return TaskError::new(TaskErrorKind::Abi, abi.to_string()).with_backtrace(backtrace);
+    }
+    let message = match (e.downcast_ref::<Trap>(), trap_message) {
+        (Some(trap), Some(msg)) => format!("{msg} ({trap})"),
+        (Some(trap), None) => trap.to_string(),
+        (None, Some(msg)) => format!("{msg} ({e:#})"),
+        (None, None) => format!("{e:#}"),
+    };
+    TaskError::new(TaskErrorKind::Trap, message).with_backtrace(backtrace)
+}

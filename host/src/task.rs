@@ -1,0 +1,432 @@
+//! Tasks, their inputs and their outputs, and the JSON mapping of each.
+//!
+//! Entry point: [`Task`], got from [`Pool::task`](crate::Pool::task), which
+//! knows whether an export is an ABI task (bytes in, bytes out: JSON for the
+//! CLI and the typed helpers) or a numeric export (`(i64) -> i64` and the
+//! like), and converts JSON or serde values to [`Payload`]s and
+//! [`Output`]s back, as `docs/abi.md` specifies.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_json::Value as Json;
+use wasmtime::{Val, ValType};
+
+use crate::error::{TaskError, TaskErrorKind};
+
+/// A WebAssembly number type, the parameter and result types of numeric tasks.
+///
+/// ```
+/// assert_eq!(wasmpool::WasmType::I64.to_string(), "i64");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WasmType {
+    /// `i32`
+    I32,
+    /// `i64`
+    I64,
+    /// `f32`
+    F32,
+    /// `f64`
+    F64,
+}
+
+impl WasmType {
+    pub(crate) fn from_val_type(t: &ValType) -> Option<Self> {
+        match t {
+            ValType::I32 => Some(WasmType::I32),
+            ValType::I64 => Some(WasmType::I64),
+            ValType::F32 => Some(WasmType::F32),
+            ValType::F64 => Some(WasmType::F64),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for WasmType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WasmType::I32 => "i32",
+            WasmType::I64 => "i64",
+            WasmType::F32 => "f32",
+            WasmType::F64 => "f64",
+        })
+    }
+}
+
+/// One WebAssembly number: an argument or a result of a numeric task.
+///
+/// ```
+/// let v = wasmpool::WasmValue::I64(7);
+/// assert_eq!(v.to_string(), "7");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WasmValue {
+    /// An `i32`.
+    I32(i32),
+    /// An `i64`.
+    I64(i64),
+    /// An `f32`.
+    F32(f32),
+    /// An `f64`.
+    F64(f64),
+}
+
+impl WasmValue {
+    pub(crate) fn to_val(self) -> Val {
+        match self {
+            WasmValue::I32(v) => Val::I32(v),
+            WasmValue::I64(v) => Val::I64(v),
+            WasmValue::F32(v) => Val::F32(v.to_bits()),
+            WasmValue::F64(v) => Val::F64(v.to_bits()),
+        }
+    }
+
+    pub(crate) fn from_val(v: &Val) -> Self {
+        match *v {
+            Val::I32(v) => WasmValue::I32(v),
+            Val::I64(v) => WasmValue::I64(v),
+            Val::F32(bits) => WasmValue::F32(f32::from_bits(bits)),
+            Val::F64(bits) => WasmValue::F64(f64::from_bits(bits)),
+            // Numeric tasks only have number results (checked at resolution).
+            _ => WasmValue::I32(0),
+        }
+    }
+
+    fn to_json(self) -> Json {
+        match self {
+            WasmValue::I32(v) => Json::from(v),
+            WasmValue::I64(v) => Json::from(v),
+            WasmValue::F32(v) => Json::from(v),
+            WasmValue::F64(v) => Json::from(v),
+        }
+    }
+
+    fn from_json(ty: WasmType, v: &Json) -> Result<Self, String> {
+        let int = |lo: i128, hi: i128| -> Result<i128, String> {
+            let n = v
+                .as_i64()
+                .map(i128::from)
+                .or_else(|| v.as_u64().map(i128::from))
+                .ok_or_else(|| format!("expected an integer for an {ty} parameter, got {v}"))?;
+            if n < lo || n > hi {
+                return Err(format!("{n} is out of range for an {ty} parameter"));
+            }
+            Ok(n)
+        };
+        let float = || {
+            v.as_f64()
+                .ok_or_else(|| format!("expected a number for an {ty} parameter, got {v}"))
+        };
+        Ok(match ty {
+            // i32/i64 also take their unsigned range, reinterpreted.
+            WasmType::I32 => WasmValue::I32(int(i32::MIN.into(), u32::MAX.into())? as u32 as i32),
+            WasmType::I64 => WasmValue::I64(int(i64::MIN.into(), u64::MAX.into())? as u64 as i64),
+            WasmType::F32 => WasmValue::F32(float()? as f32),
+            WasmType::F64 => WasmValue::F64(float()?),
+        })
+    }
+}
+
+impl fmt::Display for WasmValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.to_json(), f)
+    }
+}
+
+/// A task's input, ready to send to a worker.
+///
+/// ```
+/// let p = wasmpool::Payload::Bytes(b"42".to_vec());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// The input bytes of an ABI task (JSON, by wasmpool's conventions).
+    Bytes(Vec<u8>),
+    /// The arguments of a numeric task, one per parameter.
+    Values(Vec<WasmValue>),
+}
+
+/// A task's result, as it came out of the guest.
+///
+/// ```
+/// let o = wasmpool::Output::Values(vec![wasmpool::WasmValue::I64(4)]);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// The output bytes of an ABI task.
+    Bytes(Vec<u8>),
+    /// The results of a numeric task.
+    Values(Vec<WasmValue>),
+}
+
+/// What kind of export a task is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TaskKind {
+    /// `wasmpool_task_<name>: () -> i32`, bytes in and out through the ABI.
+    Abi,
+    /// A plain export with number parameters and results.
+    Numeric {
+        params: Vec<WasmType>,
+        results: Vec<WasmType>,
+    },
+}
+
+impl TaskKind {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            TaskKind::Abi => "json -> json".into(),
+            TaskKind::Numeric { params, results } => {
+                let list = |ts: &[WasmType]| {
+                    ts.iter()
+                        .map(|t| t.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                match results.as_slice() {
+                    [one] => format!("({}) -> {one}", list(params)),
+                    _ => format!("({}) -> ({})", list(params), list(results)),
+                }
+            }
+        }
+    }
+}
+
+/// A task resolved against a module: its name, export and kind. `id` indexes
+/// each worker's cache of resolved functions.
+#[derive(Debug)]
+pub(crate) struct TaskSpec {
+    pub(crate) id: usize,
+    pub(crate) name: String,
+    pub(crate) export: String,
+    pub(crate) kind: TaskKind,
+}
+
+/// A task of a pool's module, ready to be mapped over inputs.
+///
+/// Get one with [`Pool::task`](crate::Pool::task). It converts inputs to
+/// [`Payload`]s and [`Output`]s back, from serde values or from JSON text.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = wasmpool::Pool::builder().module_file("square.wasm")?.build()?;
+/// let task = pool.task("square")?;
+/// println!("{}: {}", task.name(), task.signature());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub(crate) spec: Arc<TaskSpec>,
+}
+
+impl Task {
+    /// The name the task was asked for by.
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// assert_eq!(pool.task("square").unwrap().name(), "square");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The export that runs it (`wasmpool_task_<name>` or `<name>`).
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// assert_eq!(pool.task("square").unwrap().export(), "wasmpool_task_square");
+    /// ```
+    pub fn export(&self) -> &str {
+        &self.spec.export
+    }
+
+    /// The task's signature as text: `json -> json` for ABI tasks,
+    /// `(i64) -> i64` for numeric ones.
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// assert_eq!(pool.task("square_i64").unwrap().signature(), "(i64) -> i64");
+    /// ```
+    pub fn signature(&self) -> String {
+        self.spec.kind.describe()
+    }
+
+    /// Whether this is a numeric export rather than an ABI task.
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// assert!(pool.task("square_i64").unwrap().is_numeric());
+    /// ```
+    pub fn is_numeric(&self) -> bool {
+        matches!(self.spec.kind, TaskKind::Numeric { .. })
+    }
+
+    /// Encodes a serde value as this task's input: JSON bytes for an ABI
+    /// task; for a numeric task, a number or an array of numbers mapped to
+    /// the parameters.
+    ///
+    /// # Errors
+    ///
+    /// A [`TaskErrorKind::Input`] error when the value does not serialize
+    /// or does not fit a numeric task's parameters.
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// let task = pool.task("square_i64").unwrap();
+    /// assert_eq!(task.encode(&3).unwrap(), wasmpool::Payload::Values(vec![wasmpool::WasmValue::I64(3)]));
+    /// ```
+    pub fn encode<I: Serialize + ?Sized>(&self, input: &I) -> Result<Payload, TaskError> {
+        let bad = |e: serde_json::Error| {
+            TaskError::new(
+                TaskErrorKind::Input,
+                format!("cannot encode the input: {e}"),
+            )
+        };
+        match &self.spec.kind {
+            TaskKind::Abi => serde_json::to_vec(input).map(Payload::Bytes).map_err(bad),
+            TaskKind::Numeric { params, .. } => {
+                let json = serde_json::to_value(input).map_err(bad)?;
+                numeric_args(params, &json)
+            }
+        }
+    }
+
+    /// Parses one JSON text (a line of the CLI's input) as this task's input.
+    /// An ABI task gets the text itself once it is known to be valid JSON.
+    ///
+    /// # Errors
+    ///
+    /// A [`TaskErrorKind::Input`] error naming what is wrong.
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// let task = pool.task("square").unwrap();
+    /// assert!(task.parse_json(b"[1, 2").is_err());
+    /// ```
+    pub fn parse_json(&self, text: &[u8]) -> Result<Payload, TaskError> {
+        let invalid = |e: serde_json::Error| {
+            TaskError::new(TaskErrorKind::Input, format!("invalid JSON: {e}"))
+        };
+        match &self.spec.kind {
+            TaskKind::Abi => {
+                serde_json::from_slice::<IgnoredAny>(text).map_err(invalid)?;
+                Ok(Payload::Bytes(text.to_vec()))
+            }
+            TaskKind::Numeric { params, .. } => {
+                let json: Json = serde_json::from_slice(text).map_err(invalid)?;
+                numeric_args(params, &json)
+            }
+        }
+    }
+
+    /// Writes an output as one JSON value (no newline) to `out`. An ABI
+    /// task's bytes are checked to be one valid JSON value and copied as they
+    /// are; numeric results become a number, `null` or an array.
+    ///
+    /// # Errors
+    ///
+    /// A [`TaskErrorKind::Output`] error when an ABI task's output is not JSON.
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// # let task = pool.task("square").unwrap();
+    /// let mut line = Vec::new();
+    /// task.write_json(&wasmpool::Output::Bytes(b"16".to_vec()), &mut line).unwrap();
+    /// assert_eq!(line, b"16");
+    /// ```
+    pub fn write_json(&self, output: &Output, out: &mut Vec<u8>) -> Result<(), TaskError> {
+        match output {
+            Output::Bytes(bytes) => {
+                check_json_output(bytes)?;
+                out.extend_from_slice(trim_ascii(bytes));
+            }
+            Output::Values(values) => {
+                // Writing a serde_json::Value to a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, &values_to_json(values));
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes an output as a serde value.
+    ///
+    /// # Errors
+    ///
+    /// A [`TaskErrorKind::Output`] error when the output is not JSON of type `O`.
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// # let task = pool.task("square").unwrap();
+    /// let n: u64 = task.decode(wasmpool::Output::Bytes(b"16".to_vec())).unwrap();
+    /// assert_eq!(n, 16);
+    /// ```
+    pub fn decode<O: DeserializeOwned>(&self, output: Output) -> Result<O, TaskError> {
+        let bad = |e: serde_json::Error| {
+            TaskError::new(
+                TaskErrorKind::Output,
+                format!(
+                    "the output does not decode as {}: {e}",
+                    std::any::type_name::<O>()
+                ),
+            )
+        };
+        match output {
+            Output::Bytes(bytes) => serde_json::from_slice(&bytes).map_err(bad),
+            Output::Values(values) => serde_json::from_value(values_to_json(&values)).map_err(bad),
+        }
+    }
+}
+
+fn trim_ascii(bytes: &[u8]) -> &[u8] {
+    bytes.trim_ascii()
+}
+
+fn check_json_output(bytes: &[u8]) -> Result<(), TaskError> {
+    serde_json::from_slice::<IgnoredAny>(bytes)
+        .map(|_| ())
+        .map_err(|e| {
+            let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
+            TaskError::new(
+                TaskErrorKind::Output,
+                format!("the task's output is not valid JSON ({e}): {shown:?}"),
+            )
+        })
+}
+
+fn values_to_json(values: &[WasmValue]) -> Json {
+    match values {
+        [] => Json::Null,
+        [one] => one.to_json(),
+        many => Json::Array(many.iter().map(|v| v.to_json()).collect()),
+    }
+}
+
+fn numeric_args(params: &[WasmType], json: &Json) -> Result<Payload, TaskError> {
+    let bad = |m: String| TaskError::new(TaskErrorKind::Input, m);
+    let items: Vec<&Json> = match json {
+        Json::Null => Vec::new(),
+        Json::Array(items) => items.iter().collect(),
+        one => vec![one],
+    };
+    if items.len() != params.len() {
+        return Err(bad(format!(
+            "the task takes {} parameter{} ({}), but the input {json} gives {}",
+            params.len(),
+            if params.len() == 1 { "" } else { "s" },
+            params
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            items.len()
+        )));
+    }
+    params
+        .iter()
+        .zip(items)
+        .map(|(&ty, v)| WasmValue::from_json(ty, v).map_err(bad))
+        .collect::<Result<_, _>>()
+        .map(Payload::Values)
+}

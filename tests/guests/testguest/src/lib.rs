@@ -1,0 +1,86 @@
+//! One task per behaviour the host's tests check. Each task says which
+//! test relies on it.
+
+use serde::{Deserialize, Serialize};
+use wasmpool_guest::task;
+
+/// Several parameters take a JSON array. (pool::several_parameters_take_an_array)
+#[task]
+pub fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+/// Fails by its own judgement on multiples of ten. (pool::failure_stays_at_its_index)
+#[task]
+pub fn fail_on_tens(x: u64) -> Result<u64, String> {
+    if x % 10 == 0 {
+        Err(format!("{x} is a multiple of ten"))
+    } else {
+        Ok(x * 2)
+    }
+}
+
+/// Panics on 13: a trap with the panic message. (pool::panic_is_a_trap_with_its_message)
+#[task]
+pub fn panic_on_13(x: u64) -> u64 {
+    if x == 13 {
+        panic!("unlucky {x}");
+    }
+    x
+}
+
+/// Spins for `ms` milliseconds, then says which worker ran it.
+/// (pool::worker_count_is_honoured)
+#[task]
+pub fn whoami(ms: u64) -> (u32, u32) {
+    let start = std::time::Instant::now();
+    while start.elapsed().as_millis() < u128::from(ms) {
+        std::hint::spin_loop();
+    }
+    (
+        wasmpool_guest::worker_index(),
+        wasmpool_guest::worker_count(),
+    )
+}
+
+/// A struct in, a number out. (pool::serde_structs_cross_the_boundary)
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Point {
+    /// x
+    pub x: f64,
+    /// y
+    pub y: f64,
+}
+
+/// The length of a vector. (pool::serde_structs_cross_the_boundary)
+#[task]
+pub fn norm(p: Point) -> f64 {
+    (p.x * p.x + p.y * p.y).sqrt()
+}
+
+/// Counts calls in this instance: state persists across tasks of one
+/// worker, and is fresh after a trap. (pool::instance_is_replaced_after_a_trap)
+#[task]
+pub fn calls() -> u64 {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+}
+
+/// Exits the instance with WASI `proc_exit`. (pool::proc_exit_is_reported)
+#[task]
+pub fn exit_with(code: i32) -> u32 {
+    std::process::exit(code)
+}
+
+/// Returns a string of `n` bytes. (pool::output_limit_is_enforced)
+#[task]
+pub fn big(n: usize) -> String {
+    "x".repeat(n)
+}
+
+/// Writes output that is not JSON. (cli::invalid_json_output_is_an_output_error)
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmpool_task_not_json() -> i32 {
+    wasmpool_guest::output(b"{this is not json");
+    0
+}
