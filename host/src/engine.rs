@@ -194,7 +194,14 @@ pub(crate) fn load_module(
         return Ok((module, CacheOutcome::Hit));
     }
     let start = Instant::now();
-    let module = Module::new(engine, bytes).map_err(|e| compile_error(bytes, origin, &e))?;
+    let binary = wat::parse_bytes(bytes).map_err(|e| Error::NotWasm {
+        origin: origin.to_string(),
+        reason: format!("it does not start with the \\0asm magic number, and it does not parse as text (WAT): {e}"),
+    })?;
+    let module = Module::from_binary(engine, &binary).map_err(|e| Error::Compile {
+        origin: origin.to_string(),
+        message: format!("{e:#}"),
+    })?;
     tracing::info!("{origin}: compiled in {:.1?}", start.elapsed());
     match entry {
         Some((cache, path)) => {
@@ -215,32 +222,16 @@ fn check_magic(bytes: &[u8], origin: &str) -> Result<(), Error> {
     if bytes.is_empty() {
         return Err(not_wasm("the file is empty"));
     }
-    if bytes.starts_with(MAGIC) || std::str::from_utf8(bytes).is_ok() {
-        // Binary wasm, or text that may be WAT: the compiler says more.
-        return Ok(());
-    }
     if MAGIC.starts_with(bytes) {
         return Err(not_wasm(
             "the file is truncated inside the \\0asm magic number",
         ));
     }
+    if bytes.starts_with(MAGIC) || std::str::from_utf8(bytes).is_ok() {
+        // Binary wasm, or text that may be WAT: the parser says more.
+        return Ok(());
+    }
     Err(not_wasm(
         "it does not start with the \\0asm magic number, and it is not text (WAT)",
     ))
-}
-
-fn compile_error(bytes: &[u8], origin: &str, e: &wasmtime::Error) -> Error {
-    if bytes.starts_with(MAGIC) {
-        Error::Compile {
-            origin: origin.to_string(),
-            message: format!("{e:#}"),
-        }
-    } else {
-        Error::NotWasm {
-            origin: origin.to_string(),
-            reason: format!(
-                "it does not start with the \\0asm magic number, and it does not parse as text (WAT): {e:#}"
-            ),
-        }
-    }
 }

@@ -1,0 +1,309 @@
+//! The real `wasmpool` binary: output format, ordering, exit codes, errors.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use wasmpool_tests::{MANDELBROT, PRIMES, SQUARE, TESTGUEST};
+
+/// Runs `wasmpool args...` with `stdin`, in a private cache directory.
+fn wasmpool(args: &[&str], stdin: &str) -> Output {
+    let cache = tempfile::tempdir().unwrap();
+    wasmpool_in(cache.path(), args, stdin)
+}
+
+fn wasmpool_in(cache: &std::path::Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmpool"))
+        .args(args)
+        .env("WASMPOOL_CACHE_DIR", cache)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+fn lines(range: std::ops::Range<u64>) -> String {
+    range.map(|i| format!("{i}\n")).collect()
+}
+
+#[test]
+fn primes_over_64_tasks_sum_to_98610() {
+    let out = wasmpool(
+        &["map", PRIMES, "--task", "primes", "--values"],
+        &lines(0..64),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let total: u64 = stdout(&out)
+        .lines()
+        .map(|l| l.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 98610);
+}
+
+#[test]
+fn mandelbrot_over_512_rows_sums_to_12475425_from_an_input_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(&input, lines(0..512)).unwrap();
+    let out = wasmpool(
+        &[
+            "map",
+            MANDELBROT,
+            "--task",
+            "row",
+            "--input",
+            input.to_str().unwrap(),
+            "--values",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let total: u64 = stdout(&out)
+        .lines()
+        .map(|l| l.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 12475425);
+}
+
+#[test]
+fn json_lines_come_in_input_order() {
+    for task in ["square", "square_i64"] {
+        let out = wasmpool(&["map", SQUARE, "--task", task, "-j", "3"], &lines(0..5000));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = stdout(&out);
+        let got: Vec<&str> = text.lines().collect();
+        assert_eq!(got.len(), 5000);
+        for (i, line) in got.iter().enumerate() {
+            assert_eq!(
+                *line,
+                format!("{{\"index\":{i},\"ok\":{}}}", i * i),
+                "{task}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_json_line_fails_alone_and_names_its_line() {
+    let out = wasmpool(&["map", SQUARE, "--task", "square"], "1\n\n{oops\n3\n");
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(got[0], r#"{"index":0,"ok":1}"#);
+    assert!(
+        got[1].starts_with(
+            r#"{"index":1,"error":{"kind":"input","message":"<stdin>:3: invalid JSON: "#
+        ),
+        "blank lines are skipped but counted in line numbers: {}",
+        got[1]
+    );
+    assert_eq!(got[2], r#"{"index":2,"ok":9}"#);
+    assert!(
+        stderr(&out).contains("1 of 3 tasks failed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn failed_task_is_reported_at_its_index_and_exit_status_is_one() {
+    let out = wasmpool(&["map", TESTGUEST, "--task", "fail_on_tens"], &lines(8..13));
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        got,
+        [
+            r#"{"index":0,"ok":16}"#,
+            r#"{"index":1,"ok":18}"#,
+            r#"{"index":2,"error":{"kind":"guest","message":"10 is a multiple of ten"}}"#,
+            r#"{"index":3,"ok":22}"#,
+            r#"{"index":4,"ok":24}"#,
+        ]
+    );
+}
+
+#[test]
+fn values_mode_prints_failures_to_stderr() {
+    let out = wasmpool(
+        &["map", TESTGUEST, "--task", "fail_on_tens", "--values"],
+        "9\n10\n11\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "18\n22\n");
+    assert!(
+        stderr(&out).contains("<stdin>: task 1: guest: 10 is a multiple of ten"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn trap_output_has_a_backtrace() {
+    let out = wasmpool(&["map", TESTGUEST, "--task", "panic_on_13"], "13\n14\n");
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["error"]["kind"], "trap");
+    assert!(
+        first["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unlucky 13"),
+        "{first}"
+    );
+    assert!(
+        first["error"]["backtrace"]
+            .as_str()
+            .unwrap()
+            .contains("panic_on_13"),
+        "{first}"
+    );
+    assert_eq!(text.lines().nth(1).unwrap(), r#"{"index":1,"ok":14}"#);
+}
+
+#[test]
+fn invalid_json_output_is_an_output_error() {
+    let out = wasmpool(&["map", TESTGUEST, "--task", "not_json"], "null\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with(
+            r#"{"index":0,"error":{"kind":"output","message":"the task's output is not valid JSON"#
+        ),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn workers_flag_is_honoured() {
+    let out = wasmpool(
+        &["map", TESTGUEST, "--task", "whoami", "-j", "3", "--values"],
+        &"5\n".repeat(24),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut seen: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, ["[0,3]", "[1,3]", "[2,3]"]);
+}
+
+#[test]
+fn not_wasm_file_is_a_usage_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, [0xff, 0xfe, 0, 1]).unwrap();
+    let out = wasmpool(&["map", path.to_str().unwrap(), "--task", "x"], "1\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!(
+            "wasmpool: {}: not a WebAssembly module: it does not start with the \\0asm magic number, and it is not text (WAT)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn missing_module_and_missing_input_are_usage_errors() {
+    let out = wasmpool(&["map", "/nonexistent/m.wasm", "--task", "x"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("wasmpool: /nonexistent/m.wasm: No such file"),
+        "{}",
+        stderr(&out)
+    );
+    let out = wasmpool(
+        &[
+            "map",
+            SQUARE,
+            "--task",
+            "square",
+            "--input",
+            "/nonexistent/in.jsonl",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("wasmpool: /nonexistent/in.jsonl: cannot open the input"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn missing_task_is_a_usage_error_listing_the_tasks() {
+    let out = wasmpool(&["map", SQUARE, "--task", "cube"], "1\n");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(r#"no task named "cube""#) && err.contains("square_i64"),
+        "{err}"
+    );
+}
+
+#[test]
+fn empty_input_runs_nothing_and_says_so() {
+    let out = wasmpool(&["map", SQUARE, "--task", "square"], "");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "");
+    assert!(stderr(&out).contains("no input lines"), "{}", stderr(&out));
+}
+
+#[test]
+fn second_run_loads_the_module_from_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let first = wasmpool_in(
+        cache.path(),
+        &["-v", "map", SQUARE, "--task", "square"],
+        "2\n",
+    );
+    assert!(stderr(&first).contains("compiled in"), "{}", stderr(&first));
+    let second = wasmpool_in(
+        cache.path(),
+        &["-v", "map", SQUARE, "--task", "square"],
+        "2\n",
+    );
+    assert!(
+        stderr(&second).contains("loaded from cache"),
+        "{}",
+        stderr(&second)
+    );
+    assert!(
+        !stderr(&second).contains("compiled in"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(stdout(&second), "{\"index\":0,\"ok\":4}\n");
+}
+
+#[test]
+fn inspect_lists_tasks_and_imports() {
+    let out = wasmpool(&["inspect", SQUARE], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("abi: wasmpool v1"), "{text}");
+    assert!(
+        text.contains("  square: json -> json (export wasmpool_task_square)"),
+        "{text}"
+    );
+    assert!(text.contains("  square_i64: (i64) -> i64"), "{text}");
+    assert!(text.contains("  wasmpool::input_read: "), "{text}");
+}
