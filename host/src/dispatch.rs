@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::TaskError;
 use crate::task::{Output, Payload, Task};
@@ -151,10 +151,7 @@ impl<'a> Dispatch<'a> {
         let done = if block {
             self.reply_rx.recv().ok()
         } else {
-            match self.reply_rx.try_recv() {
-                Ok(done) => Some(done),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-            }
+            self.reply_rx.try_recv().ok()
         }?;
         self.observe(&done);
         Some(done)

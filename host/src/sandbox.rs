@@ -108,11 +108,8 @@ impl Guest {
         let mut store = Store::new(pre.module().engine(), StoreData::new(worker, limits));
         let instance = pre.instantiate(&mut store)?;
         store.data_mut().memory = instance.get_memory(&mut store, "memory");
-        if let Some(init) = instance
-            .get_typed_func::<(), ()>(&mut store, "_initialize")
-            .ok()
-        {
-            init.call(&mut store, ())?;
+        if let Some(init) = instance.get_func(&mut store, "_initialize") {
+            init.typed::<(), ()>(&store)?.call(&mut store, ())?;
         }
         Ok(Guest {
             store,

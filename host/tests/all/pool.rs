@@ -111,7 +111,7 @@ fn failure_stays_at_its_index() {
     let results = pool.map::<u64, u64>("fail_on_tens", 1..=25).unwrap();
     for (i, r) in results.iter().enumerate() {
         let x = i as u64 + 1;
-        if x % 10 == 0 {
+        if x.is_multiple_of(10) {
             let err = r.as_ref().unwrap_err();
             assert_eq!(err.kind(), TaskErrorKind::Guest);
             assert_eq!(err.message(), format!("{x} is a multiple of ten"));

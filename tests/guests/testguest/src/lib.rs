@@ -13,7 +13,7 @@ pub fn add(a: i64, b: i64) -> i64 {
 /// Fails by its own judgement on multiples of ten. (pool::failure_stays_at_its_index)
 #[task]
 pub fn fail_on_tens(x: u64) -> Result<u64, String> {
-    if x % 10 == 0 {
+    if x.is_multiple_of(10) {
         Err(format!("{x} is a multiple of ten"))
     } else {
         Ok(x * 2)

@@ -1,0 +1,28 @@
+# Developer recipes. README.md's two commands need none of this.
+
+# Build the example and test guests for wasm32-wasip1 into target/wasm32-wasip1.
+guests:
+    rustup target add wasm32-wasip1
+    cargo build --release --target wasm32-wasip1 -p square -p primes -p mandelbrot -p testguest
+
+# The whole test suite, exactly as CI runs it.
+test:
+    ./.ci/run
+
+# Format and lint.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# API docs for the host and the SDK.
+doc:
+    cargo doc --no-deps -p wasmpool -p wasmpool-guest --open
+
+# Run every host example.
+examples:
+    cargo run --release --example demo
+    cargo run --release --example embed
+
+# The demo.
+demo:
+    cargo run --release --example demo
