@@ -66,6 +66,7 @@
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
+#![doc(test(attr(allow(dead_code, unused_variables, unused_mut))))]
 
 mod sys;
 

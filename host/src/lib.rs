@@ -76,6 +76,7 @@
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
+#![doc(test(attr(allow(dead_code, unused_variables, unused_mut))))]
 
 mod abi;
 mod dispatch;

@@ -17,7 +17,7 @@ use crate::task::{TaskKind, TaskSpec, WasmType};
 /// A module's tasks and imports, as `wasmpool inspect` shows them.
 ///
 /// ```no_run
-/// let pool = wasmpool::Pool::builder().module_file("primes.wasm")?.build()?;
+/// let pool = wasmpool::Pool::builder().module_file("primes.wasm").build()?;
 /// for task in &pool.module_info().tasks {
 ///     println!("{task}");
 /// }

@@ -211,7 +211,7 @@ pub(crate) struct TaskSpec {
 ///
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let pool = wasmpool::Pool::builder().module_file("square.wasm")?.build()?;
+/// let pool = wasmpool::Pool::builder().module_file("square.wasm").build()?;
 /// let task = pool.task("square")?;
 /// println!("{}: {}", task.name(), task.signature());
 /// # Ok(()) }
@@ -225,7 +225,7 @@ impl Task {
     /// The name the task was asked for by.
     ///
     /// ```no_run
-    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
     /// assert_eq!(pool.task("square").unwrap().name(), "square");
     /// ```
     pub fn name(&self) -> &str {
@@ -235,7 +235,7 @@ impl Task {
     /// The export that runs it (`wasmpool_task_<name>` or `<name>`).
     ///
     /// ```no_run
-    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
     /// assert_eq!(pool.task("square").unwrap().export(), "wasmpool_task_square");
     /// ```
     pub fn export(&self) -> &str {
@@ -246,7 +246,7 @@ impl Task {
     /// `(i64) -> i64` for numeric ones.
     ///
     /// ```no_run
-    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
     /// assert_eq!(pool.task("square_i64").unwrap().signature(), "(i64) -> i64");
     /// ```
     pub fn signature(&self) -> String {
@@ -256,7 +256,7 @@ impl Task {
     /// Whether this is a numeric export rather than an ABI task.
     ///
     /// ```no_run
-    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
     /// assert!(pool.task("square_i64").unwrap().is_numeric());
     /// ```
     pub fn is_numeric(&self) -> bool {
@@ -273,7 +273,7 @@ impl Task {
     /// or does not fit a numeric task's parameters.
     ///
     /// ```no_run
-    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
     /// let task = pool.task("square_i64").unwrap();
     /// assert_eq!(task.encode(&3).unwrap(), wasmpool::Payload::Values(vec![wasmpool::WasmValue::I64(3)]));
     /// ```
@@ -301,7 +301,7 @@ impl Task {
     /// A [`TaskErrorKind::Input`] error naming what is wrong.
     ///
     /// ```no_run
-    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
     /// let task = pool.task("square").unwrap();
     /// assert!(task.parse_json(b"[1, 2").is_err());
     /// ```
@@ -330,7 +330,7 @@ impl Task {
     /// A [`TaskErrorKind::Output`] error when an ABI task's output is not JSON.
     ///
     /// ```no_run
-    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
     /// # let task = pool.task("square").unwrap();
     /// let mut line = Vec::new();
     /// task.write_json(&wasmpool::Output::Bytes(b"16".to_vec()), &mut line).unwrap();
@@ -357,7 +357,7 @@ impl Task {
     /// A [`TaskErrorKind::Output`] error when the output is not JSON of type `O`.
     ///
     /// ```no_run
-    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
     /// # let task = pool.task("square").unwrap();
     /// let n: u64 = task.decode(wasmpool::Output::Bytes(b"16".to_vec())).unwrap();
     /// assert_eq!(n, 16);

@@ -67,7 +67,7 @@ pub(crate) struct Counters {
 /// What one worker has done so far.
 ///
 /// ```no_run
-/// # let pool = wasmpool::Pool::builder().module_file("square.wasm").unwrap().build().unwrap();
+/// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
 /// for w in pool.worker_stats() {
 ///     println!("worker {}: {} tasks in {:?}", w.index, w.tasks, w.busy);
 /// }
