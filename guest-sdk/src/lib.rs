@@ -59,6 +59,13 @@
 //! A `panic!` traps the task; the host reports it as kind `trap` with the
 //! panic message and replaces the instance.
 //!
+//! # Queues and shared memory
+//!
+//! Instances of one pool (or process group) talk through the host:
+//! [`Queue`] is a named, bounded queue of serde values; [`SharedValue`] and
+//! [`SharedArray`] are atomic integers in the shared region; [`Lock`],
+//! [`Event`], [`Barrier`] and [`Semaphore`] are built on its wait/notify.
+//!
 //! # The ABI underneath
 //!
 //! All of this is a thin layer over the documented ABI in `docs/abi.md`, which
@@ -68,7 +75,15 @@
 #![doc(test(attr(deny(warnings))))]
 #![doc(test(attr(allow(dead_code, unused_variables, unused_mut))))]
 
+mod queue;
+mod shared;
 mod sys;
+
+pub use queue::{Queue, QueueError};
+pub use shared::{
+    Atom, Barrier, Event, Lock, LockGuard, Semaphore, SharedArray, SharedValue, shared_read,
+    shared_size, shared_write,
+};
 
 /// Turns a function into an exported wasmpool task.
 ///

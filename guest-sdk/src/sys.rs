@@ -20,6 +20,38 @@ unsafe extern "C" {
     pub(crate) safe fn worker_index() -> i32;
     /// The number of workers in the pool.
     pub(crate) safe fn worker_count() -> i32;
+
+    /// A handle for the queue named by the bytes at `ptr`, or -1.
+    pub(crate) fn queue_open(ptr: *const u8, len: i32) -> i32;
+    /// 0 put, 1 timed out, 2 closed.
+    pub(crate) fn queue_put(q: i32, ptr: *const u8, len: i32, timeout_ms: i64) -> i32;
+    /// The length of the message taken (held for `queue_message`), -1 timed out, -2 closed.
+    pub(crate) safe fn queue_get(q: i32, timeout_ms: i64) -> i64;
+    /// Copies the held message to `ptr`.
+    pub(crate) fn queue_message(ptr: *mut u8, len: i32) -> i32;
+    /// Closes the queue.
+    pub(crate) safe fn queue_close(q: i32);
+    /// Messages waiting.
+    pub(crate) safe fn queue_len(q: i32) -> i32;
+
+    /// The shared region's size in bytes (0: none).
+    pub(crate) safe fn shm_size() -> i64;
+    /// Copies region bytes at `offset` to `ptr`.
+    pub(crate) fn shm_read(offset: i64, ptr: *mut u8, len: i32);
+    /// Copies bytes at `ptr` into the region at `offset`.
+    pub(crate) fn shm_write(offset: i64, ptr: *const u8, len: i32);
+    pub(crate) safe fn shm_load_i32(offset: i64) -> i32;
+    pub(crate) safe fn shm_store_i32(offset: i64, value: i32);
+    pub(crate) safe fn shm_add_i32(offset: i64, value: i32) -> i32;
+    pub(crate) safe fn shm_cas_i32(offset: i64, expected: i32, new: i32) -> i32;
+    pub(crate) safe fn shm_load_i64(offset: i64) -> i64;
+    pub(crate) safe fn shm_store_i64(offset: i64, value: i64);
+    pub(crate) safe fn shm_add_i64(offset: i64, value: i64) -> i64;
+    pub(crate) safe fn shm_cas_i64(offset: i64, expected: i64, new: i64) -> i64;
+    /// 0 woken, 1 value differed, 2 timed out.
+    pub(crate) safe fn shm_wait_i32(offset: i64, expected: i32, timeout_ms: i64) -> i32;
+    /// Wakes up to `count` waiters; returns how many woke.
+    pub(crate) safe fn shm_notify(offset: i64, count: i32) -> i32;
 }
 
 #[cfg(not(target_family = "wasm"))]
@@ -52,6 +84,63 @@ mod native {
         outside()
     }
     pub(crate) fn worker_count() -> i32 {
+        outside()
+    }
+    pub(crate) unsafe fn queue_open(_ptr: *const u8, _len: i32) -> i32 {
+        outside()
+    }
+    pub(crate) unsafe fn queue_put(_q: i32, _ptr: *const u8, _len: i32, _timeout_ms: i64) -> i32 {
+        outside()
+    }
+    pub(crate) fn queue_get(_q: i32, _timeout_ms: i64) -> i64 {
+        outside()
+    }
+    pub(crate) unsafe fn queue_message(_ptr: *mut u8, _len: i32) -> i32 {
+        outside()
+    }
+    pub(crate) fn queue_close(_q: i32) {
+        outside()
+    }
+    pub(crate) fn queue_len(_q: i32) -> i32 {
+        outside()
+    }
+    pub(crate) fn shm_size() -> i64 {
+        outside()
+    }
+    pub(crate) unsafe fn shm_read(_offset: i64, _ptr: *mut u8, _len: i32) {
+        outside()
+    }
+    pub(crate) unsafe fn shm_write(_offset: i64, _ptr: *const u8, _len: i32) {
+        outside()
+    }
+    pub(crate) fn shm_load_i32(_offset: i64) -> i32 {
+        outside()
+    }
+    pub(crate) fn shm_store_i32(_offset: i64, _value: i32) {
+        outside()
+    }
+    pub(crate) fn shm_add_i32(_offset: i64, _value: i32) -> i32 {
+        outside()
+    }
+    pub(crate) fn shm_cas_i32(_offset: i64, _expected: i32, _new: i32) -> i32 {
+        outside()
+    }
+    pub(crate) fn shm_load_i64(_offset: i64) -> i64 {
+        outside()
+    }
+    pub(crate) fn shm_store_i64(_offset: i64, _value: i64) {
+        outside()
+    }
+    pub(crate) fn shm_add_i64(_offset: i64, _value: i64) -> i64 {
+        outside()
+    }
+    pub(crate) fn shm_cas_i64(_offset: i64, _expected: i64, _new: i64) -> i64 {
+        outside()
+    }
+    pub(crate) fn shm_wait_i32(_offset: i64, _expected: i32, _timeout_ms: i64) -> i32 {
+        outside()
+    }
+    pub(crate) fn shm_notify(_offset: i64, _count: i32) -> i32 {
         outside()
     }
 }

@@ -21,6 +21,9 @@ use crate::error::Error;
 pub(crate) struct EngineOptions {
     /// How many instances may be alive at once (sizes the pooling allocator).
     pub(crate) instance_slots: u32,
+    /// Whether a shared region is wanted: turns on wasm threads (a Tier 2
+    /// feature in wasmtime, so only for runs that ask for it).
+    pub(crate) threads: bool,
 }
 
 impl EngineOptions {
@@ -37,6 +40,9 @@ impl EngineOptions {
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
             .memory_init_cow(true);
+        if self.threads {
+            config.wasm_threads(true).shared_memory(true);
+        }
         Engine::new(&config).map_err(|e| Error::Host(format!("cannot create the engine: {e:#}")))
     }
 }

@@ -100,6 +100,8 @@ pub enum TaskErrorKind {
     Exit,
     /// The instance could not be (re)created for this task.
     Instantiate,
+    /// The guest was terminated from the host.
+    Terminated,
     /// The host failed (a bug in wasmpool).
     Host,
 }
@@ -119,6 +121,7 @@ impl TaskErrorKind {
             TaskErrorKind::Abi => "abi",
             TaskErrorKind::Exit => "exit",
             TaskErrorKind::Instantiate => "instantiate",
+            TaskErrorKind::Terminated => "terminated",
             TaskErrorKind::Host => "host",
         }
     }
@@ -225,6 +228,12 @@ impl fmt::Display for TaskError {
 }
 
 impl std::error::Error for TaskError {}
+
+/// A wait in a host call (or the guest's code) was cut short because the
+/// guest was terminated.
+#[derive(Debug, thiserror::Error)]
+#[error("terminated")]
+pub(crate) struct Interrupted;
 
 /// A guest broke `docs/abi.md`. Returned from host functions, so that the
 /// task traps; turned into a [`TaskError`] of kind `abi` when it is caught.

@@ -84,7 +84,9 @@ mod engine;
 mod error;
 mod module;
 mod pool;
+mod queue;
 mod sandbox;
+mod shm;
 mod task;
 mod worker;
 
@@ -93,5 +95,7 @@ pub use engine::{CacheOutcome, ModuleCache};
 pub use error::{Error, TaskError, TaskErrorKind};
 pub use module::{ModuleInfo, TaskInfo};
 pub use pool::{Pool, PoolBuilder};
+pub use queue::{Queue, QueueError};
+pub use shm::{SharedRegion, ShmError, Wake};
 pub use task::{Output, Payload, Task, WasmType, WasmValue};
 pub use worker::WorkerStats;

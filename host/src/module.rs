@@ -148,7 +148,11 @@ impl ModuleInfo {
             path: path.into(),
             source,
         })?;
-        let engine = EngineOptions { instance_slots: 1 }.build()?;
+        let engine = EngineOptions {
+            instance_slots: 1,
+            threads: false,
+        }
+        .build()?;
         let (module, _) = load_module(&engine, cache, &bytes, &path.display().to_string())?;
         Ok(ModuleInfo::of(&module))
     }
@@ -177,6 +181,7 @@ fn abi_rules(module: &Module) -> Result<(), String> {
     let mut marker = None;
     let mut uses_abi = false;
     let mut has_memory = false;
+    let mut imports_functions = false;
     for export in module.exports() {
         let name = export.name();
         if let Some(v) = name.strip_prefix(abi::VERSION_MARKER_PREFIX) {
@@ -188,6 +193,7 @@ fn abi_rules(module: &Module) -> Result<(), String> {
     for import in module.imports() {
         if import.module() == abi::MODULE {
             uses_abi = true;
+            imports_functions |= matches!(import.ty(), ExternType::Func(_));
             let known = abi::IMPORTS.contains(&import.name());
             if !known {
                 return fail(format!(
@@ -218,7 +224,7 @@ fn abi_rules(module: &Module) -> Result<(), String> {
         }
         None => {}
     }
-    if uses_abi && !has_memory {
+    if imports_functions && !has_memory {
         return fail("module imports from wasmpool but exports no memory named \"memory\"".into());
     }
     Ok(())

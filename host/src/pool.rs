@@ -20,7 +20,9 @@ use crate::dispatch::{Decode, Dispatch, Imap, ImapUnordered, Inputs};
 use crate::engine::{CacheOutcome, EngineOptions, ModuleCache, load_module};
 use crate::error::{Error, TaskError};
 use crate::module::{ModuleInfo, check_abi, resolve_task};
-use crate::sandbox::{Guest, Limits, StoreData, WorkerId, classify};
+use crate::queue::Queue;
+use crate::sandbox::{Guest, Limits, Resources, StoreData, WorkerId, classify};
+use crate::shm::SharedRegion;
 use crate::task::{Output, Payload, Task};
 use crate::worker::{self, Batch, Counters, Shared, WorkerStats};
 
@@ -52,9 +54,47 @@ pub struct PoolBuilder {
     cache: Option<Option<ModuleCache>>,
     limits: Limits,
     window: usize,
+    queues: Vec<(String, usize)>,
+    shared_memory: Option<usize>,
 }
 
 impl PoolBuilder {
+    /// Declares a named queue holding at most `capacity` messages, shared by
+    /// every worker's instance and by the host ([`Pool::queue`]). Guests
+    /// open it by name.
+    ///
+    /// ```
+    /// let pool = wasmpool::Pool::builder()
+    ///     .module_bytes("(module)")
+    ///     .queue("results", 1000)
+    ///     .cache(None)
+    ///     .build()
+    ///     .unwrap();
+    /// pool.queue("results").unwrap().put(b"42".to_vec(), None).unwrap();
+    /// ```
+    pub fn queue(mut self, name: impl Into<String>, capacity: usize) -> Self {
+        self.queues.push((name.into(), capacity));
+        self
+    }
+
+    /// Gives the pool one shared region of at least `bytes` bytes (rounded
+    /// up to 64 KiB), reachable from every instance through the ABI's `shm_*`
+    /// calls and from the host through [`Pool::shared_region`]. Default: none.
+    ///
+    /// ```
+    /// let pool = wasmpool::Pool::builder()
+    ///     .module_bytes("(module)")
+    ///     .shared_memory(1 << 20)
+    ///     .cache(None)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.shared_region().unwrap().len(), 1 << 20);
+    /// ```
+    pub fn shared_memory(mut self, bytes: usize) -> Self {
+        self.shared_memory = Some(bytes);
+        self
+    }
+
     /// The module to run, read from a `.wasm` (or `.wat`) file at `build`.
     ///
     /// ```no_run
@@ -183,8 +223,10 @@ impl PoolBuilder {
 
         let engine = EngineOptions {
             instance_slots: workers_u32.saturating_mul(2).saturating_add(2),
+            threads: self.shared_memory.is_some(),
         }
         .build()?;
+        let resources = Arc::new(build_resources(&engine, &self.queues, self.shared_memory)?);
         let (module, cache_outcome) = load_module(&engine, cache.as_ref(), &bytes, &origin)?;
         drop(bytes);
         check_abi(&module, &origin)?;
@@ -198,6 +240,9 @@ impl PoolBuilder {
             .map_err(|e| Error::Host(format!("cannot link WASI: {e:#}")))?;
         abi::add_to_linker(&mut linker)
             .map_err(|e| Error::Host(format!("cannot link the ABI: {e:#}")))?;
+        if let Some(region) = &resources.shm {
+            define_shared(&engine, &mut linker, region, &resources)?;
+        }
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| instantiate(format!("{e:#}")))?;
@@ -206,6 +251,7 @@ impl PoolBuilder {
             pre,
             limits: self.limits.clone(),
             workers: workers_u32,
+            resources: resources.clone(),
         });
         let (jobs, jobs_rx) = crossbeam_channel::unbounded::<Batch>();
         let mut threads = Vec::with_capacity(workers);
@@ -215,7 +261,7 @@ impl PoolBuilder {
                 index,
                 count: workers_u32,
             };
-            let guest = Guest::new(&shared.pre, id, self.limits.clone())
+            let guest = Guest::new(&shared.pre, id, self.limits.clone(), resources.clone())
                 .map_err(|e| instantiate(classify(e, None).to_string()))?;
             let c = Arc::new(Counters::default());
             c.instances.store(1, std::sync::atomic::Ordering::Relaxed);
@@ -233,6 +279,7 @@ impl PoolBuilder {
             workers,
             window: self.window,
             jobs: Some(jobs),
+            resources,
             threads,
             counters,
             tasks: Mutex::new(HashMap::new()),
@@ -267,6 +314,7 @@ pub struct Pool {
     workers: usize,
     window: usize,
     jobs: Option<Sender<Batch>>,
+    resources: Arc<Resources>,
     threads: Vec<JoinHandle<()>>,
     counters: Vec<Arc<Counters>>,
     tasks: Mutex<HashMap<String, Task>>,
@@ -295,6 +343,8 @@ impl Pool {
             cache: None,
             limits: Limits::default(),
             window: DEFAULT_WINDOW,
+            queues: Vec::new(),
+            shared_memory: None,
         }
     }
 
@@ -326,6 +376,27 @@ impl Pool {
     /// ```
     pub fn module_info(&self) -> &ModuleInfo {
         &self.info
+    }
+
+    /// The queue declared as `name`, shared with every instance.
+    ///
+    /// ```
+    /// # let pool = wasmpool::Pool::builder().module_bytes("(module)").queue("q", 8).cache(None).build().unwrap();
+    /// assert_eq!(pool.queue("q").unwrap().capacity(), 8);
+    /// assert!(pool.queue("other").is_none());
+    /// ```
+    pub fn queue(&self, name: &str) -> Option<&Arc<Queue>> {
+        self.resources.queues.iter().find(|q| q.name() == name)
+    }
+
+    /// The shared region, if the pool has one.
+    ///
+    /// ```
+    /// # let pool = wasmpool::Pool::builder().module_bytes("(module)").cache(None).build().unwrap();
+    /// assert!(pool.shared_region().is_none());
+    /// ```
+    pub fn shared_region(&self) -> Option<&SharedRegion> {
+        self.resources.shm.as_ref()
     }
 
     /// What each worker has done so far.
@@ -497,6 +568,47 @@ impl Pool {
             decode,
         )
     }
+}
+
+/// Makes the queues and the shared region a pool or process group shares.
+pub(crate) fn build_resources(
+    engine: &wasmtime::Engine,
+    queues: &[(String, usize)],
+    shared_memory: Option<usize>,
+) -> Result<Resources, Error> {
+    let mut list: Vec<Arc<Queue>> = Vec::with_capacity(queues.len());
+    for (name, capacity) in queues {
+        if list.iter().any(|q| q.name() == name) {
+            return Err(Error::Config(format!("queue {name:?} is declared twice")));
+        }
+        list.push(Arc::new(Queue::new(name.clone(), *capacity)));
+    }
+    let shm = shared_memory
+        .map(|bytes| SharedRegion::new(engine, bytes))
+        .transpose()?;
+    Ok(Resources { queues: list, shm })
+}
+
+/// Offers the shared region as the import `wasmpool::shared`, for guests
+/// that use it directly with wasm atomics.
+pub(crate) fn define_shared(
+    engine: &wasmtime::Engine,
+    linker: &mut Linker<StoreData>,
+    region: &SharedRegion,
+    resources: &Arc<Resources>,
+) -> Result<(), Error> {
+    let scratch = wasmtime::Store::new(
+        engine,
+        StoreData::new(
+            WorkerId { index: 0, count: 1 },
+            Limits::default(),
+            resources.clone(),
+        ),
+    );
+    linker
+        .define(&scratch, abi::MODULE, "shared", region.memory().clone())
+        .map(|_| ())
+        .map_err(|e| Error::Host(format!("cannot offer the shared region: {e:#}")))
 }
 
 impl Drop for Pool {

@@ -8,11 +8,16 @@
 //! the worker drops it and builds a new one, so a half-updated heap never
 //! leaks into the next task.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use wasmtime::{Func, Instance, InstancePre, Memory, Store, Trap, TypedFunc, Val, WasmBacktrace};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use crate::error::{AbiError, TaskError, TaskErrorKind};
+use crate::error::{AbiError, Interrupted, TaskError, TaskErrorKind};
+use crate::queue::Queue;
+use crate::shm::SharedRegion;
 use crate::task::{Output, Payload, TaskKind, TaskSpec, WasmValue};
 
 /// Limits that apply to every task of a pool.
@@ -28,6 +33,14 @@ impl Default for Limits {
             max_output: 64 << 20,
         }
     }
+}
+
+/// What every instance of a pool or process group shares: the named queues
+/// (a guest's handle is an index into `queues`) and the shared region.
+#[derive(Debug, Default)]
+pub(crate) struct Resources {
+    pub(crate) queues: Vec<Arc<Queue>>,
+    pub(crate) shm: Option<SharedRegion>,
 }
 
 /// Which worker an instance belongs to (what `worker_index` returns).
@@ -50,10 +63,17 @@ pub(crate) struct StoreData {
     pub(crate) trap_message: Option<String>,
     pub(crate) worker: WorkerId,
     pub(crate) limits: Limits,
+    /// Queues and the shared region of this pool or group.
+    pub(crate) resources: Arc<Resources>,
+    /// Set to stop the guest: waits in host calls end, and wasm code stops
+    /// at its next epoch check.
+    pub(crate) interrupt: Arc<AtomicBool>,
+    /// The message taken by the last `queue_get`, until `queue_message`.
+    pub(crate) message: Option<Vec<u8>>,
 }
 
 impl StoreData {
-    fn new(worker: WorkerId, limits: Limits) -> Self {
+    pub(crate) fn new(worker: WorkerId, limits: Limits, resources: Arc<Resources>) -> Self {
         // Nothing of the host is visible: no files, no environment, no
         // arguments. Guest stdout goes to the host's stderr so that it can
         // never corrupt results written to the host's stdout.
@@ -69,6 +89,9 @@ impl StoreData {
             trap_message: None,
             worker,
             limits,
+            resources,
+            interrupt: Arc::new(AtomicBool::new(false)),
+            message: None,
         }
     }
 }
@@ -104,8 +127,12 @@ impl Guest {
         pre: &InstancePre<StoreData>,
         worker: WorkerId,
         limits: Limits,
+        resources: Arc<Resources>,
     ) -> wasmtime::Result<Guest> {
-        let mut store = Store::new(pre.module().engine(), StoreData::new(worker, limits));
+        let mut store = Store::new(
+            pre.module().engine(),
+            StoreData::new(worker, limits, resources),
+        );
         let instance = pre.instantiate(&mut store)?;
         store.data_mut().memory = instance.get_memory(&mut store, "memory");
         if let Some(init) = instance.get_func(&mut store, "_initialize") {
@@ -221,6 +248,10 @@ pub(crate) fn classify(e: wasmtime::Error, trap_message: Option<String>) -> Task
     let backtrace = e.downcast_ref::<WasmBacktrace>().map(|bt| bt.to_string());
     if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return TaskError::exit(exit.0);
+    }
+    if e.downcast_ref::<Interrupted>().is_some() {
+        return TaskError::new(TaskErrorKind::Terminated, "terminated by the host")
+            .with_backtrace(backtrace);
     }
     if let Some(abi) = e.downcast_ref::<AbiError>() {
         return TaskError::new(TaskErrorKind::Abi, abi.to_string()).with_backtrace(backtrace);

@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender};
 use wasmtime::InstancePre;
 
 use crate::error::{TaskError, TaskErrorKind};
-use crate::sandbox::{Guest, Limits, StoreData, WorkerId};
+use crate::sandbox::{Guest, Limits, Resources, StoreData, WorkerId};
 use crate::task::{Output, Payload, TaskSpec};
 
 /// A run of consecutive inputs of one map, sent to one worker.
@@ -53,6 +53,7 @@ pub(crate) struct Shared {
     pub(crate) pre: InstancePre<StoreData>,
     pub(crate) limits: Limits,
     pub(crate) workers: u32,
+    pub(crate) resources: Arc<Resources>,
 }
 
 /// Counters one worker keeps, read by [`Pool::worker_stats`](crate::Pool::worker_stats).
@@ -165,13 +166,18 @@ impl Worker {
                     index: self.index,
                     count: self.shared.workers,
                 };
-                let guest =
-                    Guest::new(&self.shared.pre, id, self.shared.limits.clone()).map_err(|e| {
-                        TaskError::new(
-                            TaskErrorKind::Instantiate,
-                            format!("cannot create a fresh instance: {e:#}"),
-                        )
-                    })?;
+                let guest = Guest::new(
+                    &self.shared.pre,
+                    id,
+                    self.shared.limits.clone(),
+                    self.shared.resources.clone(),
+                )
+                .map_err(|e| {
+                    TaskError::new(
+                        TaskErrorKind::Instantiate,
+                        format!("cannot create a fresh instance: {e:#}"),
+                    )
+                })?;
                 self.counters.instances.fetch_add(1, Ordering::Relaxed);
                 slot.insert(guest)
             }

@@ -4,10 +4,13 @@
 //! Host functions copy between guest memory and the store's task state
 //! through `mem`, the one bounds checker. A guest that breaks the ABI gets an
 //! [`AbiError`](crate::error::AbiError), which traps its task and nothing
-//! else. Functions that wait (queues, wait/notify) will live here too, each
-//! taking a deadline, so that one place can gain async versions later.
+//! else. The functions that share state between instances, and the only ones
+//! that wait (queues, the shared region, wait/notify), are in `sync.rs`; each
+//! wait takes a deadline and honours the store's interruption flag, so that
+//! one place can gain async versions later.
 
 pub(crate) mod mem;
+mod sync;
 
 use wasmtime::{Caller, Linker};
 
@@ -32,6 +35,26 @@ pub(crate) const IMPORTS: &[&str] = &[
     "trap_message",
     "worker_index",
     "worker_count",
+    "queue_open",
+    "queue_put",
+    "queue_get",
+    "queue_message",
+    "queue_close",
+    "queue_len",
+    "shm_size",
+    "shm_read",
+    "shm_write",
+    "shm_load_i32",
+    "shm_store_i32",
+    "shm_add_i32",
+    "shm_cas_i32",
+    "shm_load_i64",
+    "shm_store_i64",
+    "shm_add_i64",
+    "shm_cas_i64",
+    "shm_wait_i32",
+    "shm_notify",
+    "shared",
 ];
 
 fn memory<'a>(
@@ -107,5 +130,17 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
         "worker_count",
         |caller: Caller<'_, StoreData>| -> i32 { caller.data().worker.count as i32 },
     )?;
-    Ok(())
+    sync::add_to_linker(linker)
+}
+
+/// `Err(AbiError)` for `function`.
+pub(crate) fn abi_error<T>(
+    function: &'static str,
+    message: impl Into<String>,
+) -> wasmtime::Result<T> {
+    Err(AbiError {
+        function,
+        message: message.into(),
+    }
+    .into())
 }

@@ -6,4 +6,5 @@ mod abi;
 mod cache;
 mod cli;
 mod pool;
+mod shared;
 mod util;

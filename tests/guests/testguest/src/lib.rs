@@ -84,3 +84,71 @@ pub extern "C" fn wasmpool_task_not_json() -> i32 {
     wasmpool_guest::output(b"{this is not json");
     0
 }
+
+// ---- queues and the shared region (pool::shared_* and pool::queue_* tests) ----
+
+use wasmpool_guest::{Barrier, Lock, Queue, QueueError, SharedValue};
+
+const COUNTER: SharedValue<u64> = SharedValue::at(0);
+const LOCK: Lock = Lock::at(128);
+const GUARDED: SharedValue<u64> = SharedValue::at(136);
+const BARRIER_AT: u64 = 64;
+
+/// Adds 1 to the shared counter `n` times. (pool::shared_counter_is_exact)
+#[task]
+pub fn count(n: u64) -> u64 {
+    for _ in 0..n {
+        COUNTER.fetch_add(1);
+    }
+    n
+}
+
+/// Adds 1 to a plain (non-atomic) read-modify-write under the lock, `n`
+/// times. (pool::lock_makes_read_modify_write_exact)
+#[task]
+pub fn locked_count(n: u64) -> u64 {
+    for _ in 0..n {
+        let _guard = LOCK.lock();
+        GUARDED.store(GUARDED.load() + 1);
+    }
+    n
+}
+
+/// Role 0 puts 0..n on queue `q` and closes it; role 1 takes until closed
+/// and returns [count, sum]. (pool::producer_consumer_loses_nothing)
+#[task]
+pub fn pc(role: u32, n: u64) -> Result<(u64, u64), String> {
+    let q: Queue<u64> = Queue::open("q").ok_or("no queue q")?;
+    if role == 0 {
+        for i in 0..n {
+            q.put(&i).map_err(|e| e.to_string())?;
+        }
+        q.close();
+        Ok((n, 0))
+    } else {
+        let (mut count, mut sum) = (0, 0);
+        for x in q.iter() {
+            count += 1;
+            sum += x;
+        }
+        Ok((count, sum))
+    }
+}
+
+/// Waits at the barrier for `parties` instances; true in the last to arrive.
+/// (pool::barrier_releases_all_four)
+#[task]
+pub fn barrier(parties: u32) -> bool {
+    Barrier::at(BARRIER_AT, parties).wait()
+}
+
+/// A get with a timeout on queue `q`. (pool::get_timeout_on_empty_queue_times_out)
+#[task]
+pub fn get_with_timeout(ms: u64) -> String {
+    let q: Queue<u64> = Queue::open("q").expect("queue q");
+    match q.get_timeout(std::time::Duration::from_millis(ms)) {
+        Ok(v) => format!("got {v}"),
+        Err(QueueError::Timeout) => "timeout".into(),
+        Err(e) => e.to_string(),
+    }
+}

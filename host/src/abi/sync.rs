@@ -1,0 +1,279 @@
+//! The ABI functions that reach state shared by every instance of a pool or
+//! process group: named queues and the shared region (`docs/abi.md`,
+//! "Queues" and "Shared memory"). The only host calls that wait live here.
+
+use std::time::Duration;
+
+use wasmtime::{Caller, Linker};
+
+use super::{MODULE, abi_error, mem, memory};
+use crate::error::Interrupted;
+use crate::queue::QueueError;
+use crate::sandbox::StoreData;
+use crate::shm::{SharedRegion, ShmError, Wake};
+
+/// `timeout_ms < 0` waits forever.
+fn timeout(ms: i64) -> Option<Duration> {
+    u64::try_from(ms).ok().map(Duration::from_millis)
+}
+
+fn queue<'a>(
+    data: &'a StoreData,
+    function: &'static str,
+    handle: i32,
+) -> wasmtime::Result<&'a std::sync::Arc<crate::queue::Queue>> {
+    match usize::try_from(handle)
+        .ok()
+        .and_then(|h| data.resources.queues.get(h))
+    {
+        Some(q) => Ok(q),
+        None => abi_error(function, format!("bad queue handle {handle}")),
+    }
+}
+
+fn region<'a>(data: &'a StoreData, function: &'static str) -> wasmtime::Result<&'a SharedRegion> {
+    match &data.resources.shm {
+        Some(r) => Ok(r),
+        None => abi_error(
+            function,
+            "this run has no shared region (give it one: --shared-memory SIZE)",
+        ),
+    }
+}
+
+fn offset(function: &'static str, offset: i64) -> wasmtime::Result<u64> {
+    u64::try_from(offset).or_else(|_| abi_error(function, format!("negative offset {offset}")))
+}
+
+fn shm<T>(function: &'static str, r: Result<T, ShmError>) -> wasmtime::Result<T> {
+    r.or_else(|e| abi_error(function, e.to_string()))
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
+    // ---- queues ----
+    linker.func_wrap(
+        MODULE,
+        "queue_open",
+        |mut caller: Caller<'_, StoreData>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            let (mem, state) = memory(&mut caller, "queue_open")?;
+            let name = mem::slice("queue_open", mem, ptr, len)?;
+            let found = state
+                .resources
+                .queues
+                .iter()
+                .position(|q| q.name().as_bytes() == name);
+            Ok(found.map_or(-1, |i| i as i32))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "queue_put",
+        |mut caller: Caller<'_, StoreData>,
+         q: i32,
+         ptr: i32,
+         len: i32,
+         ms: i64|
+         -> wasmtime::Result<i32> {
+            let (mem, state) = memory(&mut caller, "queue_put")?;
+            let message = mem::slice("queue_put", mem, ptr, len)?.to_vec();
+            let queue = queue(state, "queue_put", q)?;
+            match queue.put_interruptible(message, timeout(ms), &state.interrupt) {
+                Ok(()) => Ok(0),
+                Err(QueueError::Timeout(_)) => Ok(1),
+                Err(QueueError::Closed(_) | QueueError::Invalid(_)) => Ok(2),
+                Err(QueueError::Interrupted(_)) => Err(Interrupted.into()),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "queue_get",
+        |mut caller: Caller<'_, StoreData>, q: i32, ms: i64| -> wasmtime::Result<i64> {
+            let state = caller.data_mut();
+            let queue = queue(state, "queue_get", q)?.clone();
+            match queue.get_interruptible(timeout(ms), &state.interrupt) {
+                Ok(message) => {
+                    let len = message.len() as i64;
+                    state.message = Some(message);
+                    Ok(len)
+                }
+                Err(QueueError::Timeout(_)) => Ok(-1),
+                Err(QueueError::Closed(_) | QueueError::Invalid(_)) => Ok(-2),
+                Err(QueueError::Interrupted(_)) => Err(Interrupted.into()),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "queue_message",
+        |mut caller: Caller<'_, StoreData>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            let (mem, state) = memory(&mut caller, "queue_message")?;
+            let dest = mem::slice_mut("queue_message", mem, ptr, len)?;
+            let Some(message) = state.message.take() else {
+                return abi_error("queue_message", "no message is held: call queue_get first");
+            };
+            let n = dest.len().min(message.len());
+            dest[..n].copy_from_slice(&message[..n]);
+            Ok(n as i32)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "queue_close",
+        |caller: Caller<'_, StoreData>, q: i32| -> wasmtime::Result<()> {
+            queue(caller.data(), "queue_close", q)?.close();
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "queue_len",
+        |caller: Caller<'_, StoreData>, q: i32| -> wasmtime::Result<i32> {
+            Ok(queue(caller.data(), "queue_len", q)?
+                .len()
+                .min(i32::MAX as usize) as i32)
+        },
+    )?;
+
+    // ---- the shared region ----
+    linker.func_wrap(MODULE, "shm_size", |caller: Caller<'_, StoreData>| -> i64 {
+        caller
+            .data()
+            .resources
+            .shm
+            .as_ref()
+            .map_or(0, |r| r.len() as i64)
+    })?;
+    linker.func_wrap(
+        MODULE,
+        "shm_read",
+        |mut caller: Caller<'_, StoreData>, off: i64, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            let (mem, state) = memory(&mut caller, "shm_read")?;
+            let dest = mem::slice_mut("shm_read", mem, ptr, len)?;
+            let region = region(state, "shm_read")?;
+            shm("shm_read", region.read(offset("shm_read", off)?, dest))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "shm_write",
+        |mut caller: Caller<'_, StoreData>, off: i64, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            let (mem, state) = memory(&mut caller, "shm_write")?;
+            let src = mem::slice("shm_write", mem, ptr, len)?;
+            let region = region(state, "shm_write")?;
+            shm("shm_write", region.write(offset("shm_write", off)?, src))
+        },
+    )?;
+    macro_rules! atomics {
+        ($ty:ty, $load:literal, $store:literal, $add:literal, $cas:literal,
+         $load_fn:ident, $store_fn:ident, $add_fn:ident, $cas_fn:ident) => {
+            linker.func_wrap(
+                MODULE,
+                $load,
+                |caller: Caller<'_, StoreData>, off: i64| -> wasmtime::Result<$ty> {
+                    shm(
+                        $load,
+                        region(caller.data(), $load)?.$load_fn(offset($load, off)?),
+                    )
+                },
+            )?;
+            linker.func_wrap(
+                MODULE,
+                $store,
+                |caller: Caller<'_, StoreData>, off: i64, v: $ty| -> wasmtime::Result<()> {
+                    shm(
+                        $store,
+                        region(caller.data(), $store)?.$store_fn(offset($store, off)?, v),
+                    )
+                },
+            )?;
+            linker.func_wrap(
+                MODULE,
+                $add,
+                |caller: Caller<'_, StoreData>, off: i64, v: $ty| -> wasmtime::Result<$ty> {
+                    shm(
+                        $add,
+                        region(caller.data(), $add)?.$add_fn(offset($add, off)?, v),
+                    )
+                },
+            )?;
+            linker.func_wrap(
+                MODULE,
+                $cas,
+                |caller: Caller<'_, StoreData>,
+                 off: i64,
+                 expected: $ty,
+                 new: $ty|
+                 -> wasmtime::Result<$ty> {
+                    shm(
+                        $cas,
+                        region(caller.data(), $cas)?.$cas_fn(offset($cas, off)?, expected, new),
+                    )
+                },
+            )?;
+        };
+    }
+    atomics!(
+        i32,
+        "shm_load_i32",
+        "shm_store_i32",
+        "shm_add_i32",
+        "shm_cas_i32",
+        load_i32,
+        store_i32,
+        fetch_add_i32,
+        compare_exchange_i32
+    );
+    atomics!(
+        i64,
+        "shm_load_i64",
+        "shm_store_i64",
+        "shm_add_i64",
+        "shm_cas_i64",
+        load_i64,
+        store_i64,
+        fetch_add_i64,
+        compare_exchange_i64
+    );
+    linker.func_wrap(
+        MODULE,
+        "shm_wait_i32",
+        |caller: Caller<'_, StoreData>,
+         off: i64,
+         expected: i32,
+         ms: i64|
+         -> wasmtime::Result<i32> {
+            let data = caller.data();
+            let region = region(data, "shm_wait_i32")?;
+            let wake = shm(
+                "shm_wait_i32",
+                region.wait_i32(
+                    offset("shm_wait_i32", off)?,
+                    expected,
+                    timeout(ms),
+                    &data.interrupt,
+                ),
+            )?;
+            match wake {
+                Wake::Notified => Ok(0),
+                Wake::Mismatch => Ok(1),
+                Wake::TimedOut => Ok(2),
+                Wake::Interrupted => Err(Interrupted.into()),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "shm_notify",
+        |caller: Caller<'_, StoreData>, off: i64, count: i32| -> wasmtime::Result<i32> {
+            let region = region(caller.data(), "shm_notify")?;
+            let count = u32::try_from(count).unwrap_or(u32::MAX);
+            Ok(shm(
+                "shm_notify",
+                region.notify(offset("shm_notify", off)?, count),
+            )?
+            .min(i32::MAX as u32) as i32)
+        },
+    )?;
+    Ok(())
+}

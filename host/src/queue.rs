@@ -1,0 +1,371 @@
+//! Named, bounded, many-producer many-consumer queues owned by the host and
+//! shared by every instance of a pool or process group: Python's
+//! `multiprocessing.Queue`.
+//!
+//! Entry point: [`Queue`]. Guests reach a queue through the ABI
+//! (`queue_open`, `queue_put`, `queue_get`, ...); the host holds the same
+//! `Queue` and can put, get and close too.
+//!
+//! Invariants: at most `capacity` messages are held; once closed, `put`
+//! fails and `get` drains what is left and then reports [`QueueError::Closed`].
+//! Every wait takes a deadline and is cut into slices that check an
+//! interruption flag, so a terminated guest never stays blocked here.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How long one wait slice lasts before the interruption flag is checked.
+const SLICE: Duration = Duration::from_millis(20);
+
+/// Why a queue operation did not complete.
+///
+/// ```
+/// let q = wasmpool::Queue::new("jobs", 1);
+/// q.put(b"a".to_vec(), None).unwrap();
+/// let err = q.put(b"b".to_vec(), Some(std::time::Duration::ZERO)).unwrap_err();
+/// assert!(err.is_timeout());
+/// assert_eq!(err.into_inner(), Some(b"b".to_vec()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError<T = Vec<u8>> {
+    /// The deadline passed: the queue stayed full (for a put, with the
+    /// message handed back) or empty (for a get).
+    #[error("timed out")]
+    Timeout(Option<T>),
+    /// The queue is closed: no more puts, and nothing left to get.
+    #[error("queue closed")]
+    Closed(Option<T>),
+    /// The wait was interrupted (the guest was terminated).
+    #[error("interrupted")]
+    Interrupted(Option<T>),
+    /// A message taken by [`Queue::get_json`] does not decode as the type
+    /// asked for (the message is consumed).
+    #[error("message does not decode: {0}")]
+    Invalid(String),
+}
+
+impl<T> QueueError<T> {
+    /// Whether the deadline passed.
+    ///
+    /// ```
+    /// assert!(wasmpool::QueueError::<Vec<u8>>::Timeout(None).is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, QueueError::Timeout(_))
+    }
+
+    /// Whether the queue is closed.
+    ///
+    /// ```
+    /// assert!(wasmpool::QueueError::<Vec<u8>>::Closed(None).is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        matches!(self, QueueError::Closed(_))
+    }
+
+    /// The message a failed put hands back.
+    ///
+    /// ```
+    /// assert_eq!(wasmpool::QueueError::Closed(Some(1)).into_inner(), Some(1));
+    /// ```
+    pub fn into_inner(self) -> Option<T> {
+        match self {
+            QueueError::Timeout(m) | QueueError::Closed(m) | QueueError::Interrupted(m) => m,
+            QueueError::Invalid(_) => None,
+        }
+    }
+}
+
+struct State {
+    items: VecDeque<Vec<u8>>,
+    closed: bool,
+}
+
+/// A named, bounded, many-producer many-consumer queue of byte messages.
+///
+/// ```
+/// use std::time::Duration;
+/// let q = wasmpool::Queue::new("results", 8);
+/// q.put_json(&[1, 2, 3], None).unwrap();
+/// q.close();
+/// let got: Vec<u32> = q.get_json(Some(Duration::from_secs(1))).unwrap();
+/// assert_eq!(got, [1, 2, 3]);
+/// assert!(q.get(None).unwrap_err().is_closed(), "drained and closed");
+/// ```
+pub struct Queue {
+    name: String,
+    capacity: usize,
+    state: Mutex<State>,
+    not_empty: Condvar,
+    not_full: Condvar,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.name)
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+impl Queue {
+    /// A queue holding at most `capacity` messages (at least 1).
+    ///
+    /// ```
+    /// let q = wasmpool::Queue::new("jobs", 100);
+    /// assert_eq!((q.name(), q.capacity(), q.len()), ("jobs", 100, 0));
+    /// ```
+    pub fn new(name: impl Into<String>, capacity: usize) -> Self {
+        Queue {
+            name: name.into(),
+            capacity: capacity.max(1),
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                closed: false,
+            }),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+        }
+    }
+
+    /// The queue's name.
+    ///
+    /// ```
+    /// assert_eq!(wasmpool::Queue::new("q", 1).name(), "q");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The most messages it holds.
+    ///
+    /// ```
+    /// assert_eq!(wasmpool::Queue::new("q", 0).capacity(), 1);
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State inconsistent
+        // (every update is a single push, pop or flag store).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The number of messages waiting.
+    ///
+    /// ```
+    /// let q = wasmpool::Queue::new("q", 4);
+    /// q.put(vec![1], None).unwrap();
+    /// assert_eq!(q.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Whether no message is waiting. Racy by nature: to stop a consumer,
+    /// [`close`](Self::close) the queue instead.
+    ///
+    /// ```
+    /// assert!(wasmpool::Queue::new("q", 4).is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the queue was closed.
+    ///
+    /// ```
+    /// let q = wasmpool::Queue::new("q", 4);
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Closes the queue: puts fail from now on, and gets fail with
+    /// [`QueueError::Closed`] once the remaining messages are taken. Every
+    /// waiting producer and consumer wakes up.
+    ///
+    /// ```
+    /// let q = wasmpool::Queue::new("q", 4);
+    /// q.close();
+    /// assert!(q.put(vec![], None).unwrap_err().is_closed());
+    /// ```
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.not_empty.notify_all();
+        self.not_full.notify_all();
+    }
+
+    /// Puts a message, waiting up to `timeout` (`None`: forever) for room.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Timeout`] or [`QueueError::Closed`], with the message.
+    ///
+    /// ```
+    /// let q = wasmpool::Queue::new("q", 4);
+    /// q.put(b"hello".to_vec(), None).unwrap();
+    /// ```
+    pub fn put(&self, message: Vec<u8>, timeout: Option<Duration>) -> Result<(), QueueError> {
+        self.put_interruptible(message, timeout, &AtomicBool::new(false))
+    }
+
+    pub(crate) fn put_interruptible(
+        &self,
+        message: Vec<u8>,
+        timeout: Option<Duration>,
+        interrupt: &AtomicBool,
+    ) -> Result<(), QueueError> {
+        let deadline = deadline(timeout);
+        let mut state = self.lock();
+        loop {
+            if state.closed {
+                return Err(QueueError::Closed(Some(message)));
+            }
+            if state.items.len() < self.capacity {
+                state.items.push_back(message);
+                drop(state);
+                self.not_empty.notify_one();
+                return Ok(());
+            }
+            match wait(&self.not_full, state, deadline, interrupt) {
+                Ok(s) => state = s,
+                Err(Stop::Timeout) => return Err(QueueError::Timeout(Some(message))),
+                Err(Stop::Interrupted) => return Err(QueueError::Interrupted(Some(message))),
+            }
+        }
+    }
+
+    /// Takes the oldest message, waiting up to `timeout` (`None`: forever).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Timeout`], or [`QueueError::Closed`] once the queue is
+    /// closed and drained.
+    ///
+    /// ```
+    /// let q = wasmpool::Queue::new("q", 4);
+    /// let err = q.get(Some(std::time::Duration::from_millis(1))).unwrap_err();
+    /// assert!(err.is_timeout());
+    /// ```
+    pub fn get(&self, timeout: Option<Duration>) -> Result<Vec<u8>, QueueError> {
+        self.get_interruptible(timeout, &AtomicBool::new(false))
+    }
+
+    pub(crate) fn get_interruptible(
+        &self,
+        timeout: Option<Duration>,
+        interrupt: &AtomicBool,
+    ) -> Result<Vec<u8>, QueueError> {
+        let deadline = deadline(timeout);
+        let mut state = self.lock();
+        loop {
+            if let Some(message) = state.items.pop_front() {
+                drop(state);
+                self.not_full.notify_one();
+                return Ok(message);
+            }
+            if state.closed {
+                return Err(QueueError::Closed(None));
+            }
+            match wait(&self.not_empty, state, deadline, interrupt) {
+                Ok(s) => state = s,
+                Err(Stop::Timeout) => return Err(QueueError::Timeout(None)),
+                Err(Stop::Interrupted) => return Err(QueueError::Interrupted(None)),
+            }
+        }
+    }
+
+    /// Puts a serde value as JSON.
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Self::put), and [`QueueError::Invalid`] for a value that
+    /// does not serialize as JSON (a map with non-string keys).
+    ///
+    /// ```
+    /// let q = wasmpool::Queue::new("q", 4);
+    /// q.put_json(&("job", 7), None).unwrap();
+    /// ```
+    pub fn put_json<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        timeout: Option<Duration>,
+    ) -> Result<(), QueueError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| QueueError::Invalid(e.to_string()))?;
+        self.put(bytes, timeout)
+    }
+
+    /// Takes a message and decodes it from JSON.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get), and [`QueueError::Invalid`] when the message
+    /// does not decode as `T`.
+    ///
+    /// ```
+    /// let q = wasmpool::Queue::new("q", 4);
+    /// q.put(b"[1,2]".to_vec(), None).unwrap();
+    /// let v: Vec<u8> = q.get_json(None).unwrap();
+    /// assert_eq!(v, [1, 2]);
+    /// ```
+    pub fn get_json<T: DeserializeOwned>(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<T, QueueError> {
+        let bytes = self.get(timeout)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            QueueError::Invalid(format!(
+                "queue {}: not a {}: {e}",
+                self.name,
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
+enum Stop {
+    Timeout,
+    Interrupted,
+}
+
+/// Waits on `cv` in slices until notified, the deadline passes, or the
+/// interruption flag is set. The one place queue waits happen.
+fn wait<'a>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, State>,
+    deadline: Option<Instant>,
+    interrupt: &AtomicBool,
+) -> Result<MutexGuard<'a, State>, Stop> {
+    if interrupt.load(Ordering::Relaxed) {
+        return Err(Stop::Interrupted);
+    }
+    let slice = match deadline {
+        None => SLICE,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Stop::Timeout);
+            }
+            left.min(SLICE)
+        }
+    };
+    let (guard, _) = cv
+        .wait_timeout(guard, slice)
+        .unwrap_or_else(|e| e.into_inner());
+    Ok(guard)
+}
