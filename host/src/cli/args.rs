@@ -69,6 +69,52 @@ pub(crate) struct MapArgs {
     /// Print bare result values, one per line; failures go to stderr.
     #[arg(long)]
     pub(crate) values: bool,
+    /// Declare a named queue shared by every instance (default capacity 1024).
+    #[arg(long = "queue", value_name = "NAME[:CAPACITY]", value_parser = parse_queue)]
+    pub(crate) queues: Vec<(String, usize)>,
+    /// Give the instances one shared region of SIZE bytes (e.g. 64KiB, 16MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) shared_memory: Option<usize>,
+}
+
+/// `NAME` or `NAME:CAPACITY`.
+fn parse_queue(s: &str) -> Result<(String, usize), String> {
+    let (name, capacity) = match s.split_once(':') {
+        None => (s, 1024),
+        Some((name, cap)) => {
+            let cap = cap
+                .parse::<usize>()
+                .map_err(|e| format!("capacity {cap:?}: {e}"))?;
+            if cap == 0 {
+                return Err("the capacity must be at least 1".into());
+            }
+            (name, cap)
+        }
+    };
+    if name.is_empty() {
+        return Err("the queue needs a name".into());
+    }
+    Ok((name.to_string(), capacity))
+}
+
+/// A size in bytes: `65536`, `64KiB`, `16MiB`, `1GiB` (also `K`, `M`, `G`,
+/// `KB`, `MB`, `GB`, all powers of 1024).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 65536, 64KiB or 16MiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,5 +154,23 @@ mod test {
             Args::try_parse_from(["wasmpool", "map", "m.wasm"]).is_err(),
             "--task is required"
         );
+    }
+
+    #[test]
+    fn queue_and_size_values_parse() {
+        assert_eq!(parse_queue("jobs"), Ok(("jobs".into(), 1024)));
+        assert_eq!(parse_queue("jobs:8"), Ok(("jobs".into(), 8)));
+        assert!(parse_queue("jobs:0").is_err());
+        assert!(parse_queue(":8").is_err());
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(
+            parse_size("12 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
+        assert!(parse_size("lots").is_err());
     }
 }

@@ -20,6 +20,12 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.workers {
         builder = builder.workers(n as usize);
     }
+    for (name, capacity) in &args.queues {
+        builder = builder.queue(name.clone(), *capacity);
+    }
+    if let Some(bytes) = args.shared_memory {
+        builder = builder.shared_memory(bytes);
+    }
     let pool = builder.build()?;
     let task = pool.task(&args.task)?;
 

@@ -307,3 +307,42 @@ fn inspect_lists_tasks_and_imports() {
     assert!(text.contains("  square_i64: (i64) -> i64"), "{text}");
     assert!(text.contains("  wasmpool::input_read: "), "{text}");
 }
+
+#[test]
+fn shared_counter_through_the_cli_is_exact() {
+    let out = wasmpool(
+        &[
+            "map",
+            TESTGUEST,
+            "--task",
+            "count",
+            "-j",
+            "2",
+            "--shared-memory",
+            "64KiB",
+            "--values",
+        ],
+        "500000\n500000\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "500000\n500000\n");
+}
+
+#[test]
+fn queues_are_declared_on_the_command_line() {
+    let out = wasmpool(
+        &[
+            "map", TESTGUEST, "--task", "pc", "-j", "2", "--queue", "q:16", "--values",
+        ],
+        "[0, 1000]\n[1, 0]\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "[1000,0]\n[1000,499500]\n");
+    let out = wasmpool(&["map", TESTGUEST, "--task", "pc", "--queue", "q:0"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("the capacity must be at least 1"),
+        "{}",
+        stderr(&out)
+    );
+}
