@@ -88,6 +88,7 @@ mod queue;
 mod sandbox;
 mod shm;
 mod task;
+mod wait;
 mod worker;
 
 pub use dispatch::{Imap, ImapUnordered, TryNext};

@@ -12,15 +12,14 @@
 //! interruption flag, so a terminated guest never stays blocked here.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// How long one wait slice lasts before the interruption flag is checked.
-const SLICE: Duration = Duration::from_millis(20);
+use crate::wait::{Stop, deadline, next_slice};
 
 /// Why a queue operation did not complete.
 ///
@@ -113,10 +112,6 @@ impl std::fmt::Debug for Queue {
             .field("len", &self.len())
             .finish()
     }
-}
-
-fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
 impl Queue {
@@ -338,32 +333,14 @@ impl Queue {
     }
 }
 
-enum Stop {
-    Timeout,
-    Interrupted,
-}
-
-/// Waits on `cv` in slices until notified, the deadline passes, or the
-/// interruption flag is set. The one place queue waits happen.
+/// Waits on `cv` for one slice (see `wait.rs`), or says why it must stop.
 fn wait<'a>(
     cv: &Condvar,
     guard: MutexGuard<'a, State>,
     deadline: Option<Instant>,
     interrupt: &AtomicBool,
 ) -> Result<MutexGuard<'a, State>, Stop> {
-    if interrupt.load(Ordering::Relaxed) {
-        return Err(Stop::Interrupted);
-    }
-    let slice = match deadline {
-        None => SLICE,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Stop::Timeout);
-            }
-            left.min(SLICE)
-        }
-    };
+    let slice = next_slice(deadline, interrupt)?;
     let (guard, _) = cv
         .wait_timeout(guard, slice)
         .unwrap_or_else(|e| e.into_inner());

@@ -14,14 +14,12 @@
 //! the host never races non-atomically with guests on other threads.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::{Engine, MemoryType, SharedMemory, WaitResult};
 
 use crate::error::Error;
-
-/// How long one wait slice lasts before the interruption flag is checked.
-const SLICE: Duration = Duration::from_millis(20);
+use crate::wait::{Stop, deadline, next_slice};
 
 /// A bad offset or size for the shared region.
 ///
@@ -385,20 +383,12 @@ impl SharedRegion {
         interrupt: &AtomicBool,
     ) -> Result<Wake, ShmError> {
         self.atomic_i32(offset)?;
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let deadline = deadline(timeout);
         loop {
-            if interrupt.load(Ordering::Relaxed) {
-                return Ok(Wake::Interrupted);
-            }
-            let slice = match deadline {
-                None => SLICE,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(Wake::TimedOut);
-                    }
-                    left.min(SLICE)
-                }
+            let slice = match next_slice(deadline, interrupt) {
+                Ok(slice) => slice,
+                Err(Stop::Timeout) => return Ok(Wake::TimedOut),
+                Err(Stop::Interrupted) => return Ok(Wake::Interrupted),
             };
             // Checked above: in bounds and aligned, so wasmtime cannot trap.
             match self.mem.atomic_wait32(offset, expected as u32, Some(slice)) {
