@@ -14,6 +14,16 @@ const GUESTS: &[(&str, &str)] = &[
     ("testguest", "TESTGUEST"),
 ];
 
+/// The WASI commands of package `commands`: (binary, constant name).
+const COMMANDS: &[(&str, &str)] = &[
+    ("hello", "HELLO"),
+    ("counter", "COUNTER"),
+    ("spin", "SPIN"),
+    ("readfile", "READFILE"),
+    ("producer", "PRODUCER"),
+    ("consumer", "CONSUMER"),
+];
+
 const TARGET: &str = "wasm32-wasip1";
 
 fn main() {
@@ -43,6 +53,7 @@ fn main() {
     for (package, _) in GUESTS {
         cmd.arg("-p").arg(package);
     }
+    cmd.arg("-p").arg("commands");
     // Flags meant for the outer (host) build must not leak into the guests'.
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",
@@ -65,7 +76,7 @@ fn main() {
         );
     }
     let mut consts = String::new();
-    for (package, name) in GUESTS {
+    for (package, name) in GUESTS.iter().chain(COMMANDS) {
         let path = target_dir
             .join(TARGET)
             .join("release")

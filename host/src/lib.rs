@@ -84,6 +84,7 @@ mod engine;
 mod error;
 mod module;
 mod pool;
+mod process;
 mod queue;
 mod sandbox;
 mod shm;
@@ -96,6 +97,9 @@ pub use engine::{CacheOutcome, ModuleCache};
 pub use error::{Error, TaskError, TaskErrorKind};
 pub use module::{ModuleInfo, TaskInfo};
 pub use pool::{Pool, PoolBuilder};
+pub use process::{
+    EXIT_TERMINATED, EXIT_TRAP, ExitStatus, Process, ProcessGroup, ProcessGroupBuilder, Stdio,
+};
 pub use queue::{Queue, QueueError};
 pub use shm::{SharedRegion, ShmError, Wake};
 pub use task::{Output, Payload, Task, WasmType, WasmValue};

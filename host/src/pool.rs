@@ -603,6 +603,7 @@ pub(crate) fn define_shared(
             WorkerId { index: 0, count: 1 },
             Limits::default(),
             resources.clone(),
+            crate::sandbox::sealed_wasi(),
         ),
     );
     linker

@@ -72,15 +72,23 @@ pub(crate) struct StoreData {
     pub(crate) message: Option<Vec<u8>>,
 }
 
+/// The WASI context of a pool's instances: nothing of the host is visible
+/// (no files, no environment, no arguments), and guest stdout goes to the
+/// host's stderr so that it can never corrupt results on the host's stdout.
+pub(crate) fn sealed_wasi() -> WasiP1Ctx {
+    WasiCtxBuilder::new()
+        .stdout(wasmtime_wasi::cli::stderr())
+        .stderr(wasmtime_wasi::cli::stderr())
+        .build_p1()
+}
+
 impl StoreData {
-    pub(crate) fn new(worker: WorkerId, limits: Limits, resources: Arc<Resources>) -> Self {
-        // Nothing of the host is visible: no files, no environment, no
-        // arguments. Guest stdout goes to the host's stderr so that it can
-        // never corrupt results written to the host's stdout.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(wasmtime_wasi::cli::stderr())
-            .stderr(wasmtime_wasi::cli::stderr())
-            .build_p1();
+    pub(crate) fn new(
+        worker: WorkerId,
+        limits: Limits,
+        resources: Arc<Resources>,
+        wasi: WasiP1Ctx,
+    ) -> Self {
         StoreData {
             wasi,
             memory: None,
@@ -131,7 +139,7 @@ impl Guest {
     ) -> wasmtime::Result<Guest> {
         let mut store = Store::new(
             pre.module().engine(),
-            StoreData::new(worker, limits, resources),
+            StoreData::new(worker, limits, resources, sealed_wasi()),
         );
         let instance = pre.instantiate(&mut store)?;
         store.data_mut().memory = instance.get_memory(&mut store, "memory");

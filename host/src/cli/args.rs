@@ -36,8 +36,82 @@ pub(crate) enum Command {
     /// results in input order.
     #[command(after_help = MAP_EXAMPLES)]
     Map(MapArgs),
+    /// Run a WASI command (`_start`), like `wasmtime run`; with -n N, run N
+    /// isolated copies in parallel.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
     /// List a module's tasks (exports with their signatures) and imports.
     Inspect(InspectArgs),
+}
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  wasmpool run hello.wasm -- --name world
+  wasmpool run worker.wasm -n 5 -- --shard {i}
+  wasmpool run counter.wasm -n 5 --shared-memory 64KiB
+  wasmpool run tool.wasm --dir ./data::/data:ro --env LANG=C
+
+Each copy gets WASMPOOL_INDEX and WASMPOOL_COUNT, and `{i}` in its arguments
+becomes its index. Output is kept whole line by line. Exit status: the
+guest's own with one copy; with several, 0 if all exited 0, else the first
+non-zero status in index order (134 for a trap). 2 on usage and host errors.";
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The module: a WASI command (.wasm or WebAssembly text).
+    #[arg(value_name = "MODULE")]
+    pub(crate) module: PathBuf,
+    /// How many isolated copies to run in parallel.
+    #[arg(short = 'n', long = "copies", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub(crate) copies: u32,
+    /// Grant a host directory: HOST::GUEST, or HOST::GUEST:ro for read-only
+    /// (HOST alone maps it to the same path).
+    #[arg(long = "dir", value_name = "HOST::GUEST[:ro]", value_parser = parse_dir)]
+    pub(crate) dirs: Vec<(PathBuf, String, bool)>,
+    /// Set an environment variable (K=V), or pass one of the host's (K).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub(crate) env: Vec<(String, Option<String>)>,
+    /// The export to run instead of `_start` (of type `() -> ()`).
+    #[arg(long, value_name = "EXPORT", default_value = "_start")]
+    pub(crate) invoke: String,
+    /// Declare a named queue shared by the copies (default capacity 1024).
+    #[arg(long = "queue", value_name = "NAME[:CAPACITY]", value_parser = parse_queue)]
+    pub(crate) queues: Vec<(String, usize)>,
+    /// Give the copies one shared region of SIZE bytes (e.g. 64KiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) shared_memory: Option<usize>,
+    /// Arguments for the guest (after `--`).
+    #[arg(last = true, value_name = "ARGS")]
+    pub(crate) args: Vec<String>,
+}
+
+/// `HOST::GUEST[:ro]` or `HOST`.
+fn parse_dir(s: &str) -> Result<(PathBuf, String, bool), String> {
+    let (spec, read_only) = match s.strip_suffix(":ro") {
+        Some(rest) => (rest, true),
+        None => (s, false),
+    };
+    let (host, guest) = match spec.split_once("::") {
+        Some((host, guest)) => (host, guest),
+        None => (spec, spec),
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err(format!("{s:?}: expected HOST::GUEST[:ro]"));
+    }
+    Ok((PathBuf::from(host), guest.to_string(), read_only))
+}
+
+/// `K=V`, or `K` to pass the host's value.
+fn parse_env(s: &str) -> Result<(String, Option<String>), String> {
+    let (k, v) = match s.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (s, None),
+    };
+    if k.is_empty() {
+        return Err(format!("{s:?}: expected K=V or K"));
+    }
+    Ok((k.to_string(), v))
 }
 
 const MAP_EXAMPLES: &str = "\
@@ -153,6 +227,33 @@ mod test {
         assert!(
             Args::try_parse_from(["wasmpool", "map", "m.wasm"]).is_err(),
             "--task is required"
+        );
+    }
+
+    #[test]
+    fn dir_and_env_values_parse() {
+        assert_eq!(
+            parse_dir("./data::/data:ro"),
+            Ok((PathBuf::from("./data"), "/data".into(), true))
+        );
+        assert_eq!(
+            parse_dir("/tmp"),
+            Ok((PathBuf::from("/tmp"), "/tmp".into(), false))
+        );
+        assert!(parse_dir("::/x").is_err());
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), Some("b=c".into()))));
+        assert_eq!(parse_env("HOME"), Ok(("HOME".into(), None)));
+        assert!(parse_env("=x").is_err());
+        let args = Args::try_parse_from([
+            "wasmpool", "run", "m.wasm", "-n", "5", "--", "--shard", "{i}",
+        ])
+        .unwrap();
+        let Command::Run(run) = args.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            (run.copies, run.args),
+            (5, vec!["--shard".to_string(), "{i}".to_string()])
         );
     }
 

@@ -4,6 +4,7 @@
 mod args;
 mod inspect;
 mod map;
+mod run;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
     init_logging(args.verbose);
     match args.command {
         Command::Map(map) => map::run(&args.common, map),
+        Command::Run(run) => run::run(&args.common, run),
         Command::Inspect(inspect) => inspect::run(&args.common, inspect),
     }
 }

@@ -346,3 +346,89 @@ fn queues_are_declared_on_the_command_line() {
         stderr(&out)
     );
 }
+
+#[test]
+fn run_five_copies_each_printing_its_index_in_whole_lines() {
+    let out = wasmpool(
+        &[
+            "run",
+            wasmpool_tests::HELLO,
+            "-n",
+            "5",
+            "--env",
+            "GREETING=hi",
+            "--",
+            "x{i}",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    let mut expect: Vec<String> = (0..5)
+        .flat_map(|i| {
+            [
+                format!("hello from process {i} of 5"),
+                format!("process {i} args [\"x{i}\"] GREETING=Some(\"hi\")"),
+            ]
+        })
+        .collect();
+    expect.sort();
+    assert_eq!(lines, expect);
+}
+
+#[test]
+fn run_passes_the_exit_code_through() {
+    let out = wasmpool(&["run", wasmpool_tests::HELLO, "--", "--exit=3"], "");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("guest called proc_exit(3)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = wasmpool(
+        &["run", wasmpool_tests::HELLO, "-n", "3", "--", "--exit=4"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stderr(&out).contains("process 2: exit: guest called proc_exit(4)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn run_sees_only_its_preopened_dir() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("in.txt"), "hello from the host\n").unwrap();
+    std::fs::write(root.path().join("secret.txt"), "do not read").unwrap();
+    let grant = format!("{}::/data:ro", data.display());
+    let out = wasmpool(&["run", wasmpool_tests::READFILE, "--dir", &grant], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "read: hello from the host\ndenied: /etc/passwd\ndenied: /data/../secret.txt\ndenied: /\ndenied: write /data/out.txt\n"
+    );
+    assert!(!data.join("out.txt").exists());
+    let grant = format!("{}::/data", data.display());
+    let out = wasmpool(&["run", wasmpool_tests::READFILE, "--dir", &grant], "");
+    assert!(
+        stdout(&out).ends_with("wrote /data/out.txt\n"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("out.txt")).unwrap(),
+        "written"
+    );
+    let out = wasmpool(&["run", wasmpool_tests::READFILE], "");
+    assert!(
+        stdout(&out).starts_with("cannot read /data/in.txt"),
+        "nothing is granted by default: {}",
+        stdout(&out)
+    );
+}

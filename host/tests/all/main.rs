@@ -6,5 +6,6 @@ mod abi;
 mod cache;
 mod cli;
 mod pool;
+mod process;
 mod shared;
 mod util;

@@ -1,0 +1,68 @@
+//! `wasmpool run MODULE [-n N] [--dir ..] [--env ..] -- ARGS`: WASI commands,
+//! one isolated copy or N in parallel.
+
+use std::process::ExitCode;
+
+use wasmpool::ProcessGroup;
+
+use super::args::{Common, RunArgs};
+
+pub(crate) fn run(common: &Common, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let program = args
+        .module
+        .file_name()
+        .map_or_else(|| "module".into(), |n| n.to_string_lossy().into_owned());
+    let mut builder = ProcessGroup::builder()
+        .module_file(&args.module)
+        .cache(common.cache())
+        .args(std::iter::once(program).chain(args.args.iter().cloned()))
+        .entry(args.invoke.clone())
+        .copies(args.copies)
+        .inherit_stdin(args.copies == 1);
+    for (k, v) in &args.env {
+        let value = match v {
+            Some(v) => v.clone(),
+            None => match std::env::var(k) {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        builder = builder.env(k.clone(), value);
+    }
+    for (host, guest, read_only) in &args.dirs {
+        builder = builder.dir(host.clone(), guest.clone(), *read_only);
+    }
+    for (name, capacity) in &args.queues {
+        builder = builder.queue(name.clone(), *capacity);
+    }
+    if let Some(bytes) = args.shared_memory {
+        builder = builder.shared_memory(bytes);
+    }
+    let group = builder.build()?;
+    let processes = (0..args.copies)
+        .map(|i| group.spawn(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut first_failure = None;
+    for p in processes {
+        let index = p.index();
+        let status = p.wait();
+        if let Some(err) = status.error() {
+            let who = if args.copies == 1 {
+                String::new()
+            } else {
+                format!("process {index}: ")
+            };
+            eprintln!("wasmpool: {}: {who}{err}", args.module.display());
+            if let Some(bt) = err.backtrace() {
+                eprintln!("{bt}");
+            }
+        }
+        if !status.success() && first_failure.is_none() {
+            first_failure = Some(status.code());
+        }
+    }
+    Ok(match first_failure {
+        None => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)),
+    })
+}
