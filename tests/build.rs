@@ -14,8 +14,11 @@ const GUESTS: &[(&str, &str)] = &[
     ("testguest", "TESTGUEST"),
 ];
 
-/// The WASI commands of package `commands`: (binary, constant name).
+/// The WASI commands of packages `commands` and `seed`: (binary, constant name).
 const COMMANDS: &[(&str, &str)] = &[
+    ("processes", "SEED_PROCESSES"),
+    ("producer_consumer", "SEED_PRODUCER_CONSUMER"),
+    ("shared_counter", "SEED_SHARED_COUNTER"),
     ("hello", "HELLO"),
     ("counter", "COUNTER"),
     ("spin", "SPIN"),
@@ -53,7 +56,7 @@ fn main() {
     for (package, _) in GUESTS {
         cmd.arg("-p").arg(package);
     }
-    cmd.arg("-p").arg("commands");
+    cmd.arg("-p").arg("commands").arg("-p").arg("seed");
     // Flags meant for the outer (host) build must not leak into the guests'.
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",

@@ -59,6 +59,34 @@
 //! Inputs are cut into batches sized from the measured task time, so tiny
 //! tasks and heavy ones both keep every core busy.
 //!
+//! # Processes, queues and shared memory
+//!
+//! The rest of Python's `multiprocessing`:
+//!
+//! - [`ProcessGroup`] runs WASI commands (`_start`) as [`Process`]es, each an
+//!   isolated instance on its own thread, with only the arguments,
+//!   environment and directories it is granted; [`Process::join`] takes a
+//!   timeout and [`Process::terminate`] stops even an infinite loop.
+//! - [`Queue`]: named, bounded, many-producer many-consumer queues owned by
+//!   the host and shared by every instance of a pool or group
+//!   ([`PoolBuilder::queue`]); closing one ends every consumer's loop.
+//! - [`SharedRegion`]: one shared memory per pool or group
+//!   ([`PoolBuilder::shared_memory`]) with atomics and wait/notify, on which
+//!   the SDK builds `SharedValue`, `SharedArray`, `Lock`, `Event`, `Barrier`
+//!   and `Semaphore`.
+//!
+//! ```
+//! # fn main() -> Result<(), wasmpool::Error> {
+//! let group = wasmpool::ProcessGroup::builder()
+//!     .module_bytes(r#"(module (func (export "_start") (loop br 0)))"#)
+//!     .build()?;
+//! let p = group.spawn(0)?;
+//! assert!(p.join(Some(std::time::Duration::from_millis(20))).is_none(), "still spinning");
+//! p.terminate();
+//! assert_eq!(p.wait().code(), wasmpool::EXIT_TERMINATED);
+//! # Ok(()) }
+//! ```
+//!
 //! # Errors
 //!
 //! Setting up a pool fails with an [`Error`] naming the module and what is

@@ -379,6 +379,10 @@ impl std::fmt::Debug for ProcessGroup {
 
 impl ProcessGroup {
     /// Starts configuring a group.
+    ///
+    /// ```
+    /// let builder = wasmpool::ProcessGroup::builder().module_file("hello.wasm").copies(5);
+    /// ```
     pub fn builder() -> ProcessGroupBuilder {
         ProcessGroupBuilder {
             source: None,
@@ -397,6 +401,11 @@ impl ProcessGroup {
     }
 
     /// The queue declared as `name`.
+    ///
+    /// ```
+    /// # let group = wasmpool::ProcessGroup::builder().module_bytes(r#"(module (func (export "_start")))"#).queue("q", 4).cache(None).build().unwrap();
+    /// assert!(group.queue("q").is_some());
+    /// ```
     pub fn queue(&self, name: &str) -> Option<&Arc<Queue>> {
         self.inner
             .resources
@@ -406,11 +415,22 @@ impl ProcessGroup {
     }
 
     /// The shared region, if the group has one.
+    ///
+    /// ```
+    /// # let group = wasmpool::ProcessGroup::builder().module_bytes(r#"(module (func (export "_start")))"#).shared_memory(1).cache(None).build().unwrap();
+    /// assert_eq!(group.shared_region().unwrap().len(), 65536);
+    /// ```
     pub fn shared_region(&self) -> Option<&SharedRegion> {
         self.inner.resources.shm.as_ref()
     }
 
-    /// Starts process `index` on its own thread.
+    /// Starts process `index` on its own thread (its `worker_index()`,
+    /// `WASMPOOL_INDEX` and `{i}` in its arguments).
+    ///
+    /// ```
+    /// # let group = wasmpool::ProcessGroup::builder().module_bytes(r#"(module (func (export "_start")))"#).cache(None).build().unwrap();
+    /// let p = group.spawn(0).unwrap();
+    /// ```
     ///
     /// # Errors
     ///
@@ -541,11 +561,23 @@ impl std::fmt::Debug for Process {
 
 impl Process {
     /// The index the process was spawned with.
+    ///
+    /// ```
+    /// # let group = wasmpool::ProcessGroup::builder().module_bytes(r#"(module (func (export "_start")))"#).cache(None).build().unwrap();
+    /// assert_eq!(group.spawn(3).unwrap().index(), 3);
+    /// ```
     pub fn index(&self) -> u32 {
         self.index
     }
 
     /// Whether it is still running.
+    ///
+    /// ```
+    /// # let group = wasmpool::ProcessGroup::builder().module_bytes(r#"(module (func (export "_start") (loop br 0)))"#).cache(None).build().unwrap();
+    /// let p = group.spawn(0).unwrap();
+    /// assert!(p.is_alive());
+    /// p.terminate();
+    /// ```
     pub fn is_alive(&self) -> bool {
         self.state
             .status
@@ -555,6 +587,13 @@ impl Process {
     }
 
     /// Its exit code, once it has ended.
+    ///
+    /// ```
+    /// # let group = wasmpool::ProcessGroup::builder().module_bytes(r#"(module (func (export "_start")))"#).cache(None).build().unwrap();
+    /// let p = group.spawn(0).unwrap();
+    /// p.join(None);
+    /// assert_eq!(p.exit_code(), Some(0));
+    /// ```
     pub fn exit_code(&self) -> Option<i32> {
         self.state
             .status
@@ -566,6 +605,14 @@ impl Process {
 
     /// Waits up to `timeout` (`None`: forever) for it to end; `None` if it is
     /// still running.
+    ///
+    /// ```
+    /// # let group = wasmpool::ProcessGroup::builder().module_bytes(r#"(module (func (export "_start") (loop br 0)))"#).cache(None).build().unwrap();
+    /// let p = group.spawn(0).unwrap();
+    /// assert!(p.join(Some(std::time::Duration::from_millis(10))).is_none());
+    /// p.terminate();
+    /// assert!(p.join(None).is_some());
+    /// ```
     pub fn join(&self, timeout: Option<Duration>) -> Option<ExitStatus> {
         let guard = self.state.status.lock().unwrap_or_else(|e| e.into_inner());
         let guard = match timeout {
@@ -585,7 +632,12 @@ impl Process {
         guard.clone()
     }
 
-    /// Waits for it to end.
+    /// Waits for it to end, and for its thread.
+    ///
+    /// ```
+    /// # let group = wasmpool::ProcessGroup::builder().module_bytes(r#"(module (func (export "_start")))"#).cache(None).build().unwrap();
+    /// assert!(group.spawn(0).unwrap().wait().success());
+    /// ```
     pub fn wait(mut self) -> ExitStatus {
         let status = self.join(None).expect("joined without a timeout");
         if let Some(t) = self.thread.take() {
@@ -597,6 +649,17 @@ impl Process {
     /// Stops it promptly: running wasm traps at its next epoch check, and a
     /// wait in a host call ends within one wait slice. Its exit code becomes
     /// [`EXIT_TERMINATED`] (unless it had already ended).
+    ///
+    /// ```
+    /// let group = wasmpool::ProcessGroup::builder()
+    ///     .module_bytes(r#"(module (func (export "_start") (loop br 0)))"#)
+    ///     .cache(None)
+    ///     .build()
+    ///     .unwrap();
+    /// let p = group.spawn(0).unwrap();
+    /// p.terminate();
+    /// assert_eq!(p.wait().code(), wasmpool::EXIT_TERMINATED);
+    /// ```
     pub fn terminate(&self) {
         self.interrupt.store(true, Ordering::SeqCst);
         self.engine.increment_epoch();

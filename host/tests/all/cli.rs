@@ -432,3 +432,57 @@ fn run_sees_only_its_preopened_dir() {
         stdout(&out)
     );
 }
+
+/// The seed examples of examples/README.md, run as the README shows.
+#[test]
+fn seed_examples_run_as_documented() {
+    use wasmpool_tests::{SEED_PROCESSES, SEED_PRODUCER_CONSUMER, SEED_SHARED_COUNTER};
+    let out = wasmpool(&["run", SEED_PROCESSES, "-n", "5"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut got: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        (0..5)
+            .map(|i| format!("process {i} of 5 says hello"))
+            .collect::<Vec<_>>()
+    );
+
+    let out = wasmpool(
+        &["map", SQUARE, "--task", "square", "-j", "4", "--values"],
+        &lines(0..10),
+    );
+    assert_eq!(stdout(&out), "0\n1\n4\n9\n16\n25\n36\n49\n64\n81\n");
+
+    let out = wasmpool(
+        &[
+            "run",
+            SEED_PRODUCER_CONSUMER,
+            "-n",
+            "2",
+            "--queue",
+            "items:4",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let expect: String = (0..10)
+        .map(|i| format!("consumed {i}\n"))
+        .collect::<String>()
+        + "queue closed: done\n";
+    assert_eq!(stdout(&out), expect);
+
+    let out = wasmpool(
+        &[
+            "run",
+            SEED_SHARED_COUNTER,
+            "-n",
+            "5",
+            "--shared-memory",
+            "64KiB",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "counter = 5\n");
+}
