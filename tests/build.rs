@@ -25,6 +25,8 @@ const COMMANDS: &[(&str, &str)] = &[
     ("readfile", "READFILE"),
     ("producer", "PRODUCER"),
     ("consumer", "CONSUMER"),
+    ("clockrand", "CLOCKRAND"),
+    ("upcase", "UPCASE"),
 ];
 
 const TARGET: &str = "wasm32-wasip1";

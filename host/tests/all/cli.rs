@@ -486,3 +486,33 @@ fn seed_examples_run_as_documented() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "counter = 5\n");
 }
+
+#[test]
+fn run_gives_clocks_and_random() {
+    let out = wasmpool(&["run", wasmpool_tests::CLOCKRAND, "-n", "2"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(
+        text.matches("wall clock after 2024: true").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("slept at least 20ms: true").count(),
+        2,
+        "{text}"
+    );
+    let randoms: Vec<&str> = text.lines().filter(|l| l.starts_with("random ")).collect();
+    assert_eq!(randoms.len(), 2);
+    assert_ne!(
+        randoms[0], randoms[1],
+        "each instance has its own random seed"
+    );
+}
+
+#[test]
+fn run_reads_stdin() {
+    let out = wasmpool(&["run", wasmpool_tests::UPCASE], "hello\nworld\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "HELLO\nWORLD\n");
+}

@@ -149,3 +149,54 @@ fn wat_guest_uses_the_shared_memory_directly() {
         1_000_000
     );
 }
+
+#[test]
+fn event_wakes_a_waiter() {
+    let pool = builder(TESTGUEST, 2)
+        .shared_memory(1 << 16)
+        .build()
+        .unwrap();
+    let r = pool.map::<u32, bool>("event", [0, 1]).unwrap();
+    assert_eq!(r, [Ok(true), Ok(true)]);
+}
+
+#[test]
+fn semaphore_bounds_concurrency_with_permits_the_host_set_before_the_run() {
+    let pool = builder(TESTGUEST, 4)
+        .shared_memory(1 << 16)
+        .build()
+        .unwrap();
+    let region = pool.shared_region().unwrap();
+    region.store_i32(208, 2).unwrap(); // two permits, written by the host before any task
+    let r = pool.map::<u64, i64>("hold_permit", [5u64; 16]).unwrap();
+    assert!(r.iter().all(|x| matches!(x, Ok(1..=2))), "{r:?}");
+    let most = region.load_i64(224).unwrap();
+    assert!(
+        (1..=2).contains(&most),
+        "at most two holders at once, saw {most}"
+    );
+    assert_eq!(region.load_i32(208).unwrap(), 2, "every permit came back");
+}
+
+#[test]
+fn host_reads_the_region_during_a_run() {
+    let pool = builder(TESTGUEST, 1)
+        .shared_memory(1 << 16)
+        .build()
+        .unwrap();
+    std::thread::scope(|s| {
+        let run = s.spawn(|| pool.map::<u64, u64>("count", [3_000_000]).unwrap());
+        let region = pool.shared_region().unwrap();
+        let mut seen = 0;
+        while !run.is_finished() {
+            let v = region.load_i64(0).unwrap();
+            assert!(v >= seen, "the counter only grows");
+            seen = v;
+        }
+        assert_eq!(run.join().unwrap(), [Ok(3_000_000)]);
+    });
+    assert_eq!(
+        pool.shared_region().unwrap().load_i64(0).unwrap(),
+        3_000_000
+    );
+}

@@ -152,3 +152,44 @@ pub fn get_with_timeout(ms: u64) -> String {
         Err(e) => e.to_string(),
     }
 }
+
+const EVENT: wasmpool_guest::Event = wasmpool_guest::Event::at(200);
+const SLOTS: wasmpool_guest::Semaphore = wasmpool_guest::Semaphore::at(208);
+const INSIDE: SharedValue<i64> = SharedValue::at(216);
+const MOST_INSIDE: SharedValue<i64> = SharedValue::at(224);
+
+/// Role 0 waits (at most 10 s) for the event and returns whether it is set;
+/// role 1 sets it after 20 ms. (shared::event_wakes_a_waiter)
+#[task]
+pub fn event(role: u32) -> bool {
+    if role == 0 {
+        EVENT.wait_timeout(std::time::Duration::from_secs(10))
+    } else {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        EVENT.set();
+        true
+    }
+}
+
+/// Holds a permit of the semaphore (which the host sets up) for `ms`
+/// milliseconds, recording the most holders at once.
+/// (shared::semaphore_bounds_concurrency)
+#[task]
+pub fn hold_permit(ms: u64) -> i64 {
+    SLOTS.acquire();
+    let now = INSIDE.fetch_add(1) + 1;
+    let mut most = MOST_INSIDE.load();
+    while now > most {
+        match MOST_INSIDE.compare_exchange(most, now) {
+            Ok(_) => break,
+            Err(actual) => most = actual,
+        }
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed().as_millis() < u128::from(ms) {
+        std::hint::spin_loop();
+    }
+    INSIDE.fetch_add(-1);
+    SLOTS.release();
+    now
+}
