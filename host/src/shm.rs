@@ -382,7 +382,11 @@ impl SharedRegion {
         timeout: Option<Duration>,
         interrupt: &AtomicBool,
     ) -> Result<Wake, ShmError> {
-        self.atomic_i32(offset)?;
+        // As wasm's `memory.atomic.wait32`: the value is compared first, so a
+        // zero timeout still tells a mismatch from a timeout.
+        if self.atomic_i32(offset)?.load(Ordering::SeqCst) != expected {
+            return Ok(Wake::Mismatch);
+        }
         let deadline = deadline(timeout);
         loop {
             let slice = match next_slice(deadline, interrupt) {

@@ -36,7 +36,19 @@ fn run_raw(wat: &str, input: &[u8]) -> Result<Vec<u8>, wasmpool::TaskError> {
 
 #[test]
 fn all_imports_fixture_instantiates_and_runs() {
-    let pool = wat_pool(ALL_IMPORTS, 2).unwrap();
+    let pool = wasmpool::Pool::builder()
+        .module_bytes(ALL_IMPORTS)
+        .workers(2)
+        .queue("q", 4)
+        .shared_memory(1 << 16)
+        .cache(None)
+        .build()
+        .unwrap();
+    let r = pool
+        .map::<&str, String>("queue_roundtrip", ["through the queue"])
+        .unwrap();
+    assert_eq!(r, [Ok("through the queue".to_string())]);
+    assert_eq!(pool.map::<(), u32>("shm_all", [()]).unwrap(), [Ok(42)]);
     let echoed = pool
         .map::<serde_json::Value, serde_json::Value>("echo", [serde_json::json!({"a": [1, 2]})])
         .unwrap();
@@ -53,6 +65,34 @@ fn all_imports_fixture_instantiates_and_runs() {
     let err = said[0].as_ref().unwrap_err();
     assert_eq!(err.kind(), TaskErrorKind::Trap);
     assert!(err.message().starts_with("fixture says no"), "{err}");
+}
+
+#[test]
+fn all_imports_fixture_covers_every_import() {
+    // Every import the host checks against (module.rs) is in the fixture.
+    let info = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("all.wat");
+        std::fs::write(&path, ALL_IMPORTS).unwrap();
+        wasmpool::ModuleInfo::from_file(&path, None).unwrap()
+    };
+    let names: Vec<&str> = info
+        .imports
+        .iter()
+        .filter_map(|i| i.strip_prefix("wasmpool::"))
+        .map(|i| i.split(':').next().unwrap())
+        .collect();
+    let documented = include_str!("../../../docs/abi.md");
+    for name in &names {
+        let named =
+            documented.contains(&format!("`{name}")) || documented.contains(&format!("\"{name}\""));
+        assert!(named, "docs/abi.md documents {name}");
+    }
+    assert_eq!(
+        names.len(),
+        26,
+        "the fixture imports all 26 names: {names:?}"
+    );
 }
 
 #[test]
