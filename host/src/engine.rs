@@ -17,13 +17,19 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAlloca
 use crate::error::Error;
 
 /// How an engine is set up. Internal: the pool builder fills it in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct EngineOptions {
     /// How many instances may be alive at once (sizes the pooling allocator).
     pub(crate) instance_slots: u32,
     /// Whether a shared region is wanted: turns on wasm threads (a Tier 2
     /// feature in wasmtime, so only for runs that ask for it).
     pub(crate) threads: bool,
+    /// Epoch interruption, for task timeouts.
+    pub(crate) epoch: bool,
+    /// Fuel metering, for fuel limits (it slows wasm code down).
+    pub(crate) fuel: bool,
+    /// The most stack wasm code may use, in bytes (wasmtime's default: 512 KiB).
+    pub(crate) max_stack: Option<usize>,
 }
 
 impl EngineOptions {
@@ -42,6 +48,12 @@ impl EngineOptions {
             .memory_init_cow(true);
         if self.threads {
             config.wasm_threads(true).shared_memory(true);
+        }
+        config
+            .epoch_interruption(self.epoch)
+            .consume_fuel(self.fuel);
+        if let Some(bytes) = self.max_stack {
+            config.max_wasm_stack(bytes);
         }
         Engine::new(&config).map_err(|e| Error::Host(format!("cannot create the engine: {e:#}")))
     }

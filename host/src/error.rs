@@ -102,6 +102,12 @@ pub enum TaskErrorKind {
     Instantiate,
     /// The guest was terminated from the host.
     Terminated,
+    /// The task ran past its time limit.
+    Timeout,
+    /// The guest hit its memory limit.
+    OutOfMemory,
+    /// The task used up its fuel.
+    OutOfFuel,
     /// The host failed (a bug in wasmpool).
     Host,
 }
@@ -122,6 +128,9 @@ impl TaskErrorKind {
             TaskErrorKind::Exit => "exit",
             TaskErrorKind::Instantiate => "instantiate",
             TaskErrorKind::Terminated => "terminated",
+            TaskErrorKind::Timeout => "timeout",
+            TaskErrorKind::OutOfMemory => "out_of_memory",
+            TaskErrorKind::OutOfFuel => "out_of_fuel",
             TaskErrorKind::Host => "host",
         }
     }
@@ -234,6 +243,11 @@ impl std::error::Error for TaskError {}
 #[derive(Debug, thiserror::Error)]
 #[error("terminated")]
 pub(crate) struct Interrupted;
+
+/// A host call that waits reached the end of the task's time limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the task's time limit passed while it waited in the host")]
+pub(crate) struct TimedOut;
 
 /// A guest broke `docs/abi.md`. Returned from host functions, so that the
 /// task traps; turned into a [`TaskError`] of kind `abi` when it is caught.

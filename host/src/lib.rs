@@ -124,7 +124,7 @@ pub use dispatch::{Imap, ImapUnordered, TryNext};
 pub use engine::{CacheOutcome, ModuleCache};
 pub use error::{Error, TaskError, TaskErrorKind};
 pub use module::{ModuleInfo, TaskInfo};
-pub use pool::{Pool, PoolBuilder};
+pub use pool::{Isolation, Pool, PoolBuilder};
 pub use process::{
     EXIT_TERMINATED, EXIT_TRAP, ExitStatus, Process, ProcessGroup, ProcessGroupBuilder, Stdio,
 };

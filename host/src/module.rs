@@ -150,7 +150,7 @@ impl ModuleInfo {
         })?;
         let engine = EngineOptions {
             instance_slots: 1,
-            threads: false,
+            ..EngineOptions::default()
         }
         .build()?;
         let (module, _) = load_module(&engine, cache, &bytes, &path.display().to_string())?;

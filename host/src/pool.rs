@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use serde::Serialize;
@@ -21,7 +22,7 @@ use crate::engine::{CacheOutcome, EngineOptions, ModuleCache, load_module};
 use crate::error::{Error, TaskError};
 use crate::module::{ModuleInfo, check_abi, resolve_task};
 use crate::queue::Queue;
-use crate::sandbox::{Guest, Limits, Resources, StoreData, WorkerId, classify};
+use crate::sandbox::{EPOCH_TICK, Guest, Limits, Resources, StoreData, WorkerId};
 use crate::shm::SharedRegion;
 use crate::task::{Output, Payload, Task};
 use crate::worker::{self, Batch, Counters, Shared, WorkerStats};
@@ -56,9 +57,103 @@ pub struct PoolBuilder {
     window: usize,
     queues: Vec<(String, usize)>,
     shared_memory: Option<usize>,
+    max_stack: Option<usize>,
+    isolation: Isolation,
+    recycle_after: Option<u64>,
+}
+
+/// How long an instance lives.
+///
+/// ```
+/// let pool = wasmpool::Pool::builder()
+///     .module_bytes("(module)")
+///     .isolation(wasmpool::Isolation::Task)
+///     .cache(None)
+///     .build()
+///     .unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Isolation {
+    /// One instance per worker, reused across its tasks (replaced after a
+    /// trap). The default: the fastest.
+    #[default]
+    Worker,
+    /// A fresh instance for every task: no state leaks from one task to the
+    /// next (a few microseconds more per task with the pooling allocator).
+    Task,
 }
 
 impl PoolBuilder {
+    /// The most bytes each instance's own linear memory may grow to. A task
+    /// that needs more fails with kind `out_of_memory`; its instance is
+    /// replaced. Default: no limit beyond wasm32's 4 GiB.
+    ///
+    /// ```no_run
+    /// let builder = wasmpool::Pool::builder().module_file("m.wasm").max_memory(256 << 20);
+    /// ```
+    pub fn max_memory(mut self, bytes: usize) -> Self {
+        self.limits.max_memory = Some(bytes);
+        self
+    }
+
+    /// The most time one task may run, enforced by epoch interruption (10 ms
+    /// resolution) and by the deadlines of host calls that wait. A task that
+    /// runs longer fails with kind `timeout`. Default: none.
+    ///
+    /// ```no_run
+    /// let builder = wasmpool::Pool::builder().module_file("m.wasm").timeout(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.limits.timeout = Some(limit);
+        self
+    }
+
+    /// The fuel each task starts with: a deterministic CPU limit (roughly one
+    /// unit per wasm instruction). A task that runs out fails with kind
+    /// `out_of_fuel`. Fuel metering slows wasm code down; see
+    /// `docs/benchmarks.md`. Default: off.
+    ///
+    /// ```no_run
+    /// let builder = wasmpool::Pool::builder().module_file("m.wasm").fuel(10_000_000);
+    /// ```
+    pub fn fuel(mut self, units: u64) -> Self {
+        self.limits.fuel = Some(units);
+        self
+    }
+
+    /// The most stack wasm code may use, in bytes. Deeper recursion traps
+    /// with a stack overflow. Default: wasmtime's 512 KiB.
+    ///
+    /// ```no_run
+    /// let builder = wasmpool::Pool::builder().module_file("m.wasm").max_stack(1 << 20);
+    /// ```
+    pub fn max_stack(mut self, bytes: usize) -> Self {
+        self.max_stack = Some(bytes);
+        self
+    }
+
+    /// How long instances live. Default: [`Isolation::Worker`].
+    ///
+    /// ```no_run
+    /// let builder = wasmpool::Pool::builder().module_file("m.wasm").isolation(wasmpool::Isolation::Task);
+    /// ```
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// Replaces each worker's instance after it has run `tasks` tasks
+    /// (Python's `maxtasksperchild`). Default: never.
+    ///
+    /// ```no_run
+    /// let builder = wasmpool::Pool::builder().module_file("m.wasm").recycle_after(1000);
+    /// ```
+    pub fn recycle_after(mut self, tasks: u64) -> Self {
+        self.recycle_after = Some(tasks.max(1));
+        self
+    }
+
     /// Declares a named queue holding at most `capacity` messages, shared by
     /// every worker's instance and by the host ([`Pool::queue`]). Guests
     /// open it by name.
@@ -224,8 +319,16 @@ impl PoolBuilder {
         let engine = EngineOptions {
             instance_slots: workers_u32.saturating_mul(2).saturating_add(2),
             threads: self.shared_memory.is_some(),
+            epoch: self.limits.timeout.is_some(),
+            fuel: self.limits.fuel.is_some(),
+            max_stack: self.max_stack,
         }
         .build()?;
+        let ticker = self
+            .limits
+            .timeout
+            .map(|_| Ticker::start(&engine))
+            .transpose()?;
         let resources = Arc::new(build_resources(&engine, &self.queues, self.shared_memory)?);
         let (module, cache_outcome) = load_module(&engine, cache.as_ref(), &bytes, &origin)?;
         drop(bytes);
@@ -252,6 +355,10 @@ impl PoolBuilder {
             limits: self.limits.clone(),
             workers: workers_u32,
             resources: resources.clone(),
+            recycle_after: match self.isolation {
+                Isolation::Task => Some(1),
+                Isolation::Worker => self.recycle_after,
+            },
         });
         let (jobs, jobs_rx) = crossbeam_channel::unbounded::<Batch>();
         let mut threads = Vec::with_capacity(workers);
@@ -262,7 +369,7 @@ impl PoolBuilder {
                 count: workers_u32,
             };
             let guest = Guest::new(&shared.pre, id, self.limits.clone(), resources.clone())
-                .map_err(|e| instantiate(classify(e, None).to_string()))?;
+                .map_err(|e| instantiate(e.to_string()))?;
             let c = Arc::new(Counters::default());
             c.instances.store(1, std::sync::atomic::Ordering::Relaxed);
             let handle = worker::spawn(index, guest, shared.clone(), jobs_rx.clone(), c.clone())
@@ -280,6 +387,7 @@ impl PoolBuilder {
             window: self.window,
             jobs: Some(jobs),
             resources,
+            ticker,
             threads,
             counters,
             tasks: Mutex::new(HashMap::new()),
@@ -315,6 +423,8 @@ pub struct Pool {
     window: usize,
     jobs: Option<Sender<Batch>>,
     resources: Arc<Resources>,
+    /// Advances the epoch while the pool lives, when tasks have a timeout.
+    ticker: Option<Ticker>,
     threads: Vec<JoinHandle<()>>,
     counters: Vec<Arc<Counters>>,
     tasks: Mutex<HashMap<String, Task>>,
@@ -345,6 +455,9 @@ impl Pool {
             window: DEFAULT_WINDOW,
             queues: Vec::new(),
             shared_memory: None,
+            max_stack: None,
+            isolation: Isolation::Worker,
+            recycle_after: None,
         }
     }
 
@@ -618,6 +731,45 @@ impl Drop for Pool {
         self.jobs = None;
         for handle in self.threads.drain(..) {
             let _ = handle.join();
+        }
+        // Stop the ticker last: draining workers may still need their timeouts.
+        self.ticker = None;
+    }
+}
+
+/// A thread that advances an engine's epoch every [`EPOCH_TICK`] until it
+/// is dropped.
+struct Ticker {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: &wasmtime::Engine) -> Result<Self, Error> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let engine = engine.clone();
+        let thread = std::thread::Builder::new()
+            .name("wasmpool-epoch".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(EPOCH_TICK)
+                {
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| Error::Host(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Ticker {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

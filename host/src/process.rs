@@ -524,10 +524,7 @@ fn run(g: &GroupInner, data: StoreData) -> Result<(), TaskError> {
         let entry = instance.get_typed_func::<(), ()>(&mut *store, &g.entry)?;
         entry.call(&mut *store, ())
     };
-    call(&mut store).map_err(|e| {
-        let message = store.data_mut().trap_message.take();
-        classify(e, message)
-    })
+    call(&mut store).map_err(|e| classify(e, store.data_mut()))
 }
 
 struct State {

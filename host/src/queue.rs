@@ -12,14 +12,13 @@
 //! interruption flag, so a terminated guest never stays blocked here.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::wait::{Stop, deadline, next_slice};
+use crate::wait::{Stop, Waiter, deadline, next_slice};
 
 /// Why a queue operation did not complete.
 ///
@@ -216,14 +215,14 @@ impl Queue {
     /// q.put(b"hello".to_vec(), None).unwrap();
     /// ```
     pub fn put(&self, message: Vec<u8>, timeout: Option<Duration>) -> Result<(), QueueError> {
-        self.put_interruptible(message, timeout, &AtomicBool::new(false))
+        self.put_interruptible(message, timeout, Waiter::default())
     }
 
     pub(crate) fn put_interruptible(
         &self,
         message: Vec<u8>,
         timeout: Option<Duration>,
-        interrupt: &AtomicBool,
+        waiter: Waiter<'_>,
     ) -> Result<(), QueueError> {
         let deadline = deadline(timeout);
         let mut state = self.lock();
@@ -237,7 +236,7 @@ impl Queue {
                 self.not_empty.notify_one();
                 return Ok(());
             }
-            match wait(&self.not_full, state, deadline, interrupt) {
+            match wait(&self.not_full, state, deadline, waiter) {
                 Ok(s) => state = s,
                 Err(Stop::Timeout) => return Err(QueueError::Timeout(Some(message))),
                 Err(Stop::Interrupted) => return Err(QueueError::Interrupted(Some(message))),
@@ -258,13 +257,13 @@ impl Queue {
     /// assert!(err.is_timeout());
     /// ```
     pub fn get(&self, timeout: Option<Duration>) -> Result<Vec<u8>, QueueError> {
-        self.get_interruptible(timeout, &AtomicBool::new(false))
+        self.get_interruptible(timeout, Waiter::default())
     }
 
     pub(crate) fn get_interruptible(
         &self,
         timeout: Option<Duration>,
-        interrupt: &AtomicBool,
+        waiter: Waiter<'_>,
     ) -> Result<Vec<u8>, QueueError> {
         let deadline = deadline(timeout);
         let mut state = self.lock();
@@ -277,7 +276,7 @@ impl Queue {
             if state.closed {
                 return Err(QueueError::Closed(None));
             }
-            match wait(&self.not_empty, state, deadline, interrupt) {
+            match wait(&self.not_empty, state, deadline, waiter) {
                 Ok(s) => state = s,
                 Err(Stop::Timeout) => return Err(QueueError::Timeout(None)),
                 Err(Stop::Interrupted) => return Err(QueueError::Interrupted(None)),
@@ -338,9 +337,9 @@ fn wait<'a>(
     cv: &Condvar,
     guard: MutexGuard<'a, State>,
     deadline: Option<Instant>,
-    interrupt: &AtomicBool,
+    waiter: Waiter<'_>,
 ) -> Result<MutexGuard<'a, State>, Stop> {
-    let slice = next_slice(deadline, interrupt)?;
+    let slice = next_slice(deadline, waiter)?;
     let (guard, _) = cv
         .wait_timeout(guard, slice)
         .unwrap_or_else(|e| e.into_inner());

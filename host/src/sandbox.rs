@@ -10,28 +10,81 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
-use wasmtime::{Func, Instance, InstancePre, Memory, Store, Trap, TypedFunc, Val, WasmBacktrace};
+use wasmtime::{
+    Func, Instance, InstancePre, Memory, ResourceLimiter, Store, Trap, TypedFunc, Val,
+    WasmBacktrace,
+};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use crate::error::{AbiError, Interrupted, TaskError, TaskErrorKind};
+use crate::error::{AbiError, Interrupted, TaskError, TaskErrorKind, TimedOut};
 use crate::queue::Queue;
 use crate::shm::SharedRegion;
 use crate::task::{Output, Payload, TaskKind, TaskSpec, WasmValue};
 
-/// Limits that apply to every task of a pool.
+/// Limits that apply to every task of a pool (and to its instantiation).
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
     /// The most bytes a task may write with `output_write`.
     pub(crate) max_output: usize,
+    /// The most bytes an instance's own linear memory may grow to.
+    pub(crate) max_memory: Option<usize>,
+    /// The most wall-clock time one task may run (epoch interruption for
+    /// wasm code, deadlines for host calls that wait).
+    pub(crate) timeout: Option<Duration>,
+    /// The fuel each task starts with (deterministic CPU limit).
+    pub(crate) fuel: Option<u64>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_output: 64 << 20,
+            max_memory: None,
+            timeout: None,
+            fuel: None,
         }
+    }
+}
+
+/// How often the pool's ticker advances the engine's epoch: the resolution
+/// of task timeouts.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Enforces the memory cap, and remembers a refused growth so that the trap
+/// that usually follows (a Rust guest aborts) is reported as out of memory.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryLimiter {
+    cap: Option<usize>,
+    /// The size a refused `memory.grow` asked for, during the current task.
+    pub(crate) refused: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        match self.cap {
+            Some(cap) if desired > cap => {
+                self.refused = Some(desired);
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
     }
 }
 
@@ -70,6 +123,10 @@ pub(crate) struct StoreData {
     pub(crate) interrupt: Arc<AtomicBool>,
     /// The message taken by the last `queue_get`, until `queue_message`.
     pub(crate) message: Option<Vec<u8>>,
+    /// The memory cap and what it refused.
+    pub(crate) limiter: MemoryLimiter,
+    /// When the current task's time is up: host calls that wait stop then.
+    pub(crate) task_deadline: Option<Instant>,
 }
 
 /// The WASI context of a pool's instances: nothing of the host is visible
@@ -96,10 +153,15 @@ impl StoreData {
             output: Vec::new(),
             trap_message: None,
             worker,
-            limits,
             resources,
             interrupt: Arc::new(AtomicBool::new(false)),
             message: None,
+            limiter: MemoryLimiter {
+                cap: limits.max_memory,
+                refused: None,
+            },
+            task_deadline: None,
+            limits,
         }
     }
 }
@@ -119,6 +181,8 @@ pub(crate) struct Guest {
     resolved: Vec<Option<Resolved>>,
     /// Set when a task trapped: the instance must be replaced.
     pub(crate) poisoned: bool,
+    /// Tasks run in this instance (for recycling).
+    pub(crate) tasks_run: u64,
 }
 
 impl std::fmt::Debug for Guest {
@@ -136,22 +200,36 @@ impl Guest {
         worker: WorkerId,
         limits: Limits,
         resources: Arc<Resources>,
-    ) -> wasmtime::Result<Guest> {
+    ) -> Result<Guest, TaskError> {
         let mut store = Store::new(
             pre.module().engine(),
             StoreData::new(worker, limits, resources, sealed_wasi()),
         );
-        let instance = pre.instantiate(&mut store)?;
-        store.data_mut().memory = instance.get_memory(&mut store, "memory");
-        if let Some(init) = instance.get_func(&mut store, "_initialize") {
-            init.typed::<(), ()>(&store)?.call(&mut store, ())?;
+        store.limiter(|data| &mut data.limiter);
+        if store.data().limits.timeout.is_some() {
+            store.epoch_deadline_trap();
         }
-        Ok(Guest {
-            store,
-            instance,
-            resolved: Vec::new(),
-            poisoned: false,
-        })
+        // Instantiation (a start function, `_initialize`) runs under the same
+        // limits as a task.
+        start_task(&mut store);
+        let setup = |store: &mut Store<StoreData>| -> wasmtime::Result<Instance> {
+            let instance = pre.instantiate(&mut *store)?;
+            store.data_mut().memory = instance.get_memory(&mut *store, "memory");
+            if let Some(init) = instance.get_func(&mut *store, "_initialize") {
+                init.typed::<(), ()>(&*store)?.call(&mut *store, ())?;
+            }
+            Ok(instance)
+        };
+        match setup(&mut store) {
+            Ok(instance) => Ok(Guest {
+                store,
+                instance,
+                resolved: Vec::new(),
+                poisoned: false,
+                tasks_run: 0,
+            }),
+            Err(e) => Err(classify(e, store.data_mut())),
+        }
     }
 
     fn resolve(&mut self, task: &TaskSpec) -> Result<Resolved, TaskError> {
@@ -187,9 +265,8 @@ impl Guest {
     /// Runs one task to completion. On a trap, marks the guest poisoned.
     pub(crate) fn run(&mut self, task: &TaskSpec, payload: Payload) -> Result<Output, TaskError> {
         let func = self.resolve(task)?;
-        let data = self.store.data_mut();
-        data.trap_message = None;
-        data.output.clear();
+        self.tasks_run += 1;
+        start_task(&mut self.store);
         let result = match (func, payload) {
             (Resolved::Abi(f), Payload::Bytes(input)) => {
                 if i32::try_from(input.len()).is_err() {
@@ -226,8 +303,7 @@ impl Guest {
         match result {
             Ok(outcome) => outcome,
             Err(e) => {
-                let message = self.store.data_mut().trap_message.take();
-                let error = classify(e, message);
+                let error = classify(e, self.store.data_mut());
                 if error.kind() != TaskErrorKind::Host {
                     self.poisoned = true;
                 }
@@ -251,15 +327,59 @@ fn abi_outcome(status: i32, output: Vec<u8>) -> Result<Output, TaskError> {
     }
 }
 
+/// Resets the per-task state of a store and arms its limits: fuel, the
+/// epoch deadline, the deadline of waits, the memory-refusal flag.
+pub(crate) fn start_task(store: &mut Store<StoreData>) {
+    let limits = store.data().limits.clone();
+    if let Some(fuel) = limits.fuel {
+        // Fuel is only on when the engine consumes it (see EngineOptions).
+        let _ = store.set_fuel(fuel);
+    }
+    if let Some(timeout) = limits.timeout {
+        let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+    }
+    let data = store.data_mut();
+    data.trap_message = None;
+    data.output.clear();
+    data.limiter.refused = None;
+    data.task_deadline = limits.timeout.and_then(|t| Instant::now().checked_add(t));
+}
+
 /// Turns the error of a failed call into the task's error: once, here.
-pub(crate) fn classify(e: wasmtime::Error, trap_message: Option<String>) -> TaskError {
+pub(crate) fn classify(e: wasmtime::Error, data: &mut StoreData) -> TaskError {
     let backtrace = e.downcast_ref::<WasmBacktrace>().map(|bt| bt.to_string());
+    let trap_message = data.trap_message.take();
     if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return TaskError::exit(exit.0);
     }
     if e.downcast_ref::<Interrupted>().is_some() {
         return TaskError::new(TaskErrorKind::Terminated, "terminated by the host")
             .with_backtrace(backtrace);
+    }
+    let timed_out = e.downcast_ref::<TimedOut>().is_some()
+        || e.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
+    if timed_out && let Some(limit) = data.limits.timeout {
+        return TaskError::new(
+            TaskErrorKind::Timeout,
+            format!("the task ran past its time limit of {limit:?}"),
+        )
+        .with_backtrace(backtrace);
+    }
+    if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+        let fuel = data.limits.fuel.unwrap_or(0);
+        return TaskError::new(
+            TaskErrorKind::OutOfFuel,
+            format!("the task used up its fuel ({fuel} units)"),
+        )
+        .with_backtrace(backtrace);
+    }
+    if let (Some(wanted), Some(cap)) = (data.limiter.refused.take(), data.limits.max_memory) {
+        return TaskError::new(
+            TaskErrorKind::OutOfMemory,
+            format!("the guest tried to grow its memory to {wanted} bytes, past the limit of {cap} bytes"),
+        )
+        .with_backtrace(backtrace);
     }
     if let Some(abi) = e.downcast_ref::<AbiError>() {
         return TaskError::new(TaskErrorKind::Abi, abi.to_string()).with_backtrace(backtrace);

@@ -19,7 +19,7 @@ use std::time::Duration;
 use wasmtime::{Engine, MemoryType, SharedMemory, WaitResult};
 
 use crate::error::Error;
-use crate::wait::{Stop, deadline, next_slice};
+use crate::wait::{Stop, Waiter, deadline, next_slice};
 
 /// A bad offset or size for the shared region.
 ///
@@ -382,6 +382,24 @@ impl SharedRegion {
         timeout: Option<Duration>,
         interrupt: &AtomicBool,
     ) -> Result<Wake, ShmError> {
+        self.wait_i32_for(
+            offset,
+            expected,
+            timeout,
+            Waiter {
+                interrupt: Some(interrupt),
+                task_deadline: None,
+            },
+        )
+    }
+
+    pub(crate) fn wait_i32_for(
+        &self,
+        offset: u64,
+        expected: i32,
+        timeout: Option<Duration>,
+        waiter: Waiter<'_>,
+    ) -> Result<Wake, ShmError> {
         // As wasm's `memory.atomic.wait32`: the value is compared first, so a
         // zero timeout still tells a mismatch from a timeout.
         if self.atomic_i32(offset)?.load(Ordering::SeqCst) != expected {
@@ -389,7 +407,7 @@ impl SharedRegion {
         }
         let deadline = deadline(timeout);
         loop {
-            let slice = match next_slice(deadline, interrupt) {
+            let slice = match next_slice(deadline, waiter) {
                 Ok(slice) => slice,
                 Err(Stop::Timeout) => return Ok(Wake::TimedOut),
                 Err(Stop::Interrupted) => return Ok(Wake::Interrupted),

@@ -14,7 +14,7 @@ pub(crate) const SLICE: Duration = Duration::from_millis(20);
 pub(crate) enum Stop {
     /// The deadline passed.
     Timeout,
-    /// The interruption flag was set.
+    /// The interruption flag was set, or the waiting task's time is up.
     Interrupted,
 }
 
@@ -23,23 +23,37 @@ pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
-/// How long the next slice of a wait may last, or why the wait must stop.
-pub(crate) fn next_slice(
-    deadline: Option<Instant>,
-    interrupt: &AtomicBool,
-) -> Result<Duration, Stop> {
-    if interrupt.load(Ordering::Relaxed) {
+/// Who is waiting: the flag that interrupts the wait (a terminated guest)
+/// and the deadline of the waiting task (its time limit), if any.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Waiter<'a> {
+    pub(crate) interrupt: Option<&'a AtomicBool>,
+    pub(crate) task_deadline: Option<Instant>,
+}
+
+/// How long the next slice of a wait may last, or why the wait must stop:
+/// [`Stop::Timeout`] when the wait's own `deadline` passed,
+/// [`Stop::Interrupted`] when the waiter was interrupted or its task's time
+/// is up.
+pub(crate) fn next_slice(deadline: Option<Instant>, waiter: Waiter<'_>) -> Result<Duration, Stop> {
+    if waiter.interrupt.is_some_and(|i| i.load(Ordering::Relaxed)) {
         return Err(Stop::Interrupted);
     }
-    match deadline {
-        None => Ok(SLICE),
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                Err(Stop::Timeout)
-            } else {
-                Ok(left.min(SLICE))
-            }
+    let now = Instant::now();
+    let mut slice = SLICE;
+    if let Some(d) = waiter.task_deadline {
+        let left = d.saturating_duration_since(now);
+        if left.is_zero() {
+            return Err(Stop::Interrupted);
         }
+        slice = slice.min(left);
     }
+    if let Some(d) = deadline {
+        let left = d.saturating_duration_since(now);
+        if left.is_zero() {
+            return Err(Stop::Timeout);
+        }
+        slice = slice.min(left);
+    }
+    Ok(slice)
 }

@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) workers: u32,
     pub(crate) resources: Arc<Resources>,
+    /// Replace an instance after this many tasks (1: a fresh one per task).
+    pub(crate) recycle_after: Option<u64>,
 }
 
 /// Counters one worker keeps, read by [`Pool::worker_stats`](crate::Pool::worker_stats).
@@ -185,7 +187,11 @@ impl Worker {
         let result = catch_unwind(AssertUnwindSafe(|| guest.run(task, payload)));
         match result {
             Ok(result) => {
-                if guest.poisoned {
+                let worn_out = self
+                    .shared
+                    .recycle_after
+                    .is_some_and(|n| guest.tasks_run >= n);
+                if guest.poisoned || worn_out {
                     self.guest = None;
                 }
                 result

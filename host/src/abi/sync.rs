@@ -7,10 +7,28 @@ use std::time::Duration;
 use wasmtime::{Caller, Linker};
 
 use super::{MODULE, abi_error, mem, memory};
-use crate::error::Interrupted;
+use crate::error::{Interrupted, TimedOut};
 use crate::queue::QueueError;
 use crate::sandbox::StoreData;
 use crate::shm::{SharedRegion, ShmError, Wake};
+use crate::wait::Waiter;
+
+/// Who waits: the store's interruption flag and its task's deadline.
+fn waiter(data: &StoreData) -> Waiter<'_> {
+    Waiter {
+        interrupt: Some(&data.interrupt),
+        task_deadline: data.task_deadline,
+    }
+}
+
+/// Why a wait of this store was cut short: a terminate, or the task's time limit.
+fn stopped(data: &StoreData) -> wasmtime::Error {
+    if data.interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+        Interrupted.into()
+    } else {
+        TimedOut.into()
+    }
+}
 
 /// `timeout_ms < 0` waits forever.
 fn timeout(ms: i64) -> Option<Duration> {
@@ -77,11 +95,11 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
             let (mem, state) = memory(&mut caller, "queue_put")?;
             let message = mem::slice("queue_put", mem, ptr, len)?.to_vec();
             let queue = queue(state, "queue_put", q)?;
-            match queue.put_interruptible(message, timeout(ms), &state.interrupt) {
+            match queue.put_interruptible(message, timeout(ms), waiter(state)) {
                 Ok(()) => Ok(0),
                 Err(QueueError::Timeout(_)) => Ok(1),
                 Err(QueueError::Closed(_) | QueueError::Invalid(_)) => Ok(2),
-                Err(QueueError::Interrupted(_)) => Err(Interrupted.into()),
+                Err(QueueError::Interrupted(_)) => Err(stopped(state)),
             }
         },
     )?;
@@ -91,7 +109,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
         |mut caller: Caller<'_, StoreData>, q: i32, ms: i64| -> wasmtime::Result<i64> {
             let state = caller.data_mut();
             let queue = queue(state, "queue_get", q)?.clone();
-            match queue.get_interruptible(timeout(ms), &state.interrupt) {
+            match queue.get_interruptible(timeout(ms), waiter(state)) {
                 Ok(message) => {
                     let len = message.len() as i64;
                     state.message = Some(message);
@@ -99,7 +117,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
                 }
                 Err(QueueError::Timeout(_)) => Ok(-1),
                 Err(QueueError::Closed(_) | QueueError::Invalid(_)) => Ok(-2),
-                Err(QueueError::Interrupted(_)) => Err(Interrupted.into()),
+                Err(QueueError::Interrupted(_)) => Err(stopped(state)),
             }
         },
     )?;
@@ -247,18 +265,18 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
             let region = region(data, "shm_wait_i32")?;
             let wake = shm(
                 "shm_wait_i32",
-                region.wait_i32(
+                region.wait_i32_for(
                     offset("shm_wait_i32", off)?,
                     expected,
                     timeout(ms),
-                    &data.interrupt,
+                    waiter(data),
                 ),
             )?;
             match wake {
                 Wake::Notified => Ok(0),
                 Wake::Mismatch => Ok(1),
                 Wake::TimedOut => Ok(2),
-                Wake::Interrupted => Err(Interrupted.into()),
+                Wake::Interrupted => Err(stopped(data)),
             }
         },
     )?;

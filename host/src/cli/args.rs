@@ -149,6 +149,71 @@ pub(crate) struct MapArgs {
     /// Give the instances one shared region of SIZE bytes (e.g. 64KiB, 16MiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) shared_memory: Option<usize>,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
+    /// Stop at the first failed task: write every result before it and the
+    /// failure itself, then exit 1.
+    #[arg(long)]
+    pub(crate) fail_fast: bool,
+    /// Append each finished result to FILE as it comes; a rerun with the same
+    /// journal skips the tasks it holds and prints the same output.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) journal: Option<PathBuf>,
+}
+
+/// Per-task and per-instance limits.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LimitArgs {
+    /// The most memory each instance may grow to (e.g. 256MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_memory: Option<usize>,
+    /// The most time one task may run (e.g. 5s, 250ms, 2m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) timeout: Option<std::time::Duration>,
+    /// The fuel each task starts with (a deterministic CPU limit; slower).
+    #[arg(long, value_name = "N")]
+    pub(crate) fuel: Option<u64>,
+    /// The most stack wasm code may use (e.g. 1MiB) [default: 512KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_stack: Option<usize>,
+    /// The most output one task may write [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_output: Option<usize>,
+    /// `worker`: one instance per worker, reused; `task`: a fresh instance
+    /// for every task.
+    #[arg(long, value_name = "MODE", default_value = "worker", value_parser = ["worker", "task"])]
+    pub(crate) isolation: String,
+    /// Replace each worker's instance after N tasks.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) recycle_after: Option<u64>,
+}
+
+/// `5s`, `250ms`, `2m`, `1h`, `1.5s`, or a plain number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 5s or 250ms"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "us" | "µs" => n / 1e6,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("{s:?}: a duration must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// `NAME` or `NAME:CAPACITY`.
@@ -273,5 +338,20 @@ mod test {
                 .contains("unknown size unit")
         );
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(
+            parse_duration("5 fortnights")
+                .unwrap_err()
+                .contains("unknown duration unit")
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! input order, each line written as soon as every earlier one is.
 
 use std::cell::RefCell;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use anyhow::Context;
 use wasmpool::{Output, Task, TaskError, TryNext};
 
 use super::args::{Common, MapArgs};
+use super::journal::{Entry, Journal};
 
 pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
     let mut builder = wasmpool::Pool::builder()
@@ -26,8 +28,23 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
     if let Some(bytes) = args.shared_memory {
         builder = builder.shared_memory(bytes);
     }
+    builder = args.limits.apply(builder);
     let pool = builder.build()?;
     let task = pool.task(&args.task)?;
+    let journal = match &args.journal {
+        None => None,
+        Some(path) => {
+            let module = std::fs::read(&args.module)
+                .with_context(|| format!("{}: cannot read the module", args.module.display()))?;
+            let journal = Journal::open(path, &module, &args.task)?;
+            tracing::info!(
+                "{}: {} results already recorded",
+                path.display(),
+                journal.len()
+            );
+            Some(journal)
+        }
+    };
 
     let (reader, input_name): (Box<dyn BufRead>, String) = match &args.input {
         None => (Box::new(io::stdin().lock()), "<stdin>".into()),
@@ -41,68 +58,114 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
             )
         }
     };
+    // The order of every input, and whether its result comes from the
+    // journal (true) or from the pool (false). The input iterator pushes;
+    // the output loop pops.
+    let order: Rc<RefCell<VecDeque<(u64, bool)>>> = Rc::default();
+    let recorded: HashSet<u64> = journal
+        .as_ref()
+        .map(|j| j.indices().collect())
+        .unwrap_or_default();
     let read_error = Rc::new(RefCell::new(None));
     let lines = Lines {
         reader,
         line: 0,
+        index: 0,
         buf: Vec::new(),
         error: read_error.clone(),
     };
-    let payloads = lines.map({
-        let (task, input_name) = (task.clone(), input_name.clone());
-        move |(line, text)| {
-            task.parse_json(&text).map_err(|e| {
+    let payloads = lines.filter_map({
+        let (task, input_name, order) = (task.clone(), input_name.clone(), order.clone());
+        move |(index, line, text)| {
+            let replay = recorded.contains(&index);
+            order.borrow_mut().push_back((index, replay));
+            if replay {
+                return None;
+            }
+            Some(task.parse_json(&text).map_err(|e| {
                 TaskError::new(e.kind(), format!("{input_name}:{line}: {}", e.message()))
-            })
+            }))
         }
     });
 
     let start = Instant::now();
-    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    let mut line = Vec::with_capacity(256);
-    let (mut total, mut failed) = (0u64, 0u64);
+    let mut emit = Emitter {
+        task: &task,
+        out: BufWriter::with_capacity(1 << 16, io::stdout().lock()),
+        journal,
+        values: args.values,
+        fail_fast: args.fail_fast,
+        input_name: &input_name,
+        line: Vec::with_capacity(256),
+        total: 0,
+        failed: 0,
+        replayed: 0,
+        stopped: false,
+    };
     let mut stream = pool.imap_payloads(&task, payloads);
+    let pop = || order.borrow_mut().pop_front();
     loop {
+        // Results recorded by an earlier run come out in their place.
+        while !emit.stopped && order.borrow().front().is_some_and(|&(_, replay)| replay) {
+            let (index, _) = pop().expect("checked above");
+            emit.replay(index)?;
+        }
+        if emit.stopped {
+            break;
+        }
         let result = match stream.try_next() {
-            TryNext::Ready(r) => r,
-            TryNext::Done => break,
+            TryNext::Ready(r) => Some(r),
+            TryNext::Done => None,
             TryNext::Pending => {
                 // Everything finished so far is written: let it out before waiting.
-                out.flush()?;
-                match stream.next() {
-                    Some(r) => r,
-                    None => break,
-                }
+                emit.flush(false)?;
+                stream.next()
             }
         };
-        let index = total;
-        total += 1;
-        line.clear();
-        match render(&task, index, result, &mut line, args.values) {
-            Ok(()) => out.write_all(&line)?,
-            Err(err) => {
-                failed += 1;
-                if args.values {
-                    eprintln!("wasmpool: {}: task {index}: {err}", input_name);
-                } else {
-                    write_error(&mut out, index, &err)?;
+        let Some(result) = result else {
+            while let Some((index, replay)) = pop() {
+                debug_assert!(replay, "the pool ended before input {index}");
+                if emit.stopped {
+                    break;
                 }
+                emit.replay(index)?;
+            }
+            break;
+        };
+        loop {
+            match pop() {
+                Some((index, true)) if !emit.stopped => emit.replay(index)?,
+                Some((index, false)) if !emit.stopped => {
+                    emit.emit(index, result)?;
+                    break;
+                }
+                _ => break,
             }
         }
     }
     drop(stream);
-    out.flush()?;
+    emit.flush(true)?;
     if let Some(err) = read_error.borrow_mut().take() {
         return Err(anyhow::Error::new(err).context(format!("{input_name}: cannot read the input")));
     }
+    let Emitter {
+        total,
+        failed,
+        replayed,
+        stopped,
+        ..
+    } = emit;
     tracing::info!(
-        "{total} tasks on {} workers in {:.3?} ({} failed)",
+        "{total} tasks ({replayed} from the journal) on {} workers in {:.3?} ({failed} failed)",
         pool.workers(),
         start.elapsed(),
-        failed
     );
     if total == 0 {
         eprintln!("wasmpool: {input_name}: no input lines, so no tasks ran");
+    }
+    if stopped {
+        eprintln!("wasmpool: stopped at the first failure (--fail-fast) after {total} tasks");
+        return Ok(ExitCode::from(1));
     }
     if failed > 0 {
         eprintln!("wasmpool: {failed} of {total} tasks failed");
@@ -111,29 +174,111 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes one successful result line, or hands back the task's error.
-fn render(
-    task: &Task,
-    index: u64,
-    result: Result<Output, TaskError>,
-    line: &mut Vec<u8>,
-    bare: bool,
-) -> Result<(), TaskError> {
-    let output = result?;
-    if !bare {
-        line.extend_from_slice(b"{\"index\":");
-        line.extend_from_slice(index.to_string().as_bytes());
-        line.extend_from_slice(b",\"ok\":");
-    }
-    task.write_json(&output, line)?;
-    if !bare {
-        line.push(b'}');
-    }
-    line.push(b'\n');
-    Ok(())
+/// Writes results in order: to stdout (JSON lines or bare values), and to
+/// the journal.
+struct Emitter<'a, W: Write> {
+    task: &'a Task,
+    out: W,
+    journal: Option<Journal>,
+    values: bool,
+    fail_fast: bool,
+    input_name: &'a str,
+    line: Vec<u8>,
+    total: u64,
+    failed: u64,
+    replayed: u64,
+    stopped: bool,
 }
 
-fn write_error(out: &mut impl Write, index: u64, err: &TaskError) -> io::Result<()> {
+impl<W: Write> Emitter<'_, W> {
+    /// A result from the pool.
+    fn emit(&mut self, index: u64, result: Result<Output, TaskError>) -> anyhow::Result<()> {
+        self.line.clear();
+        let value = result.and_then(|output| {
+            let mut value = Vec::new();
+            self.task.write_json(&output, &mut value)?;
+            Ok(value)
+        });
+        match &value {
+            Ok(value) => {
+                self.line
+                    .extend_from_slice(format!("{{\"index\":{index},\"ok\":").as_bytes());
+                self.line.extend_from_slice(value);
+                self.line.push(b'}');
+            }
+            Err(err) => write_error(&mut self.line, index, err)?,
+        }
+        if let Some(j) = &mut self.journal {
+            j.record(&self.line)?;
+        }
+        match value {
+            Ok(value) if self.values => self.write_value(&value)?,
+            Ok(_) => self.write_line()?,
+            Err(err) => self.failure(index, err.kind().as_str(), err.message())?,
+        }
+        self.total += 1;
+        Ok(())
+    }
+
+    /// A result recorded in the journal by an earlier run.
+    fn replay(&mut self, index: u64) -> anyhow::Result<()> {
+        let journal = self
+            .journal
+            .as_ref()
+            .expect("replayed results come from a journal");
+        let text = journal
+            .get(index)
+            .expect("only recorded indices are replayed")
+            .to_string();
+        let entry: Entry<'_> =
+            serde_json::from_str(&text).expect("checked when the journal was opened");
+        self.line.clear();
+        self.line.extend_from_slice(text.as_bytes());
+        match (entry.ok, entry.error) {
+            (Some(value), _) if self.values => self.write_value(value.get().as_bytes())?,
+            (Some(_), _) => self.write_line()?,
+            (None, Some(err)) => self.failure(index, &err.kind, &err.message)?,
+            (None, None) => self.write_line()?,
+        }
+        self.total += 1;
+        self.replayed += 1;
+        Ok(())
+    }
+
+    fn write_line(&mut self) -> io::Result<()> {
+        self.out.write_all(&self.line)?;
+        self.out.write_all(b"\n")
+    }
+
+    fn write_value(&mut self, value: &[u8]) -> io::Result<()> {
+        self.out.write_all(value)?;
+        self.out.write_all(b"\n")
+    }
+
+    fn failure(&mut self, index: u64, kind: &str, message: &str) -> io::Result<()> {
+        self.failed += 1;
+        self.stopped |= self.fail_fast;
+        if self.values {
+            eprintln!(
+                "wasmpool: {}: task {index}: {kind}: {message}",
+                self.input_name
+            );
+            Ok(())
+        } else {
+            self.write_line()
+        }
+    }
+
+    fn flush(&mut self, end: bool) -> anyhow::Result<()> {
+        self.out.flush()?;
+        if let Some(j) = &mut self.journal {
+            j.flush(end)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_error(out: &mut Vec<u8>, index: u64, err: &TaskError) -> io::Result<()> {
     #[derive(serde::Serialize)]
     struct Line<'a> {
         index: u64,
@@ -154,21 +299,22 @@ fn write_error(out: &mut impl Write, index: u64, err: &TaskError) -> io::Result<
         exit_code: err.exit_code(),
         backtrace: err.backtrace(),
     };
-    serde_json::to_writer(&mut *out, &Line { index, error: body })?;
-    out.write_all(b"\n")
+    serde_json::to_writer(out, &Line { index, error: body })?;
+    Ok(())
 }
 
-/// Non-blank input lines with their line numbers (from 1). A read error
-/// ends the lines and is kept for the caller to report.
+/// Non-blank input lines with their task index (from 0) and line number
+/// (from 1). A read error ends the lines and is kept for the caller.
 struct Lines {
     reader: Box<dyn BufRead>,
     line: u64,
+    index: u64,
     buf: Vec<u8>,
     error: Rc<RefCell<Option<io::Error>>>,
 }
 
 impl Iterator for Lines {
-    type Item = (u64, Vec<u8>);
+    type Item = (u64, u64, Vec<u8>);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -180,7 +326,8 @@ impl Iterator for Lines {
                     if self.buf.trim_ascii().is_empty() {
                         continue;
                     }
-                    return Some((self.line, self.buf.clone()));
+                    self.index += 1;
+                    return Some((self.index - 1, self.line, self.buf.clone()));
                 }
                 Err(e) => {
                     *self.error.borrow_mut() = Some(e);
@@ -188,5 +335,33 @@ impl Iterator for Lines {
                 }
             }
         }
+    }
+}
+
+impl super::args::LimitArgs {
+    /// Sets the limits the flags ask for on a pool builder.
+    fn apply(&self, mut b: wasmpool::PoolBuilder) -> wasmpool::PoolBuilder {
+        if let Some(bytes) = self.max_memory {
+            b = b.max_memory(bytes);
+        }
+        if let Some(t) = self.timeout {
+            b = b.timeout(t);
+        }
+        if let Some(fuel) = self.fuel {
+            b = b.fuel(fuel);
+        }
+        if let Some(bytes) = self.max_stack {
+            b = b.max_stack(bytes);
+        }
+        if let Some(bytes) = self.max_output {
+            b = b.max_output(bytes);
+        }
+        if let Some(n) = self.recycle_after {
+            b = b.recycle_after(n);
+        }
+        if self.isolation == "task" {
+            b = b.isolation(wasmpool::Isolation::Task);
+        }
+        b
     }
 }

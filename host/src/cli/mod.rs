@@ -3,6 +3,7 @@
 
 mod args;
 mod inspect;
+mod journal;
 mod map;
 mod run;
 

@@ -516,3 +516,176 @@ fn run_reads_stdin() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "HELLO\nWORLD\n");
 }
+
+#[test]
+fn fail_fast_stops_at_the_first_failure_and_keeps_what_came_before() {
+    let out = wasmpool(
+        &["map", TESTGUEST, "--task", "fail_on_tens", "--fail-fast"],
+        &lines(1..40),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(got.len(), 10, "{text}");
+    assert_eq!(got[8], r#"{"index":8,"ok":18}"#);
+    assert_eq!(
+        got[9],
+        r#"{"index":9,"error":{"kind":"guest","message":"10 is a multiple of ten"}}"#
+    );
+    assert!(
+        stderr(&out).contains("stopped at the first failure (--fail-fast) after 10 tasks"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn limit_flags_end_hostile_tasks_with_their_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("hostile.wat");
+    std::fs::write(
+        &wat,
+        r#"(module (memory (export "memory") 1)
+            (func (export "run") (param i64) (result i64)
+                (if (i64.eq (local.get 0) (i64.const 1)) (then (loop br 0)))
+                (if (i64.eq (local.get 0) (i64.const 2))
+                    (then (loop (br_if 0 (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))) unreachable))
+                local.get 0))"#,
+    )
+    .unwrap();
+    let wat = wat.to_str().unwrap();
+    let kinds = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["map", wat, "--task", "run"];
+        all.extend_from_slice(args);
+        let out = wasmpool(&all, "0\n1\n2\n3\n");
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["error"]["kind"]
+                    .as_str()
+                    .map_or_else(|| v["ok"].to_string(), str::to_string)
+            })
+            .collect()
+    };
+    assert_eq!(
+        kinds(&["--timeout", "100ms", "--max-memory", "1MiB"]),
+        ["0", "timeout", "out_of_memory", "3"]
+    );
+    assert_eq!(
+        kinds(&["--fuel", "100000", "--max-memory", "1MiB"]),
+        ["0", "out_of_fuel", "out_of_memory", "3"]
+    );
+}
+
+#[test]
+fn journal_resumes_a_killed_run_with_identical_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, lines(0..640)).unwrap();
+    let input = input.to_str().unwrap();
+    let journal = dir.path().join("run.journal");
+    let cache = tempfile::tempdir().unwrap();
+    let full = wasmpool_in(
+        cache.path(),
+        &[
+            "map", PRIMES, "--task", "primes", "--input", input, "-j", "2",
+        ],
+        "",
+    );
+    assert_eq!(full.status.code(), Some(0));
+
+    // Start the same run with a journal, and SIGKILL it partway.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmpool"))
+        .args([
+            "map",
+            PRIMES,
+            "--task",
+            "primes",
+            "--input",
+            input,
+            "-j",
+            "2",
+            "--journal",
+        ])
+        .arg(&journal)
+        .env("WASMPOOL_CACHE_DIR", cache.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let recorded = std::fs::read_to_string(&journal)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if recorded > 50 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not get going"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let recorded = std::fs::read_to_string(&journal).unwrap().lines().count() - 1;
+    assert!(recorded < 640, "killed before the end: {recorded} recorded");
+
+    let resumed = wasmpool_in(
+        cache.path(),
+        &[
+            "-v",
+            "map",
+            PRIMES,
+            "--task",
+            "primes",
+            "--input",
+            input,
+            "-j",
+            "2",
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    assert_eq!(
+        stdout(&resumed),
+        stdout(&full),
+        "the resumed output is identical"
+    );
+    let log = stderr(&resumed);
+    assert!(
+        log.contains(&format!("640 tasks ({recorded} from the journal)")),
+        "{log}"
+    );
+
+    // A journal of another task is refused with a clear message.
+    let other = wasmpool_in(
+        cache.path(),
+        &[
+            "map",
+            PRIMES,
+            "--task",
+            "primes_i64",
+            "--input",
+            input,
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(other.status.code(), Some(2));
+    assert!(
+        stderr(&other).contains("this journal records task \"primes\""),
+        "{}",
+        stderr(&other)
+    );
+}

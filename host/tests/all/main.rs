@@ -5,6 +5,7 @@
 mod abi;
 mod cache;
 mod cli;
+mod hostile;
 mod pool;
 mod process;
 mod shared;

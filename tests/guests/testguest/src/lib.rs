@@ -193,3 +193,17 @@ pub fn hold_permit(ms: u64) -> i64 {
     SLOTS.release();
     now
 }
+
+/// Allocates and touches `mb` MiB. (hostile::rust_memory_bomb_is_out_of_memory)
+#[task]
+pub fn alloc_mb(mb: usize) -> usize {
+    let v = vec![1u8; mb << 20];
+    v.iter().map(|&b| b as usize).sum::<usize>() >> 20
+}
+
+/// Waits on queue `q` with no timeout. (hostile::queue_get_that_never_returns_times_out)
+#[task]
+pub fn get_forever() -> String {
+    let q: Queue<u64> = Queue::open("q").expect("queue q");
+    format!("{:?}", q.get())
+}
