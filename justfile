@@ -26,3 +26,14 @@ examples:
 # The demo.
 demo:
     cargo run --release --example demo
+
+# The benchmark suite: writes docs/benchmarks.md and its plots (about 3 minutes on 2 cores).
+bench:
+    rustup target add wasm32-wasip1
+    cargo build --release -p wasmpool
+    cargo run --release -p wasmpool-bench
+
+# The benchmark suite, one run per workload (a smoke test of the suite).
+bench-quick:
+    cargo build --release -p wasmpool
+    cargo run --release -p wasmpool-bench -- --quick --out target/bench-quick

@@ -329,14 +329,7 @@ fn random_pointers_never_hurt_the_host() {
         }
     };
     let calls: Vec<(i32, i32, i32, i64)> = (0..5000i32)
-        .map(|i| {
-            (
-                i % 8,
-                pick() as i32,
-                (pick() % 70_000) as i32,
-                pick(),
-            )
-        })
+        .map(|i| (i % 8, pick() as i32, (pick() % 70_000) as i32, pick()))
         .collect();
     let results = pool.map::<_, i64>("poke", calls.clone()).unwrap();
     assert_eq!(results.len(), calls.len());

@@ -207,3 +207,21 @@ pub fn get_forever() -> String {
     let q: Queue<u64> = Queue::open("q").expect("queue q");
     format!("{:?}", q.get())
 }
+
+/// Role 0 sends `n` pings on queue `ping` and waits for each pong on queue
+/// `pong`; role 1 answers. (bench: queue ping-pong latency)
+#[task]
+pub fn pingpong(role: u32, n: u64) -> Result<u64, String> {
+    let ping: Queue<u64> = Queue::open("ping").ok_or("no queue ping")?;
+    let pong: Queue<u64> = Queue::open("pong").ok_or("no queue pong")?;
+    for i in 0..n {
+        if role == 0 {
+            ping.put(&i).map_err(|e| e.to_string())?;
+            pong.get().map_err(|e| e.to_string())?;
+        } else {
+            let x = ping.get().map_err(|e| e.to_string())?;
+            pong.put(&x).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,262 @@
+//! One measurement, run in a child process of its own so that its peak
+//! memory is its own: `wasmpool-bench --child WORKLOAD`. Prints one JSON
+//! object: seconds, the checksum, items done, and peak RSS in KiB.
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+use wasmpool::{Isolation, Pool};
+use wasmpool_kernels::{mandelbrot_row, primes_in_block};
+use wasmpool_tests::{MANDELBROT, PRIMES, SQUARE, TESTGUEST};
+
+/// What one child run reports.
+#[derive(Debug, Serialize)]
+pub(crate) struct Sample {
+    pub(crate) secs: f64,
+    pub(crate) check: i64,
+    pub(crate) items: u64,
+    pub(crate) peak_kib: u64,
+}
+
+/// Peak resident memory of this process (VmHWM), in KiB.
+pub(crate) fn peak_self_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Peak resident memory of the largest waited-for child, in KiB.
+fn peak_children_kib() -> u64 {
+    // SAFETY: `getrusage` writes into the zeroed struct we own; RUSAGE_CHILDREN
+    // is a valid `who`.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage.ru_maxrss as u64
+    }
+}
+
+fn pool(module: &str, workers: usize) -> Pool {
+    Pool::builder()
+        .module_file(module)
+        .workers(workers)
+        .build()
+        .expect("pool")
+}
+
+fn timed(items: u64, f: impl FnOnce() -> i64) -> Sample {
+    let start = Instant::now();
+    let check = f();
+    Sample {
+        secs: start.elapsed().as_secs_f64(),
+        check,
+        items,
+        peak_kib: peak_self_kib(),
+    }
+}
+
+fn sum_map(pool: &Pool, task: &str, n: u64) -> i64 {
+    pool.imap::<u64, i64>(task, 0..n)
+        .expect("task")
+        .map(|r| r.expect("result"))
+        .sum()
+}
+
+fn wasmpool_bin() -> std::path::PathBuf {
+    let me = std::env::current_exe().expect("current exe");
+    me.parent().expect("dir").join("wasmpool")
+}
+
+fn cli(args: &[&str], input: Option<&std::path::Path>, cache: &std::path::Path) -> (f64, String) {
+    let mut cmd = Command::new(wasmpool_bin());
+    cmd.args(args)
+        .env("WASMPOOL_CACHE_DIR", cache)
+        .stderr(Stdio::inherit())
+        .stdout(Stdio::piped());
+    match input {
+        Some(path) => cmd.stdin(std::fs::File::open(path).expect("input")),
+        None => cmd.stdin(Stdio::null()),
+    };
+    let start = Instant::now();
+    let out = cmd.output().expect("run wasmpool");
+    let secs = start.elapsed().as_secs_f64();
+    assert!(out.status.success(), "wasmpool {args:?} failed");
+    (secs, String::from_utf8(out.stdout).expect("utf-8"))
+}
+
+/// Runs workload `name` once.
+pub(crate) fn run(name: &str) -> Sample {
+    let (prefix, arg) = name.rsplit_once('@').unwrap_or((name, ""));
+    let workers: usize = arg.parse().unwrap_or(1);
+    match prefix {
+        // Compute kernels: wasm through the library, and native rayon.
+        "primes64/wasm" => {
+            let p = pool(PRIMES, workers);
+            timed(64, || sum_map(&p, "primes_i64", 64))
+        }
+        "primes640/wasm" => {
+            let p = pool(PRIMES, workers);
+            timed(640, || sum_map(&p, "primes_i64", 640))
+        }
+        "mandelbrot/wasm" => {
+            let p = pool(MANDELBROT, workers);
+            timed(512, || sum_map(&p, "row_i64", 512))
+        }
+        "primes64/rayon" | "primes640/rayon" | "mandelbrot/rayon" => {
+            let tp = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .expect("rayon");
+            let (n, kernel): (u64, fn(u64) -> u64) = match prefix {
+                "primes64/rayon" => (64, primes_in_block),
+                "primes640/rayon" => (640, primes_in_block),
+                _ => (512, mandelbrot_row),
+            };
+            timed(n, || {
+                tp.install(|| {
+                    (0..n as u32)
+                        .into_par_iter()
+                        .with_max_len(1)
+                        .map(|i| kernel(u64::from(i)))
+                        .sum::<u64>() as i64
+                })
+            })
+        }
+        // A million tiny tasks through the library.
+        "tiny/numeric" => {
+            let p = pool(SQUARE, workers);
+            timed(1_000_000, || sum_map(&p, "square_i64", 1_000_000))
+        }
+        "tiny/sdk" => {
+            let p = pool(SQUARE, workers);
+            timed(1_000_000, || sum_map(&p, "square", 1_000_000))
+        }
+        // A million JSON lines through the CLI, end to end.
+        "tiny/cli" => {
+            let dir = std::env::temp_dir().join(format!("wasmpool-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("tmp");
+            let input = dir.join("lines.jsonl");
+            let text: String = (0..1_000_000u64).map(|i| format!("{i}\n")).collect();
+            std::fs::write(&input, text).expect("input");
+            let warm = dir.join("cache");
+            cli(
+                &["map", SQUARE, "--task", "square_i64", "--values"],
+                Some(&input),
+                &warm,
+            );
+            let w = workers.to_string();
+            let (secs, out) = cli(
+                &["map", SQUARE, "--task", "square_i64", "--values", "-j", &w],
+                Some(&input),
+                &warm,
+            );
+            let check = out
+                .lines()
+                .map(|l| l.parse::<i64>().expect("number"))
+                .fold(0i64, i64::wrapping_add);
+            let _ = std::fs::remove_dir_all(&dir);
+            Sample {
+                secs,
+                check,
+                items: 1_000_000,
+                peak_kib: peak_children_kib(),
+            }
+        }
+        // A fresh instance per task against a reused one, one worker.
+        "instance/reused" | "instance/fresh" => {
+            let isolation = if prefix.ends_with("fresh") {
+                Isolation::Task
+            } else {
+                Isolation::Worker
+            };
+            let p = Pool::builder()
+                .module_file(SQUARE)
+                .workers(1)
+                .isolation(isolation)
+                .build()
+                .expect("pool");
+            timed(100_000, || sum_map(&p, "square_i64", 100_000))
+        }
+        // Queues between two instances.
+        "queue/throughput" => {
+            let n = 200_000u64;
+            let p = Pool::builder()
+                .module_file(TESTGUEST)
+                .workers(2)
+                .queue("q", 1024)
+                .build()
+                .expect("pool");
+            timed(n, || {
+                let r = p
+                    .map::<(u32, u64), (u64, u64)>("pc", [(0, n), (1, n)])
+                    .expect("pc");
+                r[1].clone().expect("consumer").1 as i64
+            })
+        }
+        "queue/pingpong" => {
+            let n = 20_000u64;
+            let p = Pool::builder()
+                .module_file(TESTGUEST)
+                .workers(2)
+                .queue("ping", 1)
+                .queue("pong", 1)
+                .build()
+                .expect("pool");
+            timed(n, || {
+                p.map::<(u32, u64), u64>("pingpong", [(0, n), (1, n)])
+                    .expect("pingpong")
+                    .into_iter()
+                    .map(|r| r.expect("pingpong") as i64)
+                    .sum::<i64>()
+                    / 2
+            })
+        }
+        // 2 workers x 1,000,000 atomic increments.
+        "counter/wasm" => {
+            let p = Pool::builder()
+                .module_file(TESTGUEST)
+                .workers(2)
+                .shared_memory(1 << 16)
+                .build()
+                .expect("pool");
+            timed(2_000_000, || {
+                p.map::<u64, u64>("count", [1_000_000, 1_000_000])
+                    .expect("count");
+                p.shared_region()
+                    .expect("region")
+                    .load_i64(0)
+                    .expect("load")
+            })
+        }
+        // CLI start: first compile (empty cache), then a cached module.
+        "cli/cold" | "cli/warm" => {
+            let dir =
+                std::env::temp_dir().join(format!("wasmpool-bench-start-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("tmp");
+            let input = dir.join("one.jsonl");
+            std::fs::write(&input, "7\n").expect("input");
+            let args = ["map", SQUARE, "--task", "square_i64", "--values", "-j", "1"];
+            if prefix == "cli/warm" {
+                cli(&args, Some(&input), &dir);
+            }
+            let (secs, out) = cli(&args, Some(&input), &dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            Sample {
+                secs,
+                check: out.trim().parse().expect("49"),
+                items: 1,
+                peak_kib: peak_children_kib(),
+            }
+        }
+        other => panic!("unknown workload {other}"),
+    }
+}

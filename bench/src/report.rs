@@ -1,0 +1,576 @@
+//! Writes `docs/benchmarks.md` and its two SVG plots from the measurements.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::Stats;
+
+fn find<'a>(r: &'a [Stats], name: &str) -> Option<&'a Stats> {
+    r.iter().find(|s| s.spec.name == name)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.0} MiB", kib as f64 / 1024.0)
+}
+
+fn time(s: &Stats) -> String {
+    let (scale, unit) = if s.median < 0.1 {
+        (1e3, "ms")
+    } else {
+        (1.0, "s")
+    };
+    format!(
+        "{:.3} {unit} ({:.3}–{:.3})",
+        s.median * scale,
+        s.min * scale,
+        s.max * scale
+    )
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_string();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|k| k.parse::<u64>().ok())
+        .map_or("unknown".into(), |k| {
+            format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0)
+        });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock"))
+        .unwrap_or_default();
+    let wasmtime = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"wasmtime\"\n"))
+        .and_then(|p| p.lines().find(|l| l.starts_with("version")))
+        .map_or("?".into(), |l| {
+            l.trim_start_matches("version = ")
+                .trim_matches('"')
+                .to_string()
+        });
+    format!(
+        "| CPU | {cpu} |\n| cores | {cores} |\n| memory | {mem} |\n| Rust | {} |\n| wasmtime | {wasmtime} |\n| Python | {} |\n| OS | {} |\n",
+        first_line("rustc", &["--version"]),
+        first_line("python3", &["--version"]),
+        first_line("uname", &["-sr"]),
+    )
+}
+
+/// One target of the benchmark issue, and whether it held.
+struct Target {
+    what: String,
+    goal: String,
+    measured: String,
+    met: bool,
+}
+
+fn targets(r: &[Stats], cores: usize) -> Vec<Target> {
+    let mut t = Vec::new();
+    for kernel in ["primes640", "mandelbrot"] {
+        for w in [1, cores] {
+            if let (Some(wasm), Some(native)) = (
+                find(r, &format!("{kernel}/wasm@{w}")),
+                find(r, &format!("{kernel}/rayon@{w}")),
+            ) {
+                let ratio = wasm.median / native.median;
+                t.push(Target {
+                    what: format!("{kernel}, {w} worker(s): wasm time / native rayon time"),
+                    goal: "≤ 1.05".into(),
+                    measured: format!("{ratio:.3}"),
+                    met: ratio <= 1.05,
+                });
+            }
+            if cores == 1 {
+                break;
+            }
+        }
+    }
+    if let (Some(one), Some(two)) = (
+        find(r, "primes640/wasm@1"),
+        find(r, &format!("primes640/wasm@{cores}")),
+    ) {
+        let s = one.median / two.median;
+        t.push(Target {
+            what: format!("primes640: {cores} workers against 1"),
+            goal: "≥ 1.9x".into(),
+            measured: format!("{s:.2}x"),
+            met: s >= 1.9,
+        });
+    }
+    let rate = |name: &str| find(r, name).map_or(0.0, Stats::rate);
+    let mut rate_target = |what: &str, name: String, goal: f64, unit: &str| {
+        let v = rate(&name);
+        t.push(Target {
+            what: what.into(),
+            goal: format!("≥ {:.0} M {unit}/s", goal / 1e6),
+            measured: format!("{:.2} M {unit}/s", v / 1e6),
+            met: v >= goal,
+        });
+    };
+    rate_target(
+        "tiny tasks, numeric export, library",
+        format!("tiny/numeric@{cores}"),
+        10e6,
+        "tasks",
+    );
+    rate_target(
+        "tiny tasks, SDK (serde) task, library",
+        format!("tiny/sdk@{cores}"),
+        3e6,
+        "tasks",
+    );
+    rate_target(
+        "tiny tasks, CLI with JSON lines",
+        format!("tiny/cli@{cores}"),
+        3e6,
+        "lines",
+    );
+    rate_target(
+        "queue messages between two instances",
+        "queue/throughput".into(),
+        5e6,
+        "msgs",
+    );
+    if let Some(c) = find(r, "counter/wasm") {
+        let v = c.rate();
+        t.push(Target {
+            what: "shared counter, 2 x 1,000,000 atomic increments".into(),
+            goal: "exact, ≥ 50 M incr/s".into(),
+            measured: format!("{} exact, {:.1} M incr/s", c.check, v / 1e6),
+            met: c.check == 2_000_000 && v >= 50e6,
+        });
+    }
+    if let (Some(fresh), Some(reused)) = (find(r, "instance/fresh"), find(r, "instance/reused")) {
+        let extra = (fresh.median - reused.median) / fresh.items as f64 * 1e6;
+        t.push(Target {
+            what: "a fresh instance per task, over a reused one".into(),
+            goal: "≤ 3 µs more per task".into(),
+            measured: format!("{extra:.2} µs"),
+            met: extra <= 3.0,
+        });
+    }
+    if let Some(w) = find(r, "cli/warm") {
+        t.push(Target {
+            what: "warm CLI start (cached module, one task)".into(),
+            goal: "≤ 10 ms".into(),
+            measured: format!("{:.1} ms", w.median * 1e3),
+            met: w.median <= 0.010,
+        });
+    }
+    t
+}
+
+/// Writes the report and the plots into `dir`.
+pub(crate) fn write(
+    dir: &Path,
+    r: &[Stats],
+    elapsed: Duration,
+    quick: bool,
+) -> std::io::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Benchmarks\n\n<!-- Written by `cargo run --release -p wasmpool-bench`; do not edit by hand. -->\n\n\
+         Every figure is the median of {} runs (min–max in brackets), each run in a fresh process; peak \
+         memory is that process's peak RSS (with its children). Every run's checksum was checked. The suite \
+         took {:.0} s.{}\n\nRun it with `just bench`, or:\n\n```sh\nrustup target add wasm32-wasip1 && cargo build \
+         --release -p wasmpool && cargo run --release -p wasmpool-bench\n```\n\n## Machine\n\n| | |\n|---|---|\n{}",
+        if quick {
+            "1 (--quick)".to_string()
+        } else {
+            "5 (3 for Python)".to_string()
+        },
+        elapsed.as_secs_f64(),
+        if quick {
+            " **Quick mode: single runs, not for publication.**"
+        } else {
+            ""
+        },
+        machine()
+    );
+
+    let _ = writeln!(
+        md,
+        "\n## Targets\n\n| target | goal | measured | met |\n|---|---|---|---|"
+    );
+    for t in targets(r, cores) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            t.what,
+            t.goal,
+            t.measured,
+            if t.met { "yes" } else { "**no**" }
+        );
+    }
+
+    let _ = writeln!(
+        md,
+        "\n## Compute kernels\n\nwasmpool runs the numeric exports (`primes_i64`, `row_i64`) of the example guests; \
+         native rayon runs the same kernels (`examples/kernels`) compiled for the host; Python runs them in \
+         `multiprocessing.Pool` with {cores} processes.\n\n| workload | implementation | workers | time | vs rayon, same workers | \
+         speedup over 1 worker | peak memory |\n|---|---|---|---|---|---|---|"
+    );
+    for kernel in ["primes64", "primes640", "mandelbrot"] {
+        for w in [1, cores] {
+            for imp in ["rayon", "wasm"] {
+                if let Some(s) = find(r, &format!("{kernel}/{imp}@{w}")) {
+                    let native = find(r, &format!("{kernel}/rayon@{w}"))
+                        .map_or(f64::NAN, |n| s.median / n.median);
+                    let one = find(r, &format!("{kernel}/{imp}@1"))
+                        .map_or(f64::NAN, |o| o.median / s.median);
+                    let name = if imp == "wasm" {
+                        "wasmpool"
+                    } else {
+                        "native rayon"
+                    };
+                    let _ = writeln!(
+                        md,
+                        "| {kernel} | {name} | {w} | {} | {native:.3}x | {one:.2}x | {} |",
+                        time(s),
+                        mib(s.peak_kib)
+                    );
+                }
+            }
+            if cores == 1 {
+                break;
+            }
+        }
+        for (suffix, label) in [
+            ("python-pool", "Python Pool.map"),
+            ("python-pool-chunk1", "Python Pool.map, chunksize=1"),
+        ] {
+            if let Some(s) = find(r, &format!("{kernel}/{suffix}")) {
+                let native = find(r, &format!("{kernel}/rayon@{cores}"))
+                    .map_or(f64::NAN, |n| s.median / n.median);
+                let _ = writeln!(
+                    md,
+                    "| {kernel} | {label} | {cores} | {} | {native:.1}x | | {} |",
+                    time(s),
+                    mib(s.peak_kib)
+                );
+            }
+        }
+    }
+
+    let _ = writeln!(
+        md,
+        "\n## A million tiny tasks (`square`)\n\n| path | workers | tasks | time | rate | per task | peak memory |\n|---|---|---|---|---|---|---|"
+    );
+    for (name, label) in [
+        (
+            format!("tiny/numeric@{cores}"),
+            "library, numeric export `square_i64`",
+        ),
+        (
+            format!("tiny/sdk@{cores}"),
+            "library, SDK task `square` (serde JSON)",
+        ),
+        (
+            format!("tiny/cli@{cores}"),
+            "CLI, JSON lines in and out (whole process)",
+        ),
+        (
+            "tiny/python-pool".into(),
+            "Python Pool.map, default chunksize",
+        ),
+        (
+            "tiny/python-pool-chunk1".into(),
+            "Python Pool.map, chunksize=1",
+        ),
+    ] {
+        if let Some(s) = find(r, &name) {
+            let _ = writeln!(
+                md,
+                "| {label} | {cores} | {} | {} | {:.2} M/s | {:.0} ns | {} |",
+                s.items,
+                time(s),
+                s.rate() / 1e6,
+                s.per_item_ns(),
+                mib(s.peak_kib)
+            );
+        }
+    }
+
+    let _ = writeln!(
+        md,
+        "\n## Instances\n\n| isolation | tasks | time | per task | peak memory |\n|---|---|---|---|---|"
+    );
+    for (name, label) in [
+        ("instance/reused", "one instance per worker (default)"),
+        ("instance/fresh", "a fresh instance per task"),
+    ] {
+        if let Some(s) = find(r, name) {
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} | {:.2} µs | {} |",
+                s.items,
+                time(s),
+                s.per_item_ns() / 1e3,
+                mib(s.peak_kib)
+            );
+        }
+    }
+
+    let _ = writeln!(
+        md,
+        "\n## Queues between two instances\n\n| workload | messages | time | rate | peak memory |\n|---|---|---|---|---|"
+    );
+    for (name, label) in [
+        (
+            "queue/throughput",
+            "wasmpool: producer → consumer (SDK `Queue<u64>`)",
+        ),
+        (
+            "queue/python-throughput",
+            "Python: `Queue` between two processes",
+        ),
+    ] {
+        if let Some(s) = find(r, name) {
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} | {:.0} k msgs/s | {} |",
+                s.items,
+                time(s),
+                s.rate() / 1e3,
+                mib(s.peak_kib)
+            );
+        }
+    }
+    for (name, label) in [
+        ("queue/pingpong", "wasmpool: ping-pong"),
+        ("queue/python-pingpong", "Python: ping-pong"),
+    ] {
+        if let Some(s) = find(r, name) {
+            let _ = writeln!(
+                md,
+                "| {label} | {} round trips | {} | {:.1} µs per round trip | {} |",
+                s.items,
+                time(s),
+                s.per_item_ns() / 1e3,
+                mib(s.peak_kib)
+            );
+        }
+    }
+
+    let _ = writeln!(
+        md,
+        "\n## Shared counter\n\n| workload | increments | result | time | rate | peak memory |\n|---|---|---|---|---|---|"
+    );
+    for (name, label) in [
+        (
+            "counter/wasm",
+            "wasmpool: `SharedValue::fetch_add`, 2 workers",
+        ),
+        (
+            "counter/python-locked",
+            "Python: `Value` with its lock, 2 processes",
+        ),
+        (
+            "counter/python-unlocked",
+            "Python: `Value(lock=False)`, `+= 1`, 2 processes",
+        ),
+    ] {
+        if let Some(s) = find(r, name) {
+            let result = if name.ends_with("unlocked") {
+                format!("{} ({} updates lost)", s.check, s.items as i64 - s.check)
+            } else {
+                format!("{} (exact)", s.check)
+            };
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {result} | {} | {:.1} M/s | {} |",
+                s.items,
+                time(s),
+                s.rate() / 1e6,
+                mib(s.peak_kib)
+            );
+        }
+    }
+
+    let _ = writeln!(
+        md,
+        "\n## CLI start\n\n| start | time | peak memory |\n|---|---|---|"
+    );
+    for (name, label) in [
+        ("cli/cold", "cold: empty cache, compiles `square.wasm`"),
+        ("cli/warm", "warm: module cached"),
+    ] {
+        if let Some(s) = find(r, name) {
+            let _ = writeln!(md, "| {label} | {} | {} |", time(s), mib(s.peak_kib));
+        }
+    }
+
+    let _ = writeln!(
+        md,
+        "\n## Plots\n\n![speedup by worker count](benchmarks-speedup.svg)\n\n![per-task overhead](benchmarks-overhead.svg)\n"
+    );
+    md.push_str(NOTES);
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("benchmarks.md"), md)?;
+    std::fs::write(dir.join("benchmarks-speedup.svg"), speedup_svg(r, cores))?;
+    std::fs::write(dir.join("benchmarks-overhead.svg"), overhead_svg(r, cores))?;
+    Ok(())
+}
+
+/// Analysis that does not change from run to run; kept in the source so the
+/// report is written whole by one command.
+const NOTES: &str = include_str!("notes.md");
+
+fn bars_svg(title: &str, unit: &str, bars: &[(String, f64, &str)], log: bool) -> String {
+    let (w, row, left, top) = (760.0, 26.0, 300.0, 40.0);
+    let h = top + row * bars.len() as f64 + 30.0;
+    let max = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9);
+    let min_pos = bars
+        .iter()
+        .map(|b| b.1)
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let scale = |v: f64| -> f64 {
+        let span = w - left - 90.0;
+        if log {
+            let lo = (min_pos / 2.0).log10();
+            ((v.max(min_pos / 2.0).log10() - lo) / (max.log10() - lo)).max(0.0) * span
+        } else {
+            v / max * span
+        }
+    };
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">{title}</text>\n"
+    );
+    for (i, (label, v, color)) in bars.iter().enumerate() {
+        let y = top + row * i as f64;
+        let bw = scale(*v);
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{label}</text>\
+             <rect x=\"{left}\" y=\"{:.0}\" width=\"{bw:.1}\" height=\"{:.0}\" fill=\"{color}\"/>\
+             <text x=\"{:.0}\" y=\"{:.0}\">{v:.3} {unit}</text>",
+            left - 8.0,
+            y + 15.0,
+            y + 3.0,
+            row - 8.0,
+            left + bw + 6.0,
+            y + 15.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"{left}\" y=\"{:.0}\" fill=\"#555\">{}</text>\n</svg>",
+        h - 8.0,
+        if log { "log scale" } else { "linear scale" }
+    );
+    s
+}
+
+fn speedup_svg(r: &[Stats], cores: usize) -> String {
+    let mut bars = Vec::new();
+    for kernel in ["primes640", "mandelbrot"] {
+        let Some(base) = find(r, &format!("{kernel}/rayon@1")) else {
+            continue;
+        };
+        for w in [1, cores] {
+            for (imp, label, color) in [
+                ("rayon", "native rayon", "#4e79a7"),
+                ("wasm", "wasmpool", "#f28e2b"),
+            ] {
+                if let Some(s) = find(r, &format!("{kernel}/{imp}@{w}")) {
+                    bars.push((
+                        format!("{kernel}, {label}, {w} worker(s)"),
+                        base.median / s.median,
+                        color,
+                    ));
+                }
+            }
+            if cores == 1 {
+                break;
+            }
+        }
+    }
+    bars_svg(
+        "Speedup over native rayon on 1 thread (higher is better)",
+        "x",
+        &bars,
+        false,
+    )
+}
+
+fn overhead_svg(r: &[Stats], cores: usize) -> String {
+    let mut bars = Vec::new();
+    let per = |name: &str| find(r, name).map(Stats::per_item_ns);
+    for (name, label, color) in [
+        (
+            format!("tiny/numeric@{cores}"),
+            "wasmpool library, numeric",
+            "#f28e2b",
+        ),
+        (
+            format!("tiny/sdk@{cores}"),
+            "wasmpool library, SDK (serde)",
+            "#f28e2b",
+        ),
+        (
+            format!("tiny/cli@{cores}"),
+            "wasmpool CLI, JSON lines",
+            "#f28e2b",
+        ),
+        (
+            "tiny/python-pool".into(),
+            "Python Pool.map, chunked",
+            "#59a14f",
+        ),
+        (
+            "tiny/python-pool-chunk1".into(),
+            "Python Pool.map, chunksize=1",
+            "#59a14f",
+        ),
+    ] {
+        if let Some(v) = per(&name) {
+            bars.push((label.to_string(), v, color));
+        }
+    }
+    if let (Some(f), Some(u)) = (per("instance/fresh"), per("instance/reused")) {
+        bars.push((
+            "fresh instance, extra per task".into(),
+            (f - u).max(0.0),
+            "#e15759",
+        ));
+    }
+    bars_svg(
+        "Cost per tiny task, ns (lower is better)",
+        "ns",
+        &bars,
+        true,
+    )
+}
