@@ -151,6 +151,12 @@ impl fmt::Display for TaskErrorKind {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskError {
+    // Boxed: results travel by value through the hot path, and most are Ok.
+    inner: Box<Inner>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Inner {
     kind: TaskErrorKind,
     message: String,
     backtrace: Option<String>,
@@ -166,26 +172,27 @@ impl TaskError {
     /// ```
     pub fn new(kind: TaskErrorKind, message: impl Into<String>) -> Self {
         TaskError {
-            kind,
-            message: message.into(),
-            backtrace: None,
-            exit_code: None,
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                backtrace: None,
+                exit_code: None,
+            }),
         }
     }
 
     pub(crate) fn with_backtrace(mut self, backtrace: Option<String>) -> Self {
-        self.backtrace = backtrace;
+        self.inner.backtrace = backtrace;
         self
     }
 
     pub(crate) fn exit(code: i32) -> Self {
-        TaskError {
-            exit_code: Some(code),
-            ..TaskError::new(
-                TaskErrorKind::Exit,
-                format!("guest called proc_exit({code})"),
-            )
-        }
+        let mut e = TaskError::new(
+            TaskErrorKind::Exit,
+            format!("guest called proc_exit({code})"),
+        );
+        e.inner.exit_code = Some(code);
+        e
     }
 
     /// What kind of failure this is.
@@ -195,7 +202,7 @@ impl TaskError {
     /// assert_eq!(e.kind(), wasmpool::TaskErrorKind::Trap);
     /// ```
     pub fn kind(&self) -> TaskErrorKind {
-        self.kind
+        self.inner.kind
     }
 
     /// The message, without the kind.
@@ -205,7 +212,7 @@ impl TaskError {
     /// assert_eq!(e.message(), "unreachable");
     /// ```
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// The wasm backtrace of a trap, one frame per line, with function names
@@ -216,7 +223,7 @@ impl TaskError {
     /// assert!(e.backtrace().is_none());
     /// ```
     pub fn backtrace(&self) -> Option<&str> {
-        self.backtrace.as_deref()
+        self.inner.backtrace.as_deref()
     }
 
     /// The exit code, for [`TaskErrorKind::Exit`].
@@ -226,13 +233,13 @@ impl TaskError {
     /// assert_eq!(e.exit_code(), None);
     /// ```
     pub fn exit_code(&self) -> Option<i32> {
-        self.exit_code
+        self.inner.exit_code
     }
 }
 
 impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)
+        write!(f, "{}: {}", self.inner.kind, self.inner.message)
     }
 }
 

@@ -111,6 +111,7 @@ mod dispatch;
 mod engine;
 mod error;
 mod module;
+mod numeric;
 mod pool;
 mod process;
 mod queue;
@@ -130,5 +131,5 @@ pub use process::{
 };
 pub use queue::{Queue, QueueError};
 pub use shm::{SharedRegion, ShmError, Wake};
-pub use task::{Output, Payload, Task, WasmType, WasmValue};
+pub use task::{Output, Payload, Task, Values, WasmType, WasmValue};
 pub use worker::WorkerStats;

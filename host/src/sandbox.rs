@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
 use wasmtime::{
-    Func, Instance, InstancePre, Memory, ResourceLimiter, Store, Trap, TypedFunc, Val,
+    Func, Instance, InstancePre, Memory, ResourceLimiter, Store, Trap, TypedFunc, ValRaw,
     WasmBacktrace,
 };
 use wasmtime_wasi::WasiCtxBuilder;
@@ -283,14 +284,36 @@ impl Guest {
                 status.map(|status| abi_outcome(status, output))
             }
             (Resolved::Numeric(f), Payload::Values(args)) => {
-                let TaskKind::Numeric { results, .. } = &task.kind else {
-                    unreachable!()
+                let TaskKind::Numeric { params, results } = &task.kind else {
+                    unreachable!("a numeric export resolves to Resolved::Numeric")
                 };
-                let params: Vec<Val> = args.iter().map(|v| v.to_val()).collect();
-                let mut out = vec![Val::I32(0); results.len()];
-                f.call(&mut self.store, &params, &mut out).map(|()| {
+                if args.len() != params.len()
+                    || !args.iter().zip(params).all(|(a, &t)| a.has_type(t))
+                {
+                    return Err(TaskError::new(
+                        TaskErrorKind::Input,
+                        format!("arguments {args:?} do not fit {}", task.kind.describe()),
+                    ));
+                }
+                let mut raw: SmallVec<[ValRaw; 8]> = args.iter().map(|a| a.to_raw()).collect();
+                raw.resize(params.len().max(results.len()), ValRaw::i32(0));
+                // SAFETY: `f` is the export named by `task`, whose type was read
+                // from the module when the task was resolved: its parameters are
+                // exactly `params` and its results exactly `results`, all
+                // numbers (no references to keep alive). `raw` holds one value
+                // of the right type per parameter (checked just above) and has
+                // room for every result. The call is not made from inside
+                // another call on this store.
+                let call = unsafe {
+                    f.call_unchecked(&mut self.store, std::ptr::from_mut(raw.as_mut_slice()))
+                };
+                call.map(|()| {
                     Ok(Output::Values(
-                        out.iter().map(WasmValue::from_val).collect(),
+                        results
+                            .iter()
+                            .zip(&raw)
+                            .map(|(&t, r)| WasmValue::from_raw(t, r))
+                            .collect(),
                     ))
                 })
             }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value as Json;
-use wasmtime::{Val, ValType};
+use wasmtime::{ValRaw, ValType};
 
 use crate::error::{TaskError, TaskErrorKind};
 
@@ -75,24 +75,33 @@ pub enum WasmValue {
 }
 
 impl WasmValue {
-    pub(crate) fn to_val(self) -> Val {
+    pub(crate) fn to_raw(self) -> ValRaw {
         match self {
-            WasmValue::I32(v) => Val::I32(v),
-            WasmValue::I64(v) => Val::I64(v),
-            WasmValue::F32(v) => Val::F32(v.to_bits()),
-            WasmValue::F64(v) => Val::F64(v.to_bits()),
+            WasmValue::I32(v) => ValRaw::i32(v),
+            WasmValue::I64(v) => ValRaw::i64(v),
+            WasmValue::F32(v) => ValRaw::f32(v.to_bits()),
+            WasmValue::F64(v) => ValRaw::f64(v.to_bits()),
         }
     }
 
-    pub(crate) fn from_val(v: &Val) -> Self {
-        match *v {
-            Val::I32(v) => WasmValue::I32(v),
-            Val::I64(v) => WasmValue::I64(v),
-            Val::F32(bits) => WasmValue::F32(f32::from_bits(bits)),
-            Val::F64(bits) => WasmValue::F64(f64::from_bits(bits)),
-            // Numeric tasks only have number results (checked at resolution).
-            _ => WasmValue::I32(0),
+    pub(crate) fn from_raw(ty: WasmType, raw: &ValRaw) -> Self {
+        match ty {
+            WasmType::I32 => WasmValue::I32(raw.get_i32()),
+            WasmType::I64 => WasmValue::I64(raw.get_i64()),
+            WasmType::F32 => WasmValue::F32(f32::from_bits(raw.get_f32())),
+            WasmType::F64 => WasmValue::F64(f64::from_bits(raw.get_f64())),
         }
+    }
+
+    /// Whether the value has type `ty`.
+    pub(crate) fn has_type(&self, ty: WasmType) -> bool {
+        matches!(
+            (self, ty),
+            (WasmValue::I32(_), WasmType::I32)
+                | (WasmValue::I64(_), WasmType::I64)
+                | (WasmValue::F32(_), WasmType::F32)
+                | (WasmValue::F64(_), WasmType::F64)
+        )
     }
 
     fn to_json(self) -> Json {
@@ -136,6 +145,43 @@ impl fmt::Display for WasmValue {
     }
 }
 
+/// The arguments or results of a numeric task. Up to two are held inline,
+/// so a typical call allocates nothing.
+///
+/// ```
+/// use wasmpool::{Values, WasmValue};
+/// let v: Values = vec![WasmValue::I64(1), WasmValue::F64(2.5)].into();
+/// assert_eq!(v.len(), 2);
+/// assert_eq!(v[1], WasmValue::F64(2.5));
+/// ```
+#[derive(Clone, PartialEq, Default)]
+pub struct Values(pub(crate) smallvec::SmallVec<[WasmValue; 2]>);
+
+impl fmt::Debug for Values {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
+impl std::ops::Deref for Values {
+    type Target = [WasmValue];
+    fn deref(&self) -> &[WasmValue] {
+        &self.0
+    }
+}
+
+impl From<Vec<WasmValue>> for Values {
+    fn from(v: Vec<WasmValue>) -> Self {
+        Values(smallvec::SmallVec::from_vec(v))
+    }
+}
+
+impl FromIterator<WasmValue> for Values {
+    fn from_iter<I: IntoIterator<Item = WasmValue>>(iter: I) -> Self {
+        Values(iter.into_iter().collect())
+    }
+}
+
 /// A task's input, ready to send to a worker.
 ///
 /// ```
@@ -146,20 +192,20 @@ pub enum Payload {
     /// The input bytes of an ABI task (JSON, by wasmpool's conventions).
     Bytes(Vec<u8>),
     /// The arguments of a numeric task, one per parameter.
-    Values(Vec<WasmValue>),
+    Values(Values),
 }
 
 /// A task's result, as it came out of the guest.
 ///
 /// ```
-/// let o = wasmpool::Output::Values(vec![wasmpool::WasmValue::I64(4)]);
+/// let o = wasmpool::Output::Values(vec![wasmpool::WasmValue::I64(4)].into());
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// The output bytes of an ABI task.
     Bytes(Vec<u8>),
     /// The results of a numeric task.
-    Values(Vec<WasmValue>),
+    Values(Values),
 }
 
 /// What kind of export a task is.
@@ -275,7 +321,7 @@ impl Task {
     /// ```no_run
     /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
     /// let task = pool.task("square_i64").unwrap();
-    /// assert_eq!(task.encode(&3).unwrap(), wasmpool::Payload::Values(vec![wasmpool::WasmValue::I64(3)]));
+    /// assert_eq!(task.encode(&3).unwrap(), wasmpool::Payload::Values(vec![wasmpool::WasmValue::I64(3)].into()));
     /// ```
     pub fn encode<I: Serialize + ?Sized>(&self, input: &I) -> Result<Payload, TaskError> {
         let bad = |e: serde_json::Error| {
@@ -286,10 +332,9 @@ impl Task {
         };
         match &self.spec.kind {
             TaskKind::Abi => serde_json::to_vec(input).map(Payload::Bytes).map_err(bad),
-            TaskKind::Numeric { params, .. } => {
-                let json = serde_json::to_value(input).map_err(bad)?;
-                numeric_args(params, &json)
-            }
+            TaskKind::Numeric { params, .. } => crate::numeric::to_args(params, input)
+                .map(Payload::Values)
+                .map_err(|e| TaskError::new(TaskErrorKind::Input, e.0)),
         }
     }
 
@@ -374,7 +419,15 @@ impl Task {
         };
         match output {
             Output::Bytes(bytes) => serde_json::from_slice(&bytes).map_err(bad),
-            Output::Values(values) => serde_json::from_value(values_to_json(&values)).map_err(bad),
+            Output::Values(values) => crate::numeric::from_results(&values).map_err(|e| {
+                TaskError::new(
+                    TaskErrorKind::Output,
+                    format!(
+                        "the output does not decode as {}: {e}",
+                        std::any::type_name::<O>()
+                    ),
+                )
+            }),
         }
     }
 }
@@ -427,6 +480,6 @@ fn numeric_args(params: &[WasmType], json: &Json) -> Result<Payload, TaskError> 
         .iter()
         .zip(items)
         .map(|(&ty, v)| WasmValue::from_json(ty, v).map_err(bad))
-        .collect::<Result<_, _>>()
+        .collect::<Result<Values, _>>()
         .map(Payload::Values)
 }

@@ -240,7 +240,7 @@ fn numeric_inputs_that_do_not_fit_fail_alone() {
     let r = pool.map::<_, i64>("square_i64", inputs).unwrap();
     assert_eq!(r[0], Ok(4));
     for (i, expect) in [
-        (1, "expected an integer"),
+        (1, "expected a number or an array of numbers"),
         (2, "takes 1 parameter"),
         (3, "expected an integer"),
     ] {
