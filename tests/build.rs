@@ -54,7 +54,14 @@ fn main() {
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target_dir);
+        .arg(&target_dir)
+        // No DWARF in the guests (the name section stays, so backtraces keep
+        // function names): a 2.3 MB module becomes 150 KB, which loads,
+        // hashes and compiles faster.
+        .arg("--config")
+        .arg("profile.release.debug=false")
+        .arg("--config")
+        .arg("profile.release.strip=\"debuginfo\"");
     for (package, _) in GUESTS {
         cmd.arg("-p").arg(package);
     }

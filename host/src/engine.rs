@@ -41,7 +41,11 @@ impl EngineOptions {
             .total_core_instances(self.instance_slots)
             .total_memories(self.instance_slots)
             .total_tables(self.instance_slots)
-            .total_component_instances(0);
+            .total_component_instances(0)
+            // Fiber stacks are only for async calls, which pools do not make;
+            // wasmtime's default of 1000 costs a guard-page mprotect each, which
+            // was most of the CLI's start-up time.
+            .total_stacks(0);
         let mut config = Config::new();
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
