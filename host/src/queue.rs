@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -82,7 +82,16 @@ impl<T> QueueError<T> {
 struct State {
     items: VecDeque<Vec<u8>>,
     closed: bool,
+    /// Threads asleep in `get` / `put`: a notify (a futex syscall) is only
+    /// needed when someone sleeps.
+    sleeping_getters: u32,
+    sleeping_putters: u32,
 }
+
+/// How many times a waiter re-checks the queue, briefly releasing the lock,
+/// before it sleeps: a producer on another core usually delivers within that
+/// time, and sleeping costs two syscalls.
+const SPINS: u32 = 100;
 
 /// A named, bounded, many-producer many-consumer queue of byte messages.
 ///
@@ -127,6 +136,8 @@ impl Queue {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 closed: false,
+                sleeping_getters: 0,
+                sleeping_putters: 0,
             }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
@@ -155,6 +166,14 @@ impl Queue {
         // A panic while holding the lock cannot leave State inconsistent
         // (every update is a single push, pop or flag store).
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lets go of the lock for a moment, so that the other side can act.
+    fn spin<'a>(&'a self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        drop(state);
+        std::hint::spin_loop();
+        std::thread::yield_now();
+        self.lock()
     }
 
     /// The number of messages waiting.
@@ -225,6 +244,7 @@ impl Queue {
         waiter: Waiter<'_>,
     ) -> Result<(), QueueError> {
         let deadline = deadline(timeout);
+        let mut spins = 0;
         let mut state = self.lock();
         loop {
             if state.closed {
@@ -232,15 +252,26 @@ impl Queue {
             }
             if state.items.len() < self.capacity {
                 state.items.push_back(message);
+                let wake = state.sleeping_getters > 0;
                 drop(state);
-                self.not_empty.notify_one();
+                if wake {
+                    self.not_empty.notify_one();
+                }
                 return Ok(());
             }
-            match wait(&self.not_full, state, deadline, waiter) {
-                Ok(s) => state = s,
+            if spins < SPINS {
+                spins += 1;
+                state = self.spin(state);
+                continue;
+            }
+            let slice = match next_slice(deadline, waiter) {
+                Ok(slice) => slice,
                 Err(Stop::Timeout) => return Err(QueueError::Timeout(Some(message))),
                 Err(Stop::Interrupted) => return Err(QueueError::Interrupted(Some(message))),
-            }
+            };
+            state.sleeping_putters += 1;
+            state = sleep(&self.not_full, state, slice);
+            state.sleeping_putters -= 1;
         }
     }
 
@@ -266,21 +297,33 @@ impl Queue {
         waiter: Waiter<'_>,
     ) -> Result<Vec<u8>, QueueError> {
         let deadline = deadline(timeout);
+        let mut spins = 0;
         let mut state = self.lock();
         loop {
             if let Some(message) = state.items.pop_front() {
+                let wake = state.sleeping_putters > 0;
                 drop(state);
-                self.not_full.notify_one();
+                if wake {
+                    self.not_full.notify_one();
+                }
                 return Ok(message);
             }
             if state.closed {
                 return Err(QueueError::Closed(None));
             }
-            match wait(&self.not_empty, state, deadline, waiter) {
-                Ok(s) => state = s,
+            if spins < SPINS {
+                spins += 1;
+                state = self.spin(state);
+                continue;
+            }
+            let slice = match next_slice(deadline, waiter) {
+                Ok(slice) => slice,
                 Err(Stop::Timeout) => return Err(QueueError::Timeout(None)),
                 Err(Stop::Interrupted) => return Err(QueueError::Interrupted(None)),
-            }
+            };
+            state.sleeping_getters += 1;
+            state = sleep(&self.not_empty, state, slice);
+            state.sleeping_getters -= 1;
         }
     }
 
@@ -332,16 +375,10 @@ impl Queue {
     }
 }
 
-/// Waits on `cv` for one slice (see `wait.rs`), or says why it must stop.
-fn wait<'a>(
-    cv: &Condvar,
-    guard: MutexGuard<'a, State>,
-    deadline: Option<Instant>,
-    waiter: Waiter<'_>,
-) -> Result<MutexGuard<'a, State>, Stop> {
-    let slice = next_slice(deadline, waiter)?;
-    let (guard, _) = cv
-        .wait_timeout(guard, slice)
-        .unwrap_or_else(|e| e.into_inner());
-    Ok(guard)
+/// Sleeps on `cv` for at most one slice (see `wait.rs`); the caller
+/// re-checks its condition, its deadline and its interruption flag.
+fn sleep<'a>(cv: &Condvar, guard: MutexGuard<'a, State>, slice: Duration) -> MutexGuard<'a, State> {
+    cv.wait_timeout(guard, slice)
+        .unwrap_or_else(|e| e.into_inner())
+        .0
 }
