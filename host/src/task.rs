@@ -360,6 +360,12 @@ impl Task {
                 Ok(Payload::Bytes(text.to_vec()))
             }
             TaskKind::Numeric { params, .. } => {
+                // The common case, one integer, without building a JSON value.
+                if let Some(n) = json_integer(text.trim_ascii()) {
+                    return crate::numeric::to_args(params, &n)
+                        .map(Payload::Values)
+                        .map_err(|e| TaskError::new(TaskErrorKind::Input, e.0));
+                }
                 let json: Json = serde_json::from_slice(text).map_err(invalid)?;
                 numeric_args(params, &json)
             }
@@ -430,6 +436,21 @@ impl Task {
             }),
         }
     }
+}
+
+/// `text` as an integer, if it is exactly a JSON integer
+/// (`-?(0|[1-9][0-9]*)`) that fits an `i128`.
+fn json_integer(text: &[u8]) -> Option<i128> {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    let well_formed = match digits {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit) && digits.len() <= 38,
+        _ => false,
+    };
+    if !well_formed {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 fn trim_ascii(bytes: &[u8]) -> &[u8] {

@@ -67,26 +67,26 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
         .map(|j| j.indices().collect())
         .unwrap_or_default();
     let read_error = Rc::new(RefCell::new(None));
-    let lines = Lines {
+    let payloads = Lines {
         reader,
         line: 0,
         index: 0,
         buf: Vec::new(),
         error: read_error.clone(),
-    };
-    let payloads = lines.filter_map({
-        let (task, input_name, order) = (task.clone(), input_name.clone(), order.clone());
-        move |(index, line, text)| {
-            let replay = recorded.contains(&index);
-            order.borrow_mut().push_back((index, replay));
-            if replay {
-                return None;
+        parse: {
+            let (task, input_name, order) = (task.clone(), input_name.clone(), order.clone());
+            move |index: u64, line: u64, text: &[u8]| {
+                let replay = recorded.contains(&index);
+                order.borrow_mut().push_back((index, replay));
+                if replay {
+                    return None;
+                }
+                Some(task.parse_json(text).map_err(|e| {
+                    TaskError::new(e.kind(), format!("{input_name}:{line}: {}", e.message()))
+                }))
             }
-            Some(task.parse_json(&text).map_err(|e| {
-                TaskError::new(e.kind(), format!("{input_name}:{line}: {}", e.message()))
-            }))
-        }
-    });
+        },
+    };
 
     let start = Instant::now();
     let mut emit = Emitter {
@@ -194,27 +194,39 @@ impl<W: Write> Emitter<'_, W> {
     /// A result from the pool.
     fn emit(&mut self, index: u64, result: Result<Output, TaskError>) -> anyhow::Result<()> {
         self.line.clear();
-        let value = result.and_then(|output| {
-            let mut value = Vec::new();
-            self.task.write_json(&output, &mut value)?;
-            Ok(value)
-        });
-        match &value {
-            Ok(value) => {
-                self.line
-                    .extend_from_slice(format!("{{\"index\":{index},\"ok\":").as_bytes());
-                self.line.extend_from_slice(value);
-                self.line.push(b'}');
+        // The full JSON line is only needed for the default output and the
+        // journal; `--values` alone writes the bare value.
+        let needs_line = !self.values || self.journal.is_some();
+        if needs_line {
+            self.line.extend_from_slice(b"{\"index\":");
+            push_u64(&mut self.line, index);
+            self.line.extend_from_slice(b",\"ok\":");
+        }
+        let at = self.line.len();
+        match result.and_then(|output| self.task.write_json(&output, &mut self.line)) {
+            Ok(()) => {
+                let end = self.line.len();
+                if needs_line {
+                    self.line.push(b'}');
+                }
+                if let Some(j) = &mut self.journal {
+                    j.record(&self.line)?;
+                }
+                if self.values {
+                    self.out.write_all(&self.line[at..end])?;
+                    self.out.write_all(b"\n")?;
+                } else {
+                    self.write_line()?;
+                }
             }
-            Err(err) => write_error(&mut self.line, index, err)?,
-        }
-        if let Some(j) = &mut self.journal {
-            j.record(&self.line)?;
-        }
-        match value {
-            Ok(value) if self.values => self.write_value(&value)?,
-            Ok(_) => self.write_line()?,
-            Err(err) => self.failure(index, err.kind().as_str(), err.message())?,
+            Err(err) => {
+                self.line.clear();
+                write_error(&mut self.line, index, &err)?;
+                if let Some(j) = &mut self.journal {
+                    j.record(&self.line)?;
+                }
+                self.failure(index, err.kind().as_str(), err.message())?;
+            }
         }
         self.total += 1;
         Ok(())
@@ -278,6 +290,21 @@ impl<W: Write> Emitter<'_, W> {
     }
 }
 
+/// Appends `n` in decimal, without going through `fmt`.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 fn write_error(out: &mut Vec<u8>, index: u64, err: &TaskError) -> io::Result<()> {
     #[derive(serde::Serialize)]
     struct Line<'a> {
@@ -303,20 +330,26 @@ fn write_error(out: &mut Vec<u8>, index: u64, err: &TaskError) -> io::Result<()>
     Ok(())
 }
 
-/// Non-blank input lines with their task index (from 0) and line number
-/// (from 1). A read error ends the lines and is kept for the caller.
-struct Lines {
+/// Non-blank input lines, each handed to `parse` with its task index (from
+/// 0) and line number (from 1) straight from the read buffer; yields what
+/// `parse` returns, skipping `None`s. A read error ends the lines and is kept
+/// for the caller.
+struct Lines<F> {
     reader: Box<dyn BufRead>,
     line: u64,
     index: u64,
     buf: Vec<u8>,
     error: Rc<RefCell<Option<io::Error>>>,
+    parse: F,
 }
 
-impl Iterator for Lines {
-    type Item = (u64, u64, Vec<u8>);
+impl<F, T> Iterator for Lines<F>
+where
+    F: FnMut(u64, u64, &[u8]) -> Option<T>,
+{
+    type Item = T;
 
-    fn next(&mut self) -> Option<Self::Item> {
+    fn next(&mut self) -> Option<T> {
         loop {
             self.buf.clear();
             match self.reader.read_until(b'\n', &mut self.buf) {
@@ -327,7 +360,9 @@ impl Iterator for Lines {
                         continue;
                     }
                     self.index += 1;
-                    return Some((self.index - 1, self.line, self.buf.clone()));
+                    if let Some(item) = (self.parse)(self.index - 1, self.line, &self.buf) {
+                        return Some(item);
+                    }
                 }
                 Err(e) => {
                     *self.error.borrow_mut() = Some(e);
