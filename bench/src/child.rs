@@ -236,6 +236,22 @@ pub(crate) fn run(name: &str) -> Sample {
                     .expect("load")
             })
         }
+        // The same increments natively: two threads, one atomic, no sandbox.
+        "counter/native" => {
+            let counter = std::sync::atomic::AtomicI64::new(0);
+            timed(2_000_000, || {
+                std::thread::scope(|s| {
+                    for _ in 0..2 {
+                        s.spawn(|| {
+                            for _ in 0..1_000_000 {
+                                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                        });
+                    }
+                });
+                counter.load(std::sync::atomic::Ordering::SeqCst)
+            })
+        }
         // CLI start: first compile (empty cache), then a cached module.
         "cli/cold" | "cli/warm" => {
             let dir =

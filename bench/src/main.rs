@@ -205,6 +205,7 @@ fn specs(quick: bool) -> Vec<Spec> {
         Some(10_000),
     );
     add("counter/wasm".into(), Runner::Rust, runs, Some(2_000_000));
+    add("counter/native".into(), Runner::Rust, runs, Some(2_000_000));
     add(
         "counter/python-locked".into(),
         Runner::Python,

@@ -392,6 +392,10 @@ pub(crate) fn write(
             "wasmpool: `SharedValue::fetch_add`, 2 workers",
         ),
         (
+            "counter/native",
+            "native: `AtomicI64::fetch_add`, 2 threads (the hardware's limit)",
+        ),
+        (
             "counter/python-locked",
             "Python: `Value` with its lock, 2 processes",
         ),

@@ -75,6 +75,10 @@ pub enum Wake {
 #[derive(Clone)]
 pub struct SharedRegion {
     mem: SharedMemory,
+    /// The size in bytes, fixed at creation. Kept here because
+    /// `SharedMemory::data_size` takes a lock that every atomic call would
+    /// otherwise contend on.
+    len: usize,
 }
 
 impl std::fmt::Debug for SharedRegion {
@@ -103,7 +107,8 @@ impl SharedRegion {
             })?;
         let mem = SharedMemory::new(engine, MemoryType::shared(pages, pages))
             .map_err(|e| Error::Host(format!("cannot create the shared region: {e:#}")))?;
-        Ok(SharedRegion { mem })
+        let len = mem.data_size();
+        Ok(SharedRegion { mem, len })
     }
 
     /// A standalone region, for examples and tests of the region itself.
@@ -129,7 +134,7 @@ impl SharedRegion {
     /// assert_eq!(wasmpool::SharedRegion::for_tests(100_000).len(), 131072);
     /// ```
     pub fn len(&self) -> usize {
-        self.mem.data_size()
+        self.len
     }
 
     /// Whether the region is empty (it never is: it has at least one page).
