@@ -27,7 +27,7 @@ examples:
 demo:
     cargo run --release --example demo
 
-# The benchmark suite: writes docs/benchmarks.md and its plots (about 3 minutes on 2 cores).
+# The benchmark suite: writes docs/benchmarks.md and its plots (about 2 minutes on 2 cores).
 bench:
     rustup target add wasm32-wasip1
     cargo build --release -p wasmpool
