@@ -451,7 +451,7 @@ pub(crate) fn write(
 const NOTES: &str = include_str!("notes.md");
 
 fn bars_svg(title: &str, unit: &str, bars: &[(String, f64, &str)], log: bool) -> String {
-    let (w, row, left, top) = (760.0, 26.0, 300.0, 40.0);
+    let (w, row, left, top) = (800.0, 26.0, 300.0, 40.0);
     let h = top + row * bars.len() as f64 + 30.0;
     let max = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9);
     let min_pos = bars
@@ -476,11 +476,16 @@ fn bars_svg(title: &str, unit: &str, bars: &[(String, f64, &str)], log: bool) ->
     for (i, (label, v, color)) in bars.iter().enumerate() {
         let y = top + row * i as f64;
         let bw = scale(*v);
+        let shown = if *v >= 100.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.3}")
+        };
         let _ = writeln!(
             s,
             "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{label}</text>\
              <rect x=\"{left}\" y=\"{:.0}\" width=\"{bw:.1}\" height=\"{:.0}\" fill=\"{color}\"/>\
-             <text x=\"{:.0}\" y=\"{:.0}\">{v:.3} {unit}</text>",
+             <text x=\"{:.0}\" y=\"{:.0}\">{shown} {unit}</text>",
             left - 8.0,
             y + 15.0,
             y + 3.0,

@@ -200,6 +200,35 @@ impl ModuleCache {
     }
 }
 
+/// Where a pool's or a process group's module comes from.
+#[derive(Debug)]
+pub(crate) enum Source {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+impl Source {
+    /// Reads the module: its bytes, and the name errors use (`name`, else
+    /// the file's path, else `<bytes>`).
+    pub(crate) fn read(
+        source: Option<Source>,
+        name: Option<String>,
+    ) -> Result<(Vec<u8>, String), Error> {
+        let (bytes, default_name) = match source {
+            None => return Err(Error::Config("no module given".into())),
+            Some(Source::Bytes(bytes)) => (bytes, "<bytes>".to_string()),
+            Some(Source::File(path)) => {
+                let bytes = std::fs::read(&path).map_err(|source| Error::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                (bytes, path.display().to_string())
+            }
+        };
+        Ok((bytes, name.unwrap_or(default_name)))
+    }
+}
+
 /// Compiles `bytes` (binary or text wasm), going through `cache` when given.
 pub(crate) fn load_module(
     engine: &Engine,

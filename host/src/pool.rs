@@ -18,7 +18,7 @@ use wasmtime::{Linker, Module};
 
 use crate::abi;
 use crate::dispatch::{Decode, Dispatch, Imap, ImapUnordered, Inputs};
-use crate::engine::{CacheOutcome, EngineOptions, ModuleCache, load_module};
+use crate::engine::{CacheOutcome, EngineOptions, ModuleCache, Source, load_module};
 use crate::error::{Error, TaskError};
 use crate::module::{ModuleInfo, check_abi, resolve_task};
 use crate::queue::Queue;
@@ -29,12 +29,6 @@ use crate::worker::{self, Batch, Counters, Shared, WorkerStats};
 
 /// The default window of [`Imap`]: inputs out at once.
 const DEFAULT_WINDOW: usize = 4096;
-
-#[derive(Debug)]
-enum Source {
-    File(PathBuf),
-    Bytes(Vec<u8>),
-}
 
 /// Configures and builds a [`Pool`].
 ///
@@ -302,18 +296,7 @@ impl PoolBuilder {
         };
         let workers_u32 =
             u32::try_from(workers).map_err(|_| Error::Config("too many workers".into()))?;
-        let (bytes, default_name) = match self.source {
-            None => return Err(Error::Config("no module given".into())),
-            Some(Source::Bytes(bytes)) => (bytes, "<bytes>".to_string()),
-            Some(Source::File(path)) => {
-                let bytes = std::fs::read(&path).map_err(|source| Error::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                (bytes, path.display().to_string())
-            }
-        };
-        let origin = self.name.unwrap_or(default_name);
+        let (bytes, origin) = Source::read(self.source, self.name)?;
         let cache = self.cache.unwrap_or_else(ModuleCache::default_location);
 
         let engine = EngineOptions {
@@ -338,17 +321,7 @@ impl PoolBuilder {
             origin: origin.clone(),
             message,
         };
-        let mut linker = Linker::<StoreData>::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StoreData| &mut s.wasi)
-            .map_err(|e| Error::Host(format!("cannot link WASI: {e:#}")))?;
-        abi::add_to_linker(&mut linker)
-            .map_err(|e| Error::Host(format!("cannot link the ABI: {e:#}")))?;
-        if let Some(region) = &resources.shm {
-            define_shared(&engine, &mut linker, region, &resources)?;
-        }
-        let pre = linker
-            .instantiate_pre(&module)
-            .map_err(|e| instantiate(format!("{e:#}")))?;
+        let pre = link(&engine, &module, &resources, &origin)?;
 
         let shared = Arc::new(Shared {
             pre,
@@ -702,9 +675,34 @@ pub(crate) fn build_resources(
     Ok(Resources { queues: list, shm })
 }
 
+/// Links a module against WASI, the `wasmpool` ABI and, when there is one,
+/// the shared region: the one place imports are resolved, for pools and
+/// process groups alike.
+pub(crate) fn link(
+    engine: &wasmtime::Engine,
+    module: &Module,
+    resources: &Arc<Resources>,
+    origin: &str,
+) -> Result<wasmtime::InstancePre<StoreData>, Error> {
+    let mut linker = Linker::<StoreData>::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StoreData| &mut s.wasi)
+        .map_err(|e| Error::Host(format!("cannot link WASI: {e:#}")))?;
+    abi::add_to_linker(&mut linker)
+        .map_err(|e| Error::Host(format!("cannot link the ABI: {e:#}")))?;
+    if let Some(region) = &resources.shm {
+        define_shared(engine, &mut linker, region, resources)?;
+    }
+    linker
+        .instantiate_pre(module)
+        .map_err(|e| Error::Instantiate {
+            origin: origin.to_string(),
+            message: format!("{e:#}"),
+        })
+}
+
 /// Offers the shared region as the import `wasmpool::shared`, for guests
 /// that use it directly with wasm atomics.
-pub(crate) fn define_shared(
+fn define_shared(
     engine: &wasmtime::Engine,
     linker: &mut Linker<StoreData>,
     region: &SharedRegion,

@@ -23,15 +23,14 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstancePre, Linker, Store, UpdateDeadline};
+use wasmtime::{Config, Engine, InstancePre, Store, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::abi;
-use crate::engine::{ModuleCache, load_module};
+use crate::engine::{ModuleCache, Source, load_module};
 use crate::error::{Error, Interrupted, TaskError, TaskErrorKind};
 use crate::module::check_abi;
-use crate::pool::{build_resources, define_shared};
+use crate::pool::{build_resources, link};
 use crate::queue::Queue;
 use crate::sandbox::{Limits, Resources, StoreData, WorkerId, classify};
 use crate::shm::SharedRegion;
@@ -115,12 +114,6 @@ struct DirGrant {
     host: PathBuf,
     guest: String,
     read_only: bool,
-}
-
-#[derive(Debug)]
-enum Source {
-    File(PathBuf),
-    Bytes(Vec<u8>),
 }
 
 /// Configures a [`ProcessGroup`].
@@ -253,18 +246,7 @@ impl ProcessGroupBuilder {
     /// As [`PoolBuilder::build`](crate::PoolBuilder::build), plus a missing
     /// entry export or a directory that cannot be opened.
     pub fn build(self) -> Result<ProcessGroup, Error> {
-        let (bytes, default_name) = match self.source {
-            None => return Err(Error::Config("no module given".into())),
-            Some(Source::Bytes(bytes)) => (bytes, "<bytes>".to_string()),
-            Some(Source::File(path)) => {
-                let bytes = std::fs::read(&path).map_err(|source| Error::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                (bytes, path.display().to_string())
-            }
-        };
-        let origin = self.name.unwrap_or(default_name);
+        let (bytes, origin) = Source::read(self.source, self.name)?;
         let cache = self.cache.unwrap_or_else(ModuleCache::default_location);
         let mut config = Config::new();
         config.epoch_interruption(true);
@@ -306,20 +288,7 @@ impl ProcessGroupBuilder {
             }
         }
         let resources = Arc::new(build_resources(&engine, &self.queues, self.shared_memory)?);
-        let mut linker = Linker::<StoreData>::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StoreData| &mut s.wasi)
-            .map_err(|e| Error::Host(format!("cannot link WASI: {e:#}")))?;
-        abi::add_to_linker(&mut linker)
-            .map_err(|e| Error::Host(format!("cannot link the ABI: {e:#}")))?;
-        if let Some(region) = &resources.shm {
-            define_shared(&engine, &mut linker, region, &resources)?;
-        }
-        let pre = linker
-            .instantiate_pre(&module)
-            .map_err(|e| Error::Instantiate {
-                origin: origin.clone(),
-                message: format!("{e:#}"),
-            })?;
+        let pre = link(&engine, &module, &resources, &origin)?;
         Ok(ProcessGroup {
             inner: Arc::new(GroupInner {
                 origin,
