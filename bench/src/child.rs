@@ -165,7 +165,12 @@ pub(crate) fn run(name: &str) -> Sample {
             timed(1_000_000, || sum_map(&p, "square", 1_000_000))
         }
         // A million JSON lines through the CLI, end to end.
-        "tiny/cli" => {
+        "tiny/cli" | "tiny/cli-sdk" => {
+            let task = if prefix == "tiny/cli" {
+                "square_i64"
+            } else {
+                "square"
+            };
             let dir = std::env::temp_dir().join(format!("wasmpool-bench-{}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("tmp");
             let input = dir.join("lines.jsonl");
@@ -173,13 +178,13 @@ pub(crate) fn run(name: &str) -> Sample {
             std::fs::write(&input, text).expect("input");
             let warm = dir.join("cache");
             cli(
-                &["map", SQUARE, "--task", "square_i64", "--values"],
+                &["map", SQUARE, "--task", task, "--values"],
                 Some(&input),
                 &warm,
             );
             let w = workers.to_string();
             let (secs, out) = cli(
-                &["map", SQUARE, "--task", "square_i64", "--values", "-j", &w],
+                &["map", SQUARE, "--task", task, "--values", "-j", &w],
                 Some(&input),
                 &warm,
             );

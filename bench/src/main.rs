@@ -162,6 +162,12 @@ fn specs(quick: bool) -> Vec<Spec> {
         Some(SQUARES_1M),
     );
     add(
+        format!("tiny/cli-sdk@{cores}"),
+        Runner::Rust,
+        runs,
+        Some(SQUARES_1M),
+    );
+    add(
         "tiny/python-pool".into(),
         Runner::Python,
         py_runs,

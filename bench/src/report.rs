@@ -300,6 +300,10 @@ pub(crate) fn write(
             "CLI, JSON lines in and out (whole process)",
         ),
         (
+            format!("tiny/cli-sdk@{cores}"),
+            "CLI, JSON lines, SDK task `square` (whole process)",
+        ),
+        (
             "tiny/python-pool".into(),
             "Python Pool.map, default chunksize",
         ),
