@@ -17,12 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .module_file(SEED_PROCESSES)
         .copies(5)
         .build()?;
-    let procs = (0..5)
-        .map(|i| group.spawn(i))
-        .collect::<Result<Vec<_>, _>>()?;
-    for p in procs {
-        assert!(p.wait().success());
-    }
+    run_all(&group, 5)?;
 
     println!("\n2. a pool map over 10 items with 4 workers");
     let pool = Pool::builder().module_file(SQUARE).workers(4).build()?;
@@ -47,14 +42,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .shared_memory(1 << 16)
         .copies(5)
         .build()?;
-    let procs = (0..5)
+    run_all(&group, 5)?;
+    let total = group.shared_region().expect("asked for one").load_i64(0)?;
+    println!("the host reads the counter after the run: {total}");
+    assert_eq!(total, 5);
+    Ok(())
+}
+
+/// Starts processes `0..n` of `group` side by side, then waits for each and
+/// checks that it exited 0 (Python: start them all, then join them all).
+fn run_all(group: &ProcessGroup, n: u32) -> Result<(), wasmpool::Error> {
+    let procs = (0..n)
         .map(|i| group.spawn(i))
         .collect::<Result<Vec<_>, _>>()?;
     for p in procs {
         assert!(p.wait().success());
     }
-    let total = group.shared_region().expect("asked for one").load_i64(0)?;
-    println!("the host reads the counter after the run: {total}");
-    assert_eq!(total, 5);
     Ok(())
 }

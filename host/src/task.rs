@@ -112,31 +112,6 @@ impl WasmValue {
             WasmValue::F64(v) => Json::from(v),
         }
     }
-
-    fn from_json(ty: WasmType, v: &Json) -> Result<Self, String> {
-        let int = |lo: i128, hi: i128| -> Result<i128, String> {
-            let n = v
-                .as_i64()
-                .map(i128::from)
-                .or_else(|| v.as_u64().map(i128::from))
-                .ok_or_else(|| format!("expected an integer for an {ty} parameter, got {v}"))?;
-            if n < lo || n > hi {
-                return Err(format!("{n} is out of range for an {ty} parameter"));
-            }
-            Ok(n)
-        };
-        let float = || {
-            v.as_f64()
-                .ok_or_else(|| format!("expected a number for an {ty} parameter, got {v}"))
-        };
-        Ok(match ty {
-            // i32/i64 also take their unsigned range, reinterpreted.
-            WasmType::I32 => WasmValue::I32(int(i32::MIN.into(), u32::MAX.into())? as u32 as i32),
-            WasmType::I64 => WasmValue::I64(int(i64::MIN.into(), u64::MAX.into())? as u64 as i64),
-            WasmType::F32 => WasmValue::F32(float()? as f32),
-            WasmType::F64 => WasmValue::F64(float()?),
-        })
-    }
 }
 
 impl fmt::Display for WasmValue {
@@ -360,14 +335,16 @@ impl Task {
                 Ok(Payload::Bytes(text.to_vec()))
             }
             TaskKind::Numeric { params, .. } => {
-                // The common case, one integer, without building a JSON value.
-                if let Some(n) = json_integer(text.trim_ascii()) {
-                    return crate::numeric::to_args(params, &n)
-                        .map(Payload::Values)
-                        .map_err(|e| TaskError::new(TaskErrorKind::Input, e.0));
-                }
-                let json: Json = serde_json::from_slice(text).map_err(invalid)?;
-                numeric_args(params, &json)
+                let args = match json_integer(text.trim_ascii()) {
+                    // The common case, one integer, without building a JSON value.
+                    Some(n) => crate::numeric::to_args(params, &n),
+                    None => {
+                        let json: Json = serde_json::from_slice(text).map_err(invalid)?;
+                        crate::numeric::to_args(params, &json)
+                    }
+                };
+                args.map(Payload::Values)
+                    .map_err(|e| TaskError::new(TaskErrorKind::Input, e.0))
             }
         }
     }
@@ -475,32 +452,4 @@ fn values_to_json(values: &[WasmValue]) -> Json {
         [one] => one.to_json(),
         many => Json::Array(many.iter().map(|v| v.to_json()).collect()),
     }
-}
-
-fn numeric_args(params: &[WasmType], json: &Json) -> Result<Payload, TaskError> {
-    let bad = |m: String| TaskError::new(TaskErrorKind::Input, m);
-    let items: Vec<&Json> = match json {
-        Json::Null => Vec::new(),
-        Json::Array(items) => items.iter().collect(),
-        one => vec![one],
-    };
-    if items.len() != params.len() {
-        return Err(bad(format!(
-            "the task takes {} parameter{} ({}), but the input {json} gives {}",
-            params.len(),
-            if params.len() == 1 { "" } else { "s" },
-            params
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            items.len()
-        )));
-    }
-    params
-        .iter()
-        .zip(items)
-        .map(|(&ty, v)| WasmValue::from_json(ty, v).map_err(bad))
-        .collect::<Result<Values, _>>()
-        .map(Payload::Values)
 }
