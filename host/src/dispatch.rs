@@ -14,16 +14,22 @@
 //!   an earlier result. The caller's iterator is not read further until the
 //!   oldest result is handed out, so memory stays bounded over any number of
 //!   inputs.
+//! - **A byte budget.** Outputs finished but not yet handed to the caller
+//!   count against the stream's budget ([`PoolBuilder::output_budget`](crate::PoolBuilder::output_budget)):
+//!   past it, no new batch is sent and running batches are cut short, their
+//!   unrun inputs coming back to be sent again. At least one input of the
+//!   batch holding the oldest unfinished input always runs, so the stream
+//!   always moves.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::TaskError;
 use crate::task::{Output, Payload, Task};
-use crate::worker::{Batch, Done};
+use crate::worker::{Batch, Done, StreamState};
 
 /// The caller's inputs, already converted to payloads (or to their errors).
 pub(crate) type Inputs<'a> = Box<dyn Iterator<Item = Result<Payload, TaskError>> + 'a>;
@@ -41,8 +47,7 @@ pub(crate) struct Dispatch<'a> {
     task: Task,
     reply_tx: Sender<Done>,
     reply_rx: Receiver<Done>,
-    cancelled: Arc<AtomicBool>,
-    next_seq: u64,
+    stream: Arc<StreamState>,
     next_index: u64,
     batches_out: usize,
     items_out: usize,
@@ -59,6 +64,7 @@ impl<'a> Dispatch<'a> {
         input: Inputs<'a>,
         workers: usize,
         window: usize,
+        budget: usize,
     ) -> Self {
         let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
         let max_items = window.max(1);
@@ -69,8 +75,11 @@ impl<'a> Dispatch<'a> {
             task,
             reply_tx,
             reply_rx,
-            cancelled: Arc::new(AtomicBool::new(false)),
-            next_seq: 0,
+            stream: Arc::new(StreamState {
+                cancelled: AtomicBool::new(false),
+                bytes: AtomicUsize::new(0),
+                budget,
+            }),
             next_index: 0,
             batches_out: 0,
             items_out: 0,
@@ -91,11 +100,14 @@ impl<'a> Dispatch<'a> {
             .min(self.max_items - self.items_out)
     }
 
-    /// Sends batches while the window has room and inputs remain.
+    /// Sends batches while the window and the byte budget have room and
+    /// inputs remain.
     fn fill(&mut self) {
         while !self.input_done
             && self.batches_out < self.max_batches
             && self.items_out < self.max_items
+            && (self.batches_out == 0
+                || self.stream.bytes.load(Ordering::Relaxed) <= self.stream.budget)
         {
             let n = self.batch_size();
             let items: Vec<_> = self.input.by_ref().take(n).collect();
@@ -106,25 +118,30 @@ impl<'a> Dispatch<'a> {
                 break;
             }
             let len = items.len();
-            let batch = Batch {
-                task: self.task.spec.clone(),
-                seq: self.next_seq,
-                first_index: self.next_index,
-                items,
-                reply: self.reply_tx.clone(),
-                cancelled: self.cancelled.clone(),
-            };
-            // The pool (borrowed by the stream) keeps the workers alive, so the
-            // channel is open; if it were not, recv below would report it.
-            if self.jobs.send(batch).is_err() {
+            let first_index = self.next_index;
+            if !self.send(first_index, items) {
                 self.input_done = true;
                 break;
             }
-            self.next_seq += 1;
             self.next_index += len as u64;
-            self.batches_out += 1;
             self.items_out += len;
         }
+    }
+
+    /// Sends one batch; `false` if the workers are gone.
+    fn send(&mut self, first_index: u64, items: Vec<Result<Payload, TaskError>>) -> bool {
+        let batch = Batch {
+            task: self.task.spec.clone(),
+            first_index,
+            items,
+            reply: self.reply_tx.clone(),
+            stream: self.stream.clone(),
+        };
+        // The pool (borrowed by the stream) keeps the workers alive, so the
+        // channel is open; if it were not, recv below would report it.
+        let sent = self.jobs.send(batch).is_ok();
+        self.batches_out += usize::from(sent);
+        sent
     }
 
     fn observe(&mut self, done: &Done) {
@@ -139,8 +156,8 @@ impl<'a> Dispatch<'a> {
     }
 
     fn release(&mut self, done: &Done) {
-        self.batches_out -= 1;
         self.items_out -= done.results.len();
+        self.stream.bytes.fetch_sub(done.bytes, Ordering::Relaxed);
     }
 
     fn finished(&self) -> bool {
@@ -148,12 +165,24 @@ impl<'a> Dispatch<'a> {
     }
 
     fn recv(&mut self, block: bool) -> Option<Done> {
-        let done = if block {
+        let mut done = if block {
             self.reply_rx.recv().ok()
         } else {
             self.reply_rx.try_recv().ok()
         }?;
+        self.batches_out -= 1;
         self.observe(&done);
+        if !done.rest.is_empty() {
+            // Cut short: the rest goes out again at once, budget or not, so
+            // that the oldest unfinished input always moves.
+            let first = done.first_index + done.results.len() as u64;
+            let rest = std::mem::take(&mut done.rest);
+            let len = rest.len();
+            if !self.send(first, rest) {
+                // No workers: those inputs cannot run.
+                self.items_out -= len;
+            }
+        }
         Some(done)
     }
 }
@@ -161,7 +190,7 @@ impl<'a> Dispatch<'a> {
 impl Drop for Dispatch<'_> {
     fn drop(&mut self) {
         // Workers skip batches of a stream nobody reads any more.
-        self.cancelled.store(true, Ordering::Relaxed);
+        self.stream.cancelled.store(true, Ordering::Relaxed);
     }
 }
 
@@ -205,8 +234,10 @@ pub enum TryNext<T> {
 #[must_use = "a stream does nothing unless it is iterated"]
 pub struct Imap<'a, T> {
     d: Dispatch<'a>,
+    /// Finished batches by their first index, waiting for earlier ones.
     pending: BTreeMap<u64, Done>,
     current: std::vec::IntoIter<Result<Output, TaskError>>,
+    /// The index of the first input whose batch is not yet in `current`.
     next_emit: u64,
     decode: Decode<T>,
 }
@@ -241,7 +272,7 @@ impl<'a, T> Imap<'a, T> {
             }
             if let Some(done) = self.pending.remove(&self.next_emit) {
                 self.d.release(&done);
-                self.next_emit += 1;
+                self.next_emit += done.results.len() as u64;
                 self.current = done.results.into_iter();
                 continue;
             }
@@ -251,7 +282,7 @@ impl<'a, T> Imap<'a, T> {
             }
             match self.d.recv(block) {
                 Some(done) => {
-                    self.pending.insert(done.seq, done);
+                    self.pending.insert(done.first_index, done);
                 }
                 None if block => return TryNext::Done,
                 None => return TryNext::Pending,

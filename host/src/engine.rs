@@ -15,48 +15,60 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 
 use crate::error::Error;
+use crate::limits::Limits;
 
-/// How an engine is set up. Internal: the pool builder fills it in.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct EngineOptions {
-    /// How many instances may be alive at once (sizes the pooling allocator).
-    pub(crate) instance_slots: u32,
+/// How instances are allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Allocation {
+    /// The pooling allocator with this many slots (instances alive at once):
+    /// pools, whose instance count is known.
+    Pooling(u32),
+    /// On demand: process groups, which may spawn any number.
+    OnDemand,
+}
+
+/// How an engine is set up: the only place a wasmtime `Config` is made.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineOptions<'a> {
+    pub(crate) allocation: Allocation,
     /// Whether a shared region is wanted: turns on wasm threads (a Tier 2
     /// feature in wasmtime, so only for runs that ask for it).
     pub(crate) threads: bool,
-    /// Epoch interruption, for task timeouts.
-    pub(crate) epoch: bool,
-    /// Fuel metering, for fuel limits (it slows wasm code down).
-    pub(crate) fuel: bool,
-    /// The most stack wasm code may use, in bytes (wasmtime's default: 512 KiB).
-    pub(crate) max_stack: Option<usize>,
+    pub(crate) limits: &'a Limits,
 }
 
-impl EngineOptions {
+impl EngineOptions<'_> {
     pub(crate) fn build(&self) -> Result<Engine, Error> {
-        let mut pooling = PoolingAllocationConfig::default();
-        // Each slot reserves address space (not memory) for one linear memory;
-        // size the pool to what we use rather than wasmtime's default of 1000.
-        pooling
-            .total_core_instances(self.instance_slots)
-            .total_memories(self.instance_slots)
-            .total_tables(self.instance_slots)
-            .total_component_instances(0)
-            // Fiber stacks are only for async calls, which pools do not make;
-            // wasmtime's default of 1000 costs a guard-page mprotect each, which
-            // was most of the CLI's start-up time.
-            .total_stacks(0);
         let mut config = Config::new();
-        config
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
-            .memory_init_cow(true);
+        if let Allocation::Pooling(slots) = self.allocation {
+            let mut pooling = PoolingAllocationConfig::default();
+            // Each slot reserves address space (not memory) for one linear
+            // memory; size the pool to what we use rather than wasmtime's
+            // default of 1000.
+            pooling
+                .total_core_instances(slots)
+                .total_memories(slots)
+                .total_tables(slots)
+                .table_elements(self.limits.max_table_elements)
+                .total_component_instances(0)
+                // Fiber stacks are only for async calls, which pools do not
+                // make; wasmtime's default of 1000 costs a guard-page mprotect
+                // each, which was most of the CLI's start-up time.
+                .total_stacks(0);
+            config
+                .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
+                .memory_init_cow(true);
+        }
         if self.threads {
             config.wasm_threads(true).shared_memory(true);
         }
+        // Always on: the one interruption policy (`limits.rs`) stops wasm
+        // code through it, for time limits, terminate and drop alike. Its
+        // check is a compare at loop heads and calls.
         config
-            .epoch_interruption(self.epoch)
-            .consume_fuel(self.fuel);
-        if let Some(bytes) = self.max_stack {
+            .epoch_interruption(true)
+            .consume_fuel(self.limits.fuel.is_some());
+        if let Some(bytes) = self.limits.max_stack {
             config.max_wasm_stack(bytes);
         }
         Engine::new(&config).map_err(|e| Error::Host(format!("cannot create the engine: {e:#}")))
@@ -197,35 +209,6 @@ impl ModuleCache {
         if let Err(e) = write() {
             tracing::warn!("cannot write cache entry {}: {e}", path.display());
         }
-    }
-}
-
-/// Where a pool's or a process group's module comes from.
-#[derive(Debug)]
-pub(crate) enum Source {
-    File(PathBuf),
-    Bytes(Vec<u8>),
-}
-
-impl Source {
-    /// Reads the module: its bytes, and the name errors use (`name`, else
-    /// the file's path, else `<bytes>`).
-    pub(crate) fn read(
-        source: Option<Source>,
-        name: Option<String>,
-    ) -> Result<(Vec<u8>, String), Error> {
-        let (bytes, default_name) = match source {
-            None => return Err(Error::Config("no module given".into())),
-            Some(Source::Bytes(bytes)) => (bytes, "<bytes>".to_string()),
-            Some(Source::File(path)) => {
-                let bytes = std::fs::read(&path).map_err(|source| Error::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                (bytes, path.display().to_string())
-            }
-        };
-        Ok((bytes, name.unwrap_or(default_name)))
     }
 }
 

@@ -69,6 +69,12 @@ pub enum Error {
         /// Which name was asked for, and what the module has instead.
         message: String,
     },
+    /// A [`Task`](crate::Task) looked up in one pool was given to another.
+    #[error("task {task:?} belongs to another pool: look it up with this pool's `task`")]
+    ForeignTask {
+        /// The task's name.
+        task: String,
+    },
     /// The pool was configured wrongly (for example zero workers).
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -110,26 +110,36 @@ mod abi;
 mod dispatch;
 mod engine;
 mod error;
+mod limits;
 mod module;
 mod numeric;
 mod pool;
 mod process;
+mod program;
 mod queue;
+mod runtime;
 mod sandbox;
 mod shm;
+mod stdio;
 mod task;
 mod wait;
+mod watchdog;
 mod worker;
 
 pub use dispatch::{Imap, ImapUnordered, TryNext};
 pub use engine::{CacheOutcome, ModuleCache};
 pub use error::{Error, TaskError, TaskErrorKind};
+pub use limits::{Limits, MAX_STACK_LIMIT, MAX_TIMEOUT};
 pub use module::{ModuleInfo, TaskInfo};
-pub use pool::{Isolation, Pool, PoolBuilder};
+pub use pool::{DEFAULT_OUTPUT_BUDGET, Isolation, Pool, PoolBuilder};
 pub use process::{
-    EXIT_TERMINATED, EXIT_TRAP, ExitStatus, Process, ProcessGroup, ProcessGroupBuilder, Stdio,
+    EXIT_TERMINATED, EXIT_TIMEOUT, EXIT_TRAP, ExitStatus, Process, ProcessGroup,
+    ProcessGroupBuilder,
 };
+pub use program::MAX_MODULE_SIZE;
 pub use queue::{Queue, QueueError};
+pub use runtime::DEFAULT_QUEUE_BYTES;
 pub use shm::{SharedRegion, ShmError, Wake};
+pub use stdio::Stdio;
 pub use task::{Output, Payload, Task, Values, WasmType, WasmValue};
 pub use worker::WorkerStats;

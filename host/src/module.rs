@@ -10,8 +10,10 @@ use std::path::Path;
 use wasmtime::{ExternType, Module};
 
 use crate::abi;
-use crate::engine::{EngineOptions, ModuleCache, load_module};
+use crate::engine::{Allocation, EngineOptions, ModuleCache, load_module};
 use crate::error::Error;
+use crate::limits::Limits;
+use crate::program::Source;
 use crate::task::{TaskKind, TaskSpec, WasmType};
 
 /// A module's tasks and imports, as `wasmpool inspect` shows them.
@@ -143,17 +145,16 @@ impl ModuleInfo {
     /// # Ok::<(), wasmpool::Error>(())
     /// ```
     pub fn from_file(path: impl AsRef<Path>, cache: Option<&ModuleCache>) -> Result<Self, Error> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Read {
-            path: path.into(),
-            source,
-        })?;
+        let limits = Limits::default();
         let engine = EngineOptions {
-            instance_slots: 1,
-            ..EngineOptions::default()
+            allocation: Allocation::OnDemand,
+            threads: false,
+            limits: &limits,
         }
         .build()?;
-        let (module, _) = load_module(&engine, cache, &bytes, &path.display().to_string())?;
+        let source = Source::File(path.as_ref().to_path_buf());
+        let (bytes, origin) = Source::read(Some(&source), None)?;
+        let (module, _) = load_module(&engine, cache, &bytes, &origin)?;
         Ok(ModuleInfo::of(&module))
     }
 }
@@ -185,6 +186,18 @@ fn abi_rules(module: &Module) -> Result<(), String> {
     for export in module.exports() {
         let name = export.name();
         if let Some(v) = name.strip_prefix(abi::VERSION_MARKER_PREFIX) {
+            if let Some(first) = &marker {
+                return fail(format!(
+                    "module exports two version markers, {}{first} and {name}; it must declare exactly one ABI version",
+                    abi::VERSION_MARKER_PREFIX
+                ));
+            }
+            if !matches!(export.ty(), ExternType::Func(_)) {
+                return fail(format!(
+                    "the version marker {name} is a {}; it must be a function (docs/abi.md, \"Version marker\")",
+                    extern_kind(&export.ty())
+                ));
+            }
             marker = Some(v.to_string());
         }
         uses_abi |= name.starts_with(abi::TASK_PREFIX);
@@ -237,6 +250,7 @@ pub(crate) fn resolve_task(
     origin: &str,
     name: &str,
     id: usize,
+    pool: u64,
 ) -> Result<TaskSpec, Error> {
     let fail = |message: String| {
         Err(Error::NoSuchTask {
@@ -252,6 +266,7 @@ pub(crate) fn resolve_task(
             ));
         }
         return Ok(TaskSpec {
+            pool,
             id,
             name: name.into(),
             export: abi_export,
@@ -261,6 +276,7 @@ pub(crate) fn resolve_task(
     match module.get_export(name) {
         Some(ExternType::Func(ty)) if !is_reserved(name) => match numeric_kind(&ty) {
             Some(kind) => Ok(TaskSpec {
+                pool,
                 id,
                 name: name.into(),
                 export: name.into(),

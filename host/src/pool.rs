@@ -6,29 +6,37 @@
 //! [`Pool::imap_unordered`] (stream as finished).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use wasmtime::{Linker, Module};
 
-use crate::abi;
 use crate::dispatch::{Decode, Dispatch, Imap, ImapUnordered, Inputs};
-use crate::engine::{CacheOutcome, EngineOptions, ModuleCache, Source, load_module};
+use crate::engine::{Allocation, CacheOutcome};
 use crate::error::{Error, TaskError};
-use crate::module::{ModuleInfo, check_abi, resolve_task};
+use crate::module::{ModuleInfo, resolve_task};
 use crate::queue::Queue;
-use crate::sandbox::{EPOCH_TICK, Guest, Limits, Resources, StoreData, WorkerId};
+use crate::runtime::{Runtime, Setup, shared_setters};
 use crate::shm::SharedRegion;
 use crate::task::{Output, Payload, Task};
+use crate::watchdog::{GRACE, Watchdog};
 use crate::worker::{self, Batch, Counters, Shared, WorkerStats};
 
 /// The default window of [`Imap`]: inputs out at once.
 const DEFAULT_WINDOW: usize = 4096;
+
+/// The default output budget of a stream (see [`PoolBuilder::output_budget`]).
+pub const DEFAULT_OUTPUT_BUDGET: usize = 256 << 20;
+
+/// How long dropping a pool waits for its workers to stop before it leaves
+/// the ones stuck in an uninterruptible wait behind.
+const DROP_GRACE: Duration = Duration::from_millis(250);
+
+/// Gives each pool its own id, which its [`Task`]s carry.
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Configures and builds a [`Pool`].
 ///
@@ -43,18 +51,15 @@ const DEFAULT_WINDOW: usize = 4096;
 #[derive(Debug)]
 #[must_use = "a builder does nothing until .build()"]
 pub struct PoolBuilder {
-    source: Option<Source>,
-    name: Option<String>,
+    setup: Setup,
     workers: Option<usize>,
-    cache: Option<Option<ModuleCache>>,
-    limits: Limits,
     window: usize,
-    queues: Vec<(String, usize)>,
-    shared_memory: Option<usize>,
-    max_stack: Option<usize>,
+    output_budget: usize,
     isolation: Isolation,
     recycle_after: Option<u64>,
 }
+
+shared_setters!(PoolBuilder, "Pool");
 
 /// How long an instance lives.
 ///
@@ -79,54 +84,6 @@ pub enum Isolation {
 }
 
 impl PoolBuilder {
-    /// The most bytes each instance's own linear memory may grow to. A task
-    /// that needs more fails with kind `out_of_memory`; its instance is
-    /// replaced. Default: no limit beyond wasm32's 4 GiB.
-    ///
-    /// ```no_run
-    /// let builder = wasmpool::Pool::builder().module_file("m.wasm").max_memory(256 << 20);
-    /// ```
-    pub fn max_memory(mut self, bytes: usize) -> Self {
-        self.limits.max_memory = Some(bytes);
-        self
-    }
-
-    /// The most time one task may run, enforced by epoch interruption (10 ms
-    /// resolution) and by the deadlines of host calls that wait. A task that
-    /// runs longer fails with kind `timeout`. Default: none.
-    ///
-    /// ```no_run
-    /// let builder = wasmpool::Pool::builder().module_file("m.wasm").timeout(std::time::Duration::from_secs(5));
-    /// ```
-    pub fn timeout(mut self, limit: Duration) -> Self {
-        self.limits.timeout = Some(limit);
-        self
-    }
-
-    /// The fuel each task starts with: a deterministic CPU limit (roughly one
-    /// unit per wasm instruction). A task that runs out fails with kind
-    /// `out_of_fuel`. Fuel metering slows wasm code down; see
-    /// `docs/benchmarks.md`. Default: off.
-    ///
-    /// ```no_run
-    /// let builder = wasmpool::Pool::builder().module_file("m.wasm").fuel(10_000_000);
-    /// ```
-    pub fn fuel(mut self, units: u64) -> Self {
-        self.limits.fuel = Some(units);
-        self
-    }
-
-    /// The most stack wasm code may use, in bytes. Deeper recursion traps
-    /// with a stack overflow. Default: wasmtime's 512 KiB.
-    ///
-    /// ```no_run
-    /// let builder = wasmpool::Pool::builder().module_file("m.wasm").max_stack(1 << 20);
-    /// ```
-    pub fn max_stack(mut self, bytes: usize) -> Self {
-        self.max_stack = Some(bytes);
-        self
-    }
-
     /// How long instances live. Default: [`Isolation::Worker`].
     ///
     /// ```no_run
@@ -148,83 +105,6 @@ impl PoolBuilder {
         self
     }
 
-    /// Declares a named queue holding at most `capacity` messages, shared by
-    /// every worker's instance and by the host ([`Pool::queue`]). Guests
-    /// open it by name.
-    ///
-    /// ```
-    /// let pool = wasmpool::Pool::builder()
-    ///     .module_bytes("(module)")
-    ///     .queue("results", 1000)
-    ///     .cache(None)
-    ///     .build()
-    ///     .unwrap();
-    /// pool.queue("results").unwrap().put(b"42".to_vec(), None).unwrap();
-    /// ```
-    pub fn queue(mut self, name: impl Into<String>, capacity: usize) -> Self {
-        self.queues.push((name.into(), capacity));
-        self
-    }
-
-    /// Gives the pool one shared region of at least `bytes` bytes (rounded
-    /// up to 64 KiB), reachable from every instance through the ABI's `shm_*`
-    /// calls and from the host through [`Pool::shared_region`]. Default: none.
-    ///
-    /// ```
-    /// let pool = wasmpool::Pool::builder()
-    ///     .module_bytes("(module)")
-    ///     .shared_memory(1 << 20)
-    ///     .cache(None)
-    ///     .build()
-    ///     .unwrap();
-    /// assert_eq!(pool.shared_region().unwrap().len(), 1 << 20);
-    /// ```
-    pub fn shared_memory(mut self, bytes: usize) -> Self {
-        self.shared_memory = Some(bytes);
-        self
-    }
-
-    /// The module to run, read from a `.wasm` (or `.wat`) file at `build`.
-    ///
-    /// ```no_run
-    /// let builder = wasmpool::Pool::builder().module_file("primes.wasm");
-    /// ```
-    pub fn module_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.source = Some(Source::File(path.into()));
-        self
-    }
-
-    /// The module to run, as binary or text (WAT) bytes. Errors name it
-    /// `<bytes>` unless [`name`](Self::name) says otherwise.
-    ///
-    /// ```
-    /// let pool = wasmpool::Pool::builder()
-    ///     .module_bytes(r#"(module (func (export "double") (param i64) (result i64)
-    ///                        local.get 0 i64.const 2 i64.mul))"#)
-    ///     .workers(2)
-    ///     .cache(None)
-    ///     .build()
-    ///     .unwrap();
-    /// let doubled: Vec<i64> = pool.map("double", [1, 2, 3]).unwrap().into_iter().map(Result::unwrap).collect();
-    /// assert_eq!(doubled, [2, 4, 6]);
-    /// ```
-    pub fn module_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.source = Some(Source::Bytes(bytes.into()));
-        self
-    }
-
-    /// The name errors use for the module. Default: the file's path, or
-    /// `<bytes>`.
-    ///
-    /// ```
-    /// let err = wasmpool::Pool::builder().module_bytes("nonsense").name("mine.wasm").build().unwrap_err();
-    /// assert!(err.to_string().starts_with("mine.wasm: "), "{err}");
-    /// ```
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
     /// How many workers (threads, each with its own instance). Default: the
     /// number of cores, `std::thread::available_parallelism()`.
     ///
@@ -236,30 +116,6 @@ impl PoolBuilder {
         self
     }
 
-    /// Where compiled modules are cached; `None` turns the cache off.
-    /// Default: [`ModuleCache::default_location`].
-    ///
-    /// ```no_run
-    /// let builder = wasmpool::Pool::builder()
-    ///     .module_file("primes.wasm")
-    ///     .cache(Some(wasmpool::ModuleCache::new("/tmp/cache")));
-    /// ```
-    pub fn cache(mut self, cache: Option<ModuleCache>) -> Self {
-        self.cache = Some(cache);
-        self
-    }
-
-    /// The most bytes one task may output. Default: 64 MiB. A task that
-    /// writes more fails with kind `abi`.
-    ///
-    /// ```no_run
-    /// let builder = wasmpool::Pool::builder().module_file("primes.wasm").max_output(1 << 20);
-    /// ```
-    pub fn max_output(mut self, bytes: usize) -> Self {
-        self.limits.max_output = bytes;
-        self
-    }
-
     /// The most inputs a stream has out at once (sent to workers, running, or
     /// finished and waiting for an earlier result). Default: 4096.
     ///
@@ -268,6 +124,21 @@ impl PoolBuilder {
     /// ```
     pub fn window(mut self, inputs: usize) -> Self {
         self.window = inputs;
+        self
+    }
+
+    /// The most output bytes a stream holds that the caller has not taken
+    /// yet: in finished batches and in the reorder window. Past it no new
+    /// batch is sent, and running batches are cut short (their unrun inputs
+    /// are sent again later), so the host's memory stays bounded whatever
+    /// the guests return: at most this, plus one task's
+    /// [`max_output`](Self::max_output) per worker. Default: 256 MiB.
+    ///
+    /// ```no_run
+    /// let builder = wasmpool::Pool::builder().module_file("m.wasm").output_budget(64 << 20);
+    /// ```
+    pub fn output_budget(mut self, bytes: usize) -> Self {
+        self.output_budget = bytes;
         self
     }
 
@@ -294,77 +165,82 @@ impl PoolBuilder {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let workers_u32 =
-            u32::try_from(workers).map_err(|_| Error::Config("too many workers".into()))?;
-        let (bytes, origin) = Source::read(self.source, self.name)?;
-        let cache = self.cache.unwrap_or_else(ModuleCache::default_location);
-
-        let engine = EngineOptions {
-            instance_slots: workers_u32.saturating_mul(2).saturating_add(2),
-            threads: self.shared_memory.is_some(),
-            epoch: self.limits.timeout.is_some(),
-            fuel: self.limits.fuel.is_some(),
-            max_stack: self.max_stack,
-        }
-        .build()?;
-        let ticker = self
-            .limits
-            .timeout
-            .map(|_| Ticker::start(&engine))
-            .transpose()?;
-        let resources = Arc::new(build_resources(&engine, &self.queues, self.shared_memory)?);
-        let (module, cache_outcome) = load_module(&engine, cache.as_ref(), &bytes, &origin)?;
-        drop(bytes);
-        check_abi(&module, &origin)?;
-
-        let instantiate = |message: String| Error::Instantiate {
-            origin: origin.clone(),
-            message,
-        };
-        let pre = link(&engine, &module, &resources, &origin)?;
-
+        let workers_u32 = u32::try_from(workers)
+            .ok()
+            .filter(|&n| n <= 65_536)
+            .ok_or_else(|| Error::Config(format!("{workers} workers is more than 65536")))?;
+        // Each worker has one instance, and may have a second while its
+        // replacement starts; with a time limit, an abandoned worker keeps
+        // its slot, so leave room for a few.
+        let slots = workers_u32 * 2
+            + 2
+            + if self.setup.limits.timeout.is_some() {
+                16
+            } else {
+                0
+            };
+        let (runtime, watchdog) = Runtime::new(&self.setup, Allocation::Pooling(slots))?;
+        let origin = runtime.program.origin.clone();
+        let (jobs, jobs_rx) = crossbeam_channel::unbounded::<Batch>();
         let shared = Arc::new(Shared {
-            pre,
-            limits: self.limits.clone(),
+            runtime,
             workers: workers_u32,
-            resources: resources.clone(),
             recycle_after: match self.isolation {
                 Isolation::Task => Some(1),
                 Isolation::Worker => self.recycle_after,
             },
+            stop: Arc::new(AtomicBool::new(false)),
+            jobs: jobs_rx,
+            threads: Mutex::new(Vec::with_capacity(workers)),
+            counters: (0..workers)
+                .map(|_| Arc::new(Counters::default()))
+                .collect(),
         });
-        let (jobs, jobs_rx) = crossbeam_channel::unbounded::<Batch>();
-        let mut threads = Vec::with_capacity(workers);
-        let mut counters = Vec::with_capacity(workers);
-        for index in 0..workers_u32 {
-            let id = WorkerId {
-                index,
-                count: workers_u32,
-            };
-            let guest = Guest::new(&shared.pre, id, self.limits.clone(), resources.clone())
-                .map_err(|e| instantiate(e.to_string()))?;
-            let c = Arc::new(Counters::default());
-            c.instances.store(1, std::sync::atomic::Ordering::Relaxed);
-            let handle = worker::spawn(index, guest, shared.clone(), jobs_rx.clone(), c.clone())
-                .map_err(|e| Error::Host(format!("cannot start worker thread {index}: {e}")))?;
-            threads.push(handle);
-            counters.push(c);
-        }
-        let info = ModuleInfo::of(&module);
-        Ok(Pool {
-            origin,
-            module,
-            info,
-            cache_outcome,
+        let mut pool = Pool {
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            shared,
+            watchdog,
+            jobs: Some(jobs),
             workers,
             window: self.window,
-            jobs: Some(jobs),
-            resources,
-            ticker,
-            threads,
-            counters,
+            output_budget: self.output_budget,
             tasks: Mutex::new(HashMap::new()),
-        })
+        };
+        // Each worker makes its first instance on its own thread (in
+        // parallel, and under the time limit: a start function or
+        // `_initialize` that hangs cannot hang `build`).
+        let (ready, ready_rx) = crossbeam_channel::unbounded();
+        for index in 0..workers_u32 {
+            worker::spawn(
+                &pool.shared,
+                index,
+                pool.watchdog.as_ref().map(Watchdog::registry),
+                Some(ready.clone()),
+            )
+            .map_err(|e| Error::Host(format!("cannot start worker thread {index}: {e}")))?;
+        }
+        let limit = pool.shared.runtime.limits.timeout;
+        let give_up = limit.and_then(|t| Instant::now().checked_add(t + GRACE * 2));
+        for _ in 0..workers {
+            let made = match give_up {
+                None => ready_rx.recv().ok(),
+                Some(at) => ready_rx.recv_deadline(at).ok(),
+            };
+            let failure = match made {
+                Some(Ok(())) => continue,
+                Some(Err(e)) => e.to_string(),
+                None => format!(
+                    "timeout: creating an instance ran past the time limit of {:?}",
+                    limit.unwrap_or_default()
+                ),
+            };
+            pool.stop();
+            return Err(Error::Instantiate {
+                origin,
+                message: failure,
+            });
+        }
+        Ok(pool)
     }
 }
 
@@ -385,28 +261,28 @@ impl PoolBuilder {
 ///
 /// # Drop
 ///
-/// Dropping the pool lets the workers finish the batches already queued and
-/// joins their threads.
+/// Dropping the pool stops its workers promptly: running guests are
+/// interrupted (kind `terminated`) wherever they are, and a worker stuck in
+/// a wait that nothing can interrupt (a wasm atomic wait, a blocking read) is
+/// left behind after 250 ms rather than waited for. No stream can be alive
+/// then (streams borrow the pool), so no wanted result is lost.
 pub struct Pool {
-    origin: String,
-    module: Module,
-    info: ModuleInfo,
-    cache_outcome: CacheOutcome,
+    /// Tells this pool's tasks from other pools'.
+    id: u64,
+    shared: Arc<Shared>,
+    /// Keeps time and rescues stuck tasks, when tasks have a time limit.
+    watchdog: Option<Watchdog>,
+    jobs: Option<Sender<Batch>>,
     workers: usize,
     window: usize,
-    jobs: Option<Sender<Batch>>,
-    resources: Arc<Resources>,
-    /// Advances the epoch while the pool lives, when tasks have a timeout.
-    ticker: Option<Ticker>,
-    threads: Vec<JoinHandle<()>>,
-    counters: Vec<Arc<Counters>>,
+    output_budget: usize,
     tasks: Mutex<HashMap<String, Task>>,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("module", &self.origin)
+            .field("module", &self.shared.runtime.program.origin)
             .field("workers", &self.workers)
             .finish_non_exhaustive()
     }
@@ -420,15 +296,10 @@ impl Pool {
     /// ```
     pub fn builder() -> PoolBuilder {
         PoolBuilder {
-            source: None,
-            name: None,
+            setup: Setup::default(),
             workers: None,
-            cache: None,
-            limits: Limits::default(),
             window: DEFAULT_WINDOW,
-            queues: Vec::new(),
-            shared_memory: None,
-            max_stack: None,
+            output_budget: DEFAULT_OUTPUT_BUDGET,
             isolation: Isolation::Worker,
             recycle_after: None,
         }
@@ -451,7 +322,7 @@ impl Pool {
     /// println!("module {}", pool.cache_outcome());
     /// ```
     pub fn cache_outcome(&self) -> CacheOutcome {
-        self.cache_outcome
+        self.shared.runtime.program.cache_outcome
     }
 
     /// The module's tasks and imports.
@@ -461,7 +332,7 @@ impl Pool {
     /// assert!(pool.module_info().tasks.iter().any(|t| t.name == "square"));
     /// ```
     pub fn module_info(&self) -> &ModuleInfo {
-        &self.info
+        &self.shared.runtime.program.info
     }
 
     /// The queue declared as `name`, shared with every instance.
@@ -472,7 +343,7 @@ impl Pool {
     /// assert!(pool.queue("other").is_none());
     /// ```
     pub fn queue(&self, name: &str) -> Option<&Arc<Queue>> {
-        self.resources.queues.iter().find(|q| q.name() == name)
+        self.shared.runtime.queue(name)
     }
 
     /// The shared region, if the pool has one.
@@ -482,7 +353,7 @@ impl Pool {
     /// assert!(pool.shared_region().is_none());
     /// ```
     pub fn shared_region(&self) -> Option<&SharedRegion> {
-        self.resources.shm.as_ref()
+        self.shared.runtime.shared_region()
     }
 
     /// What each worker has done so far.
@@ -492,7 +363,8 @@ impl Pool {
     /// assert_eq!(pool.worker_stats().len(), pool.workers());
     /// ```
     pub fn worker_stats(&self) -> Vec<WorkerStats> {
-        self.counters
+        self.shared
+            .counters
             .iter()
             .enumerate()
             .map(|(i, c)| c.snapshot(i as u32))
@@ -519,7 +391,14 @@ impl Pool {
         if let Some(task) = tasks.get(name) {
             return Ok(task.clone());
         }
-        let spec = resolve_task(&self.module, &self.origin, name, tasks.len())?;
+        let program = &self.shared.runtime.program;
+        let spec = resolve_task(
+            program.module(),
+            &program.origin,
+            name,
+            tasks.len(),
+            self.id,
+        )?;
         let task = Task {
             spec: Arc::new(spec),
         };
@@ -532,7 +411,14 @@ impl Pool {
             .jobs
             .clone()
             .expect("the job channel lives as long as the pool");
-        Dispatch::new(jobs, task, inputs, self.workers, self.window)
+        Dispatch::new(
+            jobs,
+            task,
+            inputs,
+            self.workers,
+            self.window,
+            self.output_budget,
+        )
     }
 
     /// Runs task `name` on every input and collects the results in input
@@ -633,13 +519,17 @@ impl Pool {
     /// `Err` input is passed through to its position untouched (the CLI
     /// uses this for input lines that do not parse).
     ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignTask`] when `task` was looked up in another pool.
+    ///
     /// ```no_run
     /// # fn main() -> Result<(), wasmpool::Error> {
     /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build()?;
     /// let task = pool.task("square")?;
     /// let lines: Vec<&[u8]> = vec![b"3", b"oops"];
     /// let payloads = lines.into_iter().map(|l| task.parse_json(l));
-    /// let results: Vec<_> = pool.imap_payloads(&task, payloads).collect();
+    /// let results: Vec<_> = pool.imap_payloads(&task, payloads)?.collect();
     /// assert!(results[0].is_ok() && results[1].is_err());
     /// # Ok(()) }
     /// ```
@@ -647,127 +537,56 @@ impl Pool {
         &'a self,
         task: &Task,
         payloads: impl IntoIterator<Item = Result<Payload, TaskError>> + 'a,
-    ) -> Imap<'a, Output> {
+    ) -> Result<Imap<'a, Output>, Error> {
+        if task.spec.pool != self.id {
+            return Err(Error::ForeignTask {
+                task: task.name().to_string(),
+            });
+        }
         let decode: Decode<Output> = |_, output| Ok(output);
-        Imap::new(
+        Ok(Imap::new(
             self.dispatch(task.clone(), Box::new(payloads.into_iter())),
             decode,
-        )
+        ))
     }
-}
 
-/// Makes the queues and the shared region a pool or process group shares.
-pub(crate) fn build_resources(
-    engine: &wasmtime::Engine,
-    queues: &[(String, usize)],
-    shared_memory: Option<usize>,
-) -> Result<Resources, Error> {
-    let mut list: Vec<Arc<Queue>> = Vec::with_capacity(queues.len());
-    for (name, capacity) in queues {
-        if list.iter().any(|q| q.name() == name) {
-            return Err(Error::Config(format!("queue {name:?} is declared twice")));
+    /// Stops every worker: guests stop at once, waits end, and a worker
+    /// stuck in a wait nothing interrupts is left behind after a grace.
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.runtime.engine.increment_epoch();
+        // Closing the channel ends each idle worker's loop.
+        self.jobs = None;
+        // No more replacements once the watchdog is gone.
+        self.watchdog = None;
+        let threads = std::mem::take(
+            &mut *self
+                .shared
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        let give_up = Instant::now() + DROP_GRACE;
+        for handle in threads {
+            while !handle.is_finished() && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            } else {
+                tracing::warn!(
+                    "{}: a worker is stuck in a wait that cannot be interrupted; leaving it behind",
+                    self.shared.runtime.program.origin
+                );
+            }
         }
-        list.push(Arc::new(Queue::new(name.clone(), *capacity)));
     }
-    let shm = shared_memory
-        .map(|bytes| SharedRegion::new(engine, bytes))
-        .transpose()?;
-    Ok(Resources { queues: list, shm })
-}
-
-/// Links a module against WASI, the `wasmpool` ABI and, when there is one,
-/// the shared region: the one place imports are resolved, for pools and
-/// process groups alike.
-pub(crate) fn link(
-    engine: &wasmtime::Engine,
-    module: &Module,
-    resources: &Arc<Resources>,
-    origin: &str,
-) -> Result<wasmtime::InstancePre<StoreData>, Error> {
-    let mut linker = Linker::<StoreData>::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StoreData| &mut s.wasi)
-        .map_err(|e| Error::Host(format!("cannot link WASI: {e:#}")))?;
-    abi::add_to_linker(&mut linker)
-        .map_err(|e| Error::Host(format!("cannot link the ABI: {e:#}")))?;
-    if let Some(region) = &resources.shm {
-        define_shared(engine, &mut linker, region, resources)?;
-    }
-    linker
-        .instantiate_pre(module)
-        .map_err(|e| Error::Instantiate {
-            origin: origin.to_string(),
-            message: format!("{e:#}"),
-        })
-}
-
-/// Offers the shared region as the import `wasmpool::shared`, for guests
-/// that use it directly with wasm atomics.
-fn define_shared(
-    engine: &wasmtime::Engine,
-    linker: &mut Linker<StoreData>,
-    region: &SharedRegion,
-    resources: &Arc<Resources>,
-) -> Result<(), Error> {
-    let scratch = wasmtime::Store::new(
-        engine,
-        StoreData::new(
-            WorkerId { index: 0, count: 1 },
-            Limits::default(),
-            resources.clone(),
-            crate::sandbox::sealed_wasi(),
-        ),
-    );
-    linker
-        .define(&scratch, abi::MODULE, "shared", region.memory().clone())
-        .map(|_| ())
-        .map_err(|e| Error::Host(format!("cannot offer the shared region: {e:#}")))
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // Closing the channel ends each worker's loop once it is drained.
-        self.jobs = None;
-        for handle in self.threads.drain(..) {
-            let _ = handle.join();
-        }
-        // Stop the ticker last: draining workers may still need their timeouts.
-        self.ticker = None;
-    }
-}
-
-/// A thread that advances an engine's epoch every [`EPOCH_TICK`] until it
-/// is dropped.
-struct Ticker {
-    stop: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Ticker {
-    fn start(engine: &wasmtime::Engine) -> Result<Self, Error> {
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-        let engine = engine.clone();
-        let thread = std::thread::Builder::new()
-            .name("wasmpool-epoch".into())
-            .spawn(move || {
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(EPOCH_TICK)
-                {
-                    engine.increment_epoch();
-                }
-            })
-            .map_err(|e| Error::Host(format!("cannot start the epoch thread: {e}")))?;
-        Ok(Ticker {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // No stream is alive (they borrow the pool), so nothing queued is
+        // wanted: stop everything now, even guests blocked forever.
+        self.stop();
     }
 }

@@ -3,42 +3,44 @@
 //! thread, sharing a group's queues and shared region.
 //!
 //! Entry points: [`ProcessGroup::builder`] compiles a module once and
-//! declares what its processes are granted; [`ProcessGroup::spawn`] starts
-//! one; [`Process`] joins it with a timeout, reports its exit status, or
+//! declares what its processes are granted and what they may use (the same
+//! [`Limits`](crate::Limits) as pools); [`ProcessGroup::spawn`] starts one;
+//! [`Process`] joins it with a timeout, reports its exit status, or
 //! terminates it.
 //!
-//! Termination: a process's engine has epoch interruption on, and every
-//! store carries a deadline one epoch ahead with a callback that checks the
-//! store's interruption flag. [`Process::terminate`] sets the flag and bumps
-//! the epoch, so running wasm stops at its next loop back-edge or call, and a
-//! host call that waits notices the flag within one wait slice. No ticker
-//! thread is needed.
+//! Processes run on the same execution core as pools (`runtime.rs`,
+//! `sandbox.rs`) and under the same interruption policy (`limits.rs`):
+//! [`Process::terminate`] sets the store's flag and bumps the epoch, so
+//! running wasm stops at its next epoch check and a host call that waits
+//! notices within one wait slice; a process stuck where nothing can
+//! interrupt it is reported as ended 50 ms later and its thread left behind.
 
-use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use wasmtime::{Config, Engine, InstancePre, Store, UpdateDeadline};
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime::Engine;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::engine::{ModuleCache, Source, load_module};
-use crate::error::{Error, Interrupted, TaskError, TaskErrorKind};
-use crate::module::check_abi;
-use crate::pool::{build_resources, link};
+use crate::engine::Allocation;
+use crate::error::{Error, TaskError, TaskErrorKind};
 use crate::queue::Queue;
-use crate::sandbox::{Limits, Resources, StoreData, WorkerId, classify};
+use crate::runtime::{Runtime, Setup, shared_setters};
+use crate::sandbox::WorkerId;
 use crate::shm::SharedRegion;
+use crate::stdio::{LineSink, Stdio, Target};
+use crate::watchdog::{GRACE, Watchdog};
 
 /// The exit code of a process that trapped (as `wasmtime run`: 128 + SIGABRT).
 pub const EXIT_TRAP: i32 = 134;
 /// The exit code of a terminated process (128 + SIGTERM).
 pub const EXIT_TERMINATED: i32 = 143;
+/// The exit code of a process that ran past its time limit (as GNU
+/// `timeout`).
+pub const EXIT_TIMEOUT: i32 = 124;
 
 /// How a process ended.
 ///
@@ -61,8 +63,9 @@ pub struct ExitStatus {
 
 impl ExitStatus {
     /// The exit code: 0 when the entry point returned, `n` after
-    /// `proc_exit(n)`, [`EXIT_TRAP`] after a trap, [`EXIT_TERMINATED`] after
-    /// [`Process::terminate`].
+    /// `proc_exit(n)`, [`EXIT_TRAP`] after a trap (and running out of memory
+    /// or fuel), [`EXIT_TIMEOUT`] past the time limit, [`EXIT_TERMINATED`]
+    /// after [`Process::terminate`].
     pub fn code(&self) -> i32 {
         self.code
     }
@@ -87,6 +90,7 @@ impl ExitStatus {
                 let code = match e.kind() {
                     TaskErrorKind::Exit => e.exit_code().unwrap_or(1),
                     TaskErrorKind::Terminated => EXIT_TERMINATED,
+                    TaskErrorKind::Timeout => EXIT_TIMEOUT,
                     _ => EXIT_TRAP,
                 };
                 let error = (code != 0).then_some(e);
@@ -94,18 +98,6 @@ impl ExitStatus {
             }
         }
     }
-}
-
-/// Where a process's standard output and error go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Stdio {
-    /// The host's stdout and stderr, a whole line at a time, so that lines
-    /// from processes running side by side never mix.
-    #[default]
-    Lines,
-    /// Discarded.
-    Null,
 }
 
 /// A directory a process may see.
@@ -134,45 +126,19 @@ struct DirGrant {
 #[derive(Debug)]
 #[must_use = "a builder does nothing until .build()"]
 pub struct ProcessGroupBuilder {
-    source: Option<Source>,
-    name: Option<String>,
-    cache: Option<Option<ModuleCache>>,
+    setup: Setup,
     args: Vec<String>,
     env: Vec<(String, String)>,
     dirs: Vec<DirGrant>,
     inherit_stdin: bool,
     stdio: Stdio,
     entry: String,
-    queues: Vec<(String, usize)>,
-    shared_memory: Option<usize>,
-    copies: u32,
+    copies: Option<u32>,
 }
 
+shared_setters!(ProcessGroupBuilder, "ProcessGroup");
+
 impl ProcessGroupBuilder {
-    /// The module, from a file.
-    pub fn module_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.source = Some(Source::File(path.into()));
-        self
-    }
-
-    /// The module, as binary or text bytes.
-    pub fn module_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.source = Some(Source::Bytes(bytes.into()));
-        self
-    }
-
-    /// The name errors use for the module.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// The module cache; `None` turns it off. Default: the default location.
-    pub fn cache(mut self, cache: Option<ModuleCache>) -> Self {
-        self.cache = Some(cache);
-        self
-    }
-
     /// The command line each process sees (`argv`, the program name first).
     /// `{i}` in an argument becomes the process's index. Default: none.
     pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
@@ -180,8 +146,10 @@ impl ProcessGroupBuilder {
         self
     }
 
-    /// Adds an environment variable. Every process also gets
-    /// `WASMPOOL_INDEX` (its index) and `WASMPOOL_COUNT`.
+    /// Adds an environment variable. Once [`copies`](Self::copies) is set,
+    /// every process also gets `WASMPOOL_INDEX` (its index) and
+    /// `WASMPOOL_COUNT`; without it, the environment is exactly what is
+    /// granted here, as under `wasmtime run`.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -220,22 +188,13 @@ impl ProcessGroupBuilder {
         self
     }
 
-    /// Declares a named queue shared by the group's processes and the host.
-    pub fn queue(mut self, name: impl Into<String>, capacity: usize) -> Self {
-        self.queues.push((name.into(), capacity));
-        self
-    }
-
-    /// Gives the group one shared region of at least `bytes` bytes.
-    pub fn shared_memory(mut self, bytes: usize) -> Self {
-        self.shared_memory = Some(bytes);
-        self
-    }
-
     /// How many processes the group will run, what `worker_count()` and
-    /// `WASMPOOL_COUNT` report. Default: 1.
+    /// `WASMPOOL_COUNT` report; setting it also gives each process
+    /// `WASMPOOL_INDEX` and `WASMPOOL_COUNT`, and, when more than one, ends
+    /// each one's unfinished last line at exit so that no two copies' lines
+    /// are glued together. Default: one, with neither variable.
     pub fn copies(mut self, n: u32) -> Self {
-        self.copies = n.max(1);
+        self.copies = Some(n.max(1));
         self
     }
 
@@ -246,37 +205,26 @@ impl ProcessGroupBuilder {
     /// As [`PoolBuilder::build`](crate::PoolBuilder::build), plus a missing
     /// entry export or a directory that cannot be opened.
     pub fn build(self) -> Result<ProcessGroup, Error> {
-        let (bytes, origin) = Source::read(self.source, self.name)?;
-        let cache = self.cache.unwrap_or_else(ModuleCache::default_location);
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        if self.shared_memory.is_some() {
-            config.wasm_threads(true).shared_memory(true);
-        }
-        let engine = Engine::new(&config)
-            .map_err(|e| Error::Host(format!("cannot create the engine: {e:#}")))?;
-        let (module, _) = load_module(&engine, cache.as_ref(), &bytes, &origin)?;
-        check_abi(&module, &origin)?;
-        match module.get_export(&self.entry) {
+        let (runtime, watchdog) = Runtime::new(&self.setup, Allocation::OnDemand)?;
+        let origin = &runtime.program.origin;
+        let no_entry = |message: String| Error::NoSuchTask {
+            origin: origin.clone(),
+            message,
+        };
+        match runtime.program.module().get_export(&self.entry) {
             Some(wasmtime::ExternType::Func(ty))
                 if ty.params().len() == 0 && ty.results().len() == 0 => {}
             Some(other) => {
-                return Err(Error::NoSuchTask {
-                    origin,
-                    message: format!(
-                        "entry export {} has type {other:?}, but it must be `() -> ()`",
-                        self.entry
-                    ),
-                });
+                return Err(no_entry(format!(
+                    "entry export {} has type {other:?}, but it must be `() -> ()`",
+                    self.entry
+                )));
             }
             None => {
-                return Err(Error::NoSuchTask {
-                    origin,
-                    message: format!(
-                        "no export {} to run (a WASI command exports _start)",
-                        self.entry
-                    ),
-                });
+                return Err(no_entry(format!(
+                    "no export {} to run (a WASI command exports _start)",
+                    self.entry
+                )));
             }
         }
         for dir in &self.dirs {
@@ -287,14 +235,10 @@ impl ProcessGroupBuilder {
                 )));
             }
         }
-        let resources = Arc::new(build_resources(&engine, &self.queues, self.shared_memory)?);
-        let pre = link(&engine, &module, &resources, &origin)?;
         Ok(ProcessGroup {
             inner: Arc::new(GroupInner {
-                origin,
-                engine,
-                pre,
-                resources,
+                runtime,
+                watchdog,
                 args: self.args,
                 env: self.env,
                 dirs: self.dirs,
@@ -308,17 +252,16 @@ impl ProcessGroupBuilder {
 }
 
 struct GroupInner {
-    origin: String,
-    engine: Engine,
-    pre: InstancePre<StoreData>,
-    resources: Arc<Resources>,
+    runtime: Runtime,
+    /// Keeps time and rescues stuck processes, when they have a time limit.
+    watchdog: Option<Watchdog>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     dirs: Vec<DirGrant>,
     inherit_stdin: bool,
     stdio: Stdio,
     entry: String,
-    copies: u32,
+    copies: Option<u32>,
 }
 
 /// A compiled module and what its processes share: queues, a shared region,
@@ -341,7 +284,7 @@ pub struct ProcessGroup {
 impl std::fmt::Debug for ProcessGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessGroup")
-            .field("module", &self.inner.origin)
+            .field("module", &self.inner.runtime.program.origin)
             .finish_non_exhaustive()
     }
 }
@@ -354,18 +297,14 @@ impl ProcessGroup {
     /// ```
     pub fn builder() -> ProcessGroupBuilder {
         ProcessGroupBuilder {
-            source: None,
-            name: None,
-            cache: None,
+            setup: Setup::default(),
             args: Vec::new(),
             env: Vec::new(),
             dirs: Vec::new(),
             inherit_stdin: false,
             stdio: Stdio::Lines,
             entry: "_start".into(),
-            queues: Vec::new(),
-            shared_memory: None,
-            copies: 1,
+            copies: None,
         }
     }
 
@@ -376,11 +315,7 @@ impl ProcessGroup {
     /// assert!(group.queue("q").is_some());
     /// ```
     pub fn queue(&self, name: &str) -> Option<&Arc<Queue>> {
-        self.inner
-            .resources
-            .queues
-            .iter()
-            .find(|q| q.name() == name)
+        self.inner.runtime.queue(name)
     }
 
     /// The shared region, if the group has one.
@@ -390,7 +325,7 @@ impl ProcessGroup {
     /// assert_eq!(group.shared_region().unwrap().len(), 65536);
     /// ```
     pub fn shared_region(&self) -> Option<&SharedRegion> {
-        self.inner.resources.shm.as_ref()
+        self.inner.runtime.shared_region()
     }
 
     /// Starts process `index` on its own thread (its `worker_index()`,
@@ -416,8 +351,10 @@ impl ProcessGroup {
         for (k, v) in &g.env {
             wasi.env(k, v);
         }
-        wasi.env("WASMPOOL_INDEX", index.to_string())
-            .env("WASMPOOL_COUNT", g.copies.to_string());
+        if let Some(count) = g.copies {
+            wasi.env("WASMPOOL_INDEX", index.to_string())
+                .env("WASMPOOL_COUNT", count.to_string());
+        }
         for d in &g.dirs {
             let perms = if d.read_only {
                 FsPerms::ReadOnly
@@ -430,41 +367,72 @@ impl ProcessGroup {
         if g.inherit_stdin {
             wasi.inherit_stdin();
         }
+        let shared_output = g.copies.is_some_and(|n| n > 1);
         let (out, err) = match g.stdio {
-            Stdio::Lines => (LineSink::new(false), LineSink::new(true)),
-            Stdio::Null => (LineSink::null(), LineSink::null()),
+            Stdio::Lines => (Target::Stdout, Target::Stderr),
+            Stdio::Null => (Target::Null, Target::Null),
         };
-        wasi.stdout(out.clone()).stderr(err.clone());
-        let data = StoreData::new(
-            WorkerId {
-                index,
-                count: g.copies,
-            },
-            Limits::default(),
-            g.resources.clone(),
-            wasi.build_p1(),
+        let (out, err) = (
+            LineSink::new(out, shared_output),
+            LineSink::new(err, shared_output),
         );
-        let interrupt = data.interrupt.clone();
-        let state = Arc::new(State {
-            status: Mutex::new(None),
-            done: Condvar::new(),
+        wasi.stdout(out.clone()).stderr(err.clone());
+        let wasi = wasi.build_p1();
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(State::default());
+        let watch = g.watchdog.as_ref().map(|w| {
+            let state = state.clone();
+            let limit = g.runtime.limits.timeout.unwrap_or_default();
+            w.registry().watch(move |_, _| {
+                state.end(
+                    Err(TaskError::new(
+                        TaskErrorKind::Timeout,
+                        format!(
+                            "the process ran past its time limit of {limit:?}, in a wait nothing could interrupt; it was abandoned"
+                        ),
+                    )),
+                    true,
+                );
+            })
         });
         let inner = self.inner.clone();
         let st = state.clone();
+        let interrupt_flag = interrupt.clone();
+        let worker = WorkerId {
+            index,
+            count: g.copies.unwrap_or(1),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("wasmpool-process-{index}"))
+            .stack_size(g.runtime.limits.thread_stack())
             .spawn(move || {
-                let result = run(&inner, data);
+                let deadline = inner.runtime.limits.deadline();
+                if let (Some(w), Some(d)) = (&watch, deadline) {
+                    w.arm(d);
+                }
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    let mut guest = inner
+                        .runtime
+                        .guest(worker, wasi, interrupt_flag, deadline)?;
+                    guest.run_entry(&inner.entry, deadline)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(TaskError::new(
+                        TaskErrorKind::Host,
+                        "the host panicked running this process (a bug in wasmpool)",
+                    ))
+                });
+                if let Some(w) = &watch {
+                    w.disarm();
+                }
                 out.finish();
                 err.finish();
-                *st.status.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(ExitStatus::from_result(result));
-                st.done.notify_all();
+                st.end(result, false);
             })
             .map_err(|e| Error::Host(format!("cannot start process thread {index}: {e}")))?;
         Ok(Process {
             index,
-            engine: self.inner.engine.clone(),
+            engine: self.inner.runtime.engine.clone(),
             interrupt,
             state,
             thread: Some(thread),
@@ -472,33 +440,37 @@ impl ProcessGroup {
     }
 }
 
-fn run(g: &GroupInner, data: StoreData) -> Result<(), TaskError> {
-    let mut store = Store::new(&g.engine, data);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|ctx| {
-        if ctx.data().interrupt.load(Ordering::SeqCst) {
-            Err(Interrupted.into())
-        } else {
-            Ok(UpdateDeadline::Continue(1))
-        }
-    });
-    let call = |store: &mut Store<StoreData>| -> wasmtime::Result<()> {
-        // A terminate that came before the deadline was set bumped an epoch
-        // this store will never see: check the flag after setting it.
-        if store.data().interrupt.load(Ordering::SeqCst) {
-            return Err(Interrupted.into());
-        }
-        let instance = g.pre.instantiate(&mut *store)?;
-        store.data_mut().memory = instance.get_memory(&mut *store, "memory");
-        let entry = instance.get_typed_func::<(), ()>(&mut *store, &g.entry)?;
-        entry.call(&mut *store, ())
-    };
-    call(&mut store).map_err(|e| classify(e, store.data_mut()))
+/// How a process stands, shared by its thread, its handle and the watchdog.
+#[derive(Default)]
+struct State {
+    inner: Mutex<StateInner>,
+    done: Condvar,
 }
 
-struct State {
-    status: Mutex<Option<ExitStatus>>,
-    done: Condvar,
+#[derive(Default)]
+struct StateInner {
+    status: Option<ExitStatus>,
+    /// Its thread is stuck and was left behind: do not join it.
+    abandoned: bool,
+    /// When `terminate` was called.
+    terminated_at: Option<Instant>,
+}
+
+impl State {
+    fn lock(&self) -> MutexGuard<'_, StateInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records how the process ended, unless that is known already.
+    fn end(&self, result: Result<(), TaskError>, abandoned: bool) {
+        let mut s = self.lock();
+        if s.status.is_none() {
+            s.status = Some(ExitStatus::from_result(result));
+            s.abandoned = abandoned;
+        }
+        drop(s);
+        self.done.notify_all();
+    }
 }
 
 /// A running (or finished) process.
@@ -545,11 +517,7 @@ impl Process {
     /// p.terminate();
     /// ```
     pub fn is_alive(&self) -> bool {
-        self.state
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
+        self.join(Some(Duration::ZERO)).is_none()
     }
 
     /// Its exit code, once it has ended.
@@ -561,12 +529,7 @@ impl Process {
     /// assert_eq!(p.exit_code(), Some(0));
     /// ```
     pub fn exit_code(&self) -> Option<i32> {
-        self.state
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(ExitStatus::code)
+        self.join(Some(Duration::ZERO)).map(|s| s.code())
     }
 
     /// Waits up to `timeout` (`None`: forever) for it to end; `None` if it is
@@ -580,22 +543,40 @@ impl Process {
     /// assert!(p.join(None).is_some());
     /// ```
     pub fn join(&self, timeout: Option<Duration>) -> Option<ExitStatus> {
-        let guard = self.state.status.lock().unwrap_or_else(|e| e.into_inner());
-        let guard = match timeout {
-            None => self
+        let give_up = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut s = self.state.lock();
+        loop {
+            if let Some(status) = &s.status {
+                return Some(status.clone());
+            }
+            // Terminated, but stuck where nothing interrupts it: it counts as
+            // ended, and its thread is left behind.
+            if let Some(at) = s.terminated_at
+                && at.elapsed() >= GRACE
+            {
+                s.status = Some(ExitStatus::from_result(Err(TaskError::new(
+                    TaskErrorKind::Terminated,
+                    "terminated by the host (it was stuck in a wait nothing could interrupt, and was abandoned)",
+                ))));
+                s.abandoned = true;
+                continue;
+            }
+            let mut wait = give_up.map_or(Duration::from_secs(3600), |g| {
+                g.saturating_duration_since(Instant::now())
+            });
+            if let Some(at) = s.terminated_at {
+                wait = wait.min(GRACE.saturating_sub(at.elapsed()));
+            }
+            if wait.is_zero() && give_up.is_some_and(|g| Instant::now() >= g) {
+                return None;
+            }
+            s = self
                 .state
                 .done
-                .wait_while(guard, |s| s.is_none())
-                .unwrap_or_else(|e| e.into_inner()),
-            Some(t) => {
-                self.state
-                    .done
-                    .wait_timeout_while(guard, t, |s| s.is_none())
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0
-            }
-        };
-        guard.clone()
+                .wait_timeout(s, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// Waits for it to end, and for its thread.
@@ -606,7 +587,9 @@ impl Process {
     /// ```
     pub fn wait(mut self) -> ExitStatus {
         let status = self.join(None).expect("joined without a timeout");
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.thread.take()
+            && !self.state.lock().abandoned
+        {
             let _ = t.join();
         }
         status
@@ -629,96 +612,10 @@ impl Process {
     pub fn terminate(&self) {
         self.interrupt.store(true, Ordering::SeqCst);
         self.engine.increment_epoch();
-    }
-}
-
-/// A guest output stream that writes whole lines to the host's stdout or
-/// stderr, so lines of processes running side by side never interleave.
-#[derive(Clone)]
-struct LineSink {
-    buf: Arc<Mutex<Vec<u8>>>,
-    stderr: bool,
-    null: bool,
-}
-
-impl LineSink {
-    fn new(stderr: bool) -> Self {
-        LineSink {
-            buf: Arc::default(),
-            stderr,
-            null: false,
-        }
-    }
-
-    fn null() -> Self {
-        LineSink {
-            buf: Arc::default(),
-            stderr: false,
-            null: true,
-        }
-    }
-
-    fn emit(&self, bytes: &[u8]) {
-        // A failed write to the host's own stdout (a closed pipe) cannot be
-        // reported to anyone useful; the guest carries on.
-        if self.stderr {
-            let _ = std::io::stderr().lock().write_all(bytes);
-        } else {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(bytes).and_then(|()| out.flush());
-        }
-    }
-
-    fn write(&self, data: &[u8]) {
-        if self.null {
-            return;
-        }
-        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
-        buf.extend_from_slice(data);
-        if let Some(last) = buf.iter().rposition(|&b| b == b'\n') {
-            let rest = buf.split_off(last + 1);
-            let lines = std::mem::replace(&mut *buf, rest);
-            drop(buf);
-            self.emit(&lines);
-        }
-    }
-
-    /// Writes what is left of an unfinished last line.
-    fn finish(&self) {
-        let rest = std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()));
-        if !rest.is_empty() && !self.null {
-            self.emit(&rest);
-        }
-    }
-}
-
-impl IsTerminal for LineSink {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for LineSink {
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-impl tokio::io::AsyncWrite for LineSink {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.write(data);
-        Poll::Ready(Ok(data.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+        self.state
+            .lock()
+            .terminated_at
+            .get_or_insert_with(Instant::now);
+        self.state.done.notify_all();
     }
 }

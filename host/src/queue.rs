@@ -6,7 +6,9 @@
 //! (`queue_open`, `queue_put`, `queue_get`, ...); the host holds the same
 //! `Queue` and can put, get and close too.
 //!
-//! Invariants: at most `capacity` messages are held; once closed, `put`
+//! Invariants: at most `capacity` messages, and at most `max_bytes` bytes of
+//! messages, are held (the host memory a queue can take is bounded whatever
+//! guests put); once closed, `put`
 //! fails and `get` drains what is left and then reports [`QueueError::Closed`].
 //! Every wait takes a deadline and is cut into slices that check an
 //! interruption flag, so a terminated guest never stays blocked here.
@@ -30,6 +32,7 @@ use crate::wait::{Stop, Waiter, deadline, next_slice};
 /// assert_eq!(err.into_inner(), Some(b"b".to_vec()));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueueError<T = Vec<u8>> {
     /// The deadline passed: the queue stayed full (for a put, with the
     /// message handed back) or empty (for a get).
@@ -41,6 +44,17 @@ pub enum QueueError<T = Vec<u8>> {
     /// The wait was interrupted (the guest was terminated).
     #[error("interrupted")]
     Interrupted(Option<T>),
+    /// The message is larger than the queue's byte budget, so it can never
+    /// fit (the message is handed back).
+    #[error("message of {len} bytes is larger than the queue's byte budget of {max_bytes} bytes")]
+    TooLarge {
+        /// The message's size.
+        len: usize,
+        /// The queue's budget.
+        max_bytes: usize,
+        /// The message.
+        message: Option<T>,
+    },
     /// A message taken by [`Queue::get_json`] does not decode as the type
     /// asked for (the message is consumed).
     #[error("message does not decode: {0}")]
@@ -74,6 +88,7 @@ impl<T> QueueError<T> {
     pub fn into_inner(self) -> Option<T> {
         match self {
             QueueError::Timeout(m) | QueueError::Closed(m) | QueueError::Interrupted(m) => m,
+            QueueError::TooLarge { message, .. } => message,
             QueueError::Invalid(_) => None,
         }
     }
@@ -81,6 +96,8 @@ impl<T> QueueError<T> {
 
 struct State {
     items: VecDeque<Vec<u8>>,
+    /// The bytes of the messages in `items`.
+    bytes: usize,
     closed: bool,
     /// Threads asleep in `get` / `put`: a notify (a futex syscall) is only
     /// needed when someone sleeps.
@@ -107,6 +124,7 @@ const SPINS: u32 = 100;
 pub struct Queue {
     name: String,
     capacity: usize,
+    max_bytes: usize,
     state: Mutex<State>,
     not_empty: Condvar,
     not_full: Condvar,
@@ -117,24 +135,44 @@ impl std::fmt::Debug for Queue {
         f.debug_struct("Queue")
             .field("name", &self.name)
             .field("capacity", &self.capacity)
+            .field("max_bytes", &self.max_bytes)
             .field("len", &self.len())
             .finish()
     }
 }
 
 impl Queue {
-    /// A queue holding at most `capacity` messages (at least 1).
+    /// A queue holding at most `capacity` messages (at least 1) and
+    /// [`DEFAULT_QUEUE_BYTES`](crate::DEFAULT_QUEUE_BYTES) in all.
     ///
     /// ```
     /// let q = wasmpool::Queue::new("jobs", 100);
     /// assert_eq!((q.name(), q.capacity(), q.len()), ("jobs", 100, 0));
     /// ```
     pub fn new(name: impl Into<String>, capacity: usize) -> Self {
+        Queue::with_max_bytes(name, capacity, crate::runtime::DEFAULT_QUEUE_BYTES)
+    }
+
+    /// A queue holding at most `capacity` messages (at least 1) and
+    /// `max_bytes` bytes of messages in all: a put waits while either is
+    /// reached, and a message larger than `max_bytes` is refused with
+    /// [`QueueError::TooLarge`]. An empty message counts as one byte.
+    ///
+    /// ```
+    /// let q = wasmpool::Queue::with_max_bytes("jobs", 100, 10);
+    /// q.put(vec![0; 6], None).unwrap();
+    /// let full = q.put(vec![0; 6], Some(std::time::Duration::ZERO)).unwrap_err();
+    /// assert!(full.is_timeout(), "6 + 6 bytes would pass the budget of 10");
+    /// assert!(matches!(q.put(vec![0; 11], None), Err(wasmpool::QueueError::TooLarge { .. })));
+    /// ```
+    pub fn with_max_bytes(name: impl Into<String>, capacity: usize, max_bytes: usize) -> Self {
         Queue {
             name: name.into(),
             capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1),
             state: Mutex::new(State {
                 items: VecDeque::new(),
+                bytes: 0,
                 closed: false,
                 sleeping_getters: 0,
                 sleeping_putters: 0,
@@ -160,6 +198,15 @@ impl Queue {
     /// ```
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The most bytes of messages it holds.
+    ///
+    /// ```
+    /// assert_eq!(wasmpool::Queue::with_max_bytes("q", 1, 4096).max_bytes(), 4096);
+    /// ```
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -243,6 +290,14 @@ impl Queue {
         timeout: Option<Duration>,
         waiter: Waiter<'_>,
     ) -> Result<(), QueueError> {
+        let size = cost(&message);
+        if size > self.max_bytes {
+            return Err(QueueError::TooLarge {
+                len: message.len(),
+                max_bytes: self.max_bytes,
+                message: Some(message),
+            });
+        }
         let deadline = deadline(timeout);
         let mut spins = 0;
         let mut state = self.lock();
@@ -250,7 +305,8 @@ impl Queue {
             if state.closed {
                 return Err(QueueError::Closed(Some(message)));
             }
-            if state.items.len() < self.capacity {
+            if state.items.len() < self.capacity && state.bytes + size <= self.max_bytes {
+                state.bytes += size;
                 state.items.push_back(message);
                 let wake = state.sleeping_getters > 0;
                 drop(state);
@@ -301,6 +357,7 @@ impl Queue {
         let mut state = self.lock();
         loop {
             if let Some(message) = state.items.pop_front() {
+                state.bytes -= cost(&message);
                 let wake = state.sleeping_putters > 0;
                 drop(state);
                 if wake {
@@ -373,6 +430,12 @@ impl Queue {
             ))
         })
     }
+}
+
+/// What a message counts against the byte budget: its length, and at least
+/// one byte, so that empty messages are bounded too.
+fn cost(message: &[u8]) -> usize {
+    message.len().max(1)
 }
 
 /// Sleeps on `cv` for at most one slice (see `wait.rs`); the caller

@@ -1,93 +1,39 @@
-//! One guest instance and what its store holds.
+//! One guest instance and what its store holds: the only place a `Store`
+//! and an instance are made, for pool workers and processes alike.
 //!
-//! Entry point: [`Guest::new`] instantiates a module from an `InstancePre`
-//! into a fresh `Store` with its own WASI context, and [`Guest::run`] runs one
-//! task in it and maps every way a task can fail to a [`TaskError`].
+//! Entry point: [`Guest::new`] instantiates a program from an `InstancePre`
+//! into a fresh `Store` with its WASI context, under the interruption
+//! policy of `limits.rs`; [`Guest::run`] runs one task in it and
+//! [`Guest::run_entry`] a process's entry point, and every way they can fail
+//! becomes a [`TaskError`] in one place ([`classify`]).
 //!
-//! Invariant: after a trap (`Guest::poisoned`) the guest must not run again;
-//! the worker drops it and builds a new one, so a half-updated heap never
-//! leaks into the next task.
+//! Invariants:
+//! - after a trap (`Guest::poisoned`) the guest must not run again; the
+//!   worker drops it and builds a new one, so a half-updated heap never leaks
+//!   into the next task;
+//! - per-task host state (input, output, a held queue message, the trap
+//!   message, a refused growth) is cleared when a task starts, so nothing of
+//!   one task is visible to the next;
+//! - `call_unchecked` is only reached with a function whose type was checked
+//!   against the task's signature in this very instance.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use smallvec::SmallVec;
 use wasmtime::{
-    Func, Instance, InstancePre, Memory, ResourceLimiter, Store, Trap, TypedFunc, ValRaw,
-    WasmBacktrace,
+    Func, Instance, InstancePre, Memory, Store, Trap, TypedFunc, ValRaw, WasmBacktrace,
 };
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::error::{AbiError, Interrupted, TaskError, TaskErrorKind, TimedOut};
+use crate::limits::{self, Limiter, Limits};
 use crate::queue::Queue;
 use crate::shm::SharedRegion;
-use crate::task::{Output, Payload, TaskKind, TaskSpec, WasmValue};
-
-/// Limits that apply to every task of a pool (and to its instantiation).
-#[derive(Debug, Clone)]
-pub(crate) struct Limits {
-    /// The most bytes a task may write with `output_write`.
-    pub(crate) max_output: usize,
-    /// The most bytes an instance's own linear memory may grow to.
-    pub(crate) max_memory: Option<usize>,
-    /// The most wall-clock time one task may run (epoch interruption for
-    /// wasm code, deadlines for host calls that wait).
-    pub(crate) timeout: Option<Duration>,
-    /// The fuel each task starts with (deterministic CPU limit).
-    pub(crate) fuel: Option<u64>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_output: 64 << 20,
-            max_memory: None,
-            timeout: None,
-            fuel: None,
-        }
-    }
-}
-
-/// How often the pool's ticker advances the engine's epoch: the resolution
-/// of task timeouts.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// Enforces the memory cap, and remembers a refused growth so that the trap
-/// that usually follows (a Rust guest aborts) is reported as out of memory.
-#[derive(Debug, Default)]
-pub(crate) struct MemoryLimiter {
-    cap: Option<usize>,
-    /// The size a refused `memory.grow` asked for, during the current task.
-    pub(crate) refused: Option<usize>,
-}
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        match self.cap {
-            Some(cap) if desired > cap => {
-                self.refused = Some(desired);
-                Ok(false)
-            }
-            _ => Ok(true),
-        }
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        _desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(true)
-    }
-}
+use crate::stdio::{LineSink, Target};
+use crate::task::{Output, Payload, TaskKind, TaskSpec, WasmType, WasmValue};
 
 /// What every instance of a pool or process group shares: the named queues
 /// (a guest's handle is an index into `queues`) and the shared region.
@@ -116,53 +62,56 @@ pub(crate) struct StoreData {
     /// What the guest said before a trap (its panic message).
     pub(crate) trap_message: Option<String>,
     pub(crate) worker: WorkerId,
-    pub(crate) limits: Limits,
+    pub(crate) limits: Arc<Limits>,
     /// Queues and the shared region of this pool or group.
     pub(crate) resources: Arc<Resources>,
     /// Set to stop the guest: waits in host calls end, and wasm code stops
-    /// at its next epoch check.
+    /// at its next epoch check (see `limits.rs`).
     pub(crate) interrupt: Arc<AtomicBool>,
     /// The message taken by the last `queue_get`, until `queue_message`.
     pub(crate) message: Option<Vec<u8>>,
-    /// The memory cap and what it refused.
-    pub(crate) limiter: MemoryLimiter,
-    /// When the current task's time is up: host calls that wait stop then.
+    /// The memory and table caps, and what they refused.
+    pub(crate) limiter: Limiter,
+    /// When the current task's time is up: wasm code and host calls that
+    /// wait stop then.
     pub(crate) task_deadline: Option<Instant>,
 }
 
 /// The WASI context of a pool's instances: nothing of the host is visible
 /// (no files, no environment, no arguments), and guest stdout goes to the
-/// host's stderr so that it can never corrupt results on the host's stdout.
+/// host's stderr so that it can never corrupt results on the host's stdout,
+/// a whole line at a time (`stdio.rs`).
 pub(crate) fn sealed_wasi() -> WasiP1Ctx {
     WasiCtxBuilder::new()
-        .stdout(wasmtime_wasi::cli::stderr())
-        .stderr(wasmtime_wasi::cli::stderr())
+        .stdout(LineSink::new(Target::Stderr, true))
+        .stderr(LineSink::new(Target::Stderr, true))
         .build_p1()
 }
 
+/// What a new guest is made of, besides its program.
+pub(crate) struct GuestParts {
+    pub(crate) worker: WorkerId,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) resources: Arc<Resources>,
+    pub(crate) wasi: WasiP1Ctx,
+    pub(crate) interrupt: Arc<AtomicBool>,
+}
+
 impl StoreData {
-    pub(crate) fn new(
-        worker: WorkerId,
-        limits: Limits,
-        resources: Arc<Resources>,
-        wasi: WasiP1Ctx,
-    ) -> Self {
+    pub(crate) fn new(parts: GuestParts) -> Self {
         StoreData {
-            wasi,
+            wasi: parts.wasi,
             memory: None,
             input: Vec::new(),
             output: Vec::new(),
             trap_message: None,
-            worker,
-            resources,
-            interrupt: Arc::new(AtomicBool::new(false)),
+            worker: parts.worker,
+            resources: parts.resources,
+            interrupt: parts.interrupt,
             message: None,
-            limiter: MemoryLimiter {
-                cap: limits.max_memory,
-                refused: None,
-            },
+            limiter: Limiter::new(&parts.limits),
             task_deadline: None,
-            limits,
+            limits: parts.limits,
         }
     }
 }
@@ -171,6 +120,7 @@ impl StoreData {
 #[derive(Clone)]
 enum Resolved {
     Abi(TypedFunc<(), i32>),
+    /// A numeric export whose type was checked against the task's signature.
     Numeric(Func),
 }
 
@@ -195,25 +145,21 @@ impl std::fmt::Debug for Guest {
 }
 
 impl Guest {
-    /// Instantiates a fresh guest and runs its `_initialize`, if any.
+    /// Instantiates a fresh guest and runs its start function and
+    /// `_initialize`, if any, under the limits of a task that must end by
+    /// `deadline`.
     pub(crate) fn new(
         pre: &InstancePre<StoreData>,
-        worker: WorkerId,
-        limits: Limits,
-        resources: Arc<Resources>,
+        parts: GuestParts,
+        deadline: Option<Instant>,
     ) -> Result<Guest, TaskError> {
-        let mut store = Store::new(
-            pre.module().engine(),
-            StoreData::new(worker, limits, resources, sealed_wasi()),
-        );
-        store.limiter(|data| &mut data.limiter);
-        if store.data().limits.timeout.is_some() {
-            store.epoch_deadline_trap();
-        }
-        // Instantiation (a start function, `_initialize`) runs under the same
-        // limits as a task.
-        start_task(&mut store);
+        let mut store = Store::new(pre.module().engine(), StoreData::new(parts));
+        limits::install(&mut store);
+        start_task(&mut store, deadline);
         let setup = |store: &mut Store<StoreData>| -> wasmtime::Result<Instance> {
+            // A terminate that came before the store existed bumped an epoch
+            // this store never saw: check the flag once it exists.
+            limits::check(store.data())?;
             let instance = pre.instantiate(&mut *store)?;
             store.data_mut().memory = instance.get_memory(&mut *store, "memory");
             if let Some(init) = instance.get_func(&mut *store, "_initialize") {
@@ -237,24 +183,36 @@ impl Guest {
         if let Some(Some(r)) = self.resolved.get(task.id) {
             return Ok(r.clone());
         }
-        let missing = || {
-            TaskError::new(
-                TaskErrorKind::Host,
-                format!("export {} vanished", task.export),
-            )
-        };
+        let host = |message: String| TaskError::new(TaskErrorKind::Host, message);
         let func = self
             .instance
             .get_func(&mut self.store, &task.export)
-            .ok_or_else(missing)?;
-        let r = match task.kind {
-            TaskKind::Abi => Resolved::Abi(func.typed(&self.store).map_err(|e| {
-                TaskError::new(
-                    TaskErrorKind::Host,
-                    format!("export {}: {e:#}", task.export),
-                )
-            })?),
-            TaskKind::Numeric { .. } => Resolved::Numeric(func),
+            .ok_or_else(|| host(format!("export {} vanished", task.export)))?;
+        let r = match &task.kind {
+            TaskKind::Abi => Resolved::Abi(
+                func.typed(&self.store)
+                    .map_err(|e| host(format!("export {}: {e:#}", task.export)))?,
+            ),
+            TaskKind::Numeric { params, results } => {
+                // The check `call_unchecked` relies on, made against this
+                // instance's own export.
+                let ty = func.ty(&self.store);
+                let fits = |actual: &mut dyn ExactSizeIterator<Item = wasmtime::ValType>,
+                            expected: &[WasmType]| {
+                    actual.len() == expected.len()
+                        && actual
+                            .zip(expected)
+                            .all(|(a, &e)| WasmType::from_val_type(&a) == Some(e))
+                };
+                if !fits(&mut ty.params(), params) || !fits(&mut ty.results(), results) {
+                    return Err(host(format!(
+                        "export {} has type {ty}, not {} as the task says",
+                        task.export,
+                        task.kind.describe()
+                    )));
+                }
+                Resolved::Numeric(func)
+            }
         };
         if self.resolved.len() <= task.id {
             self.resolved.resize(task.id + 1, None);
@@ -263,11 +221,17 @@ impl Guest {
         Ok(r)
     }
 
-    /// Runs one task to completion. On a trap, marks the guest poisoned.
-    pub(crate) fn run(&mut self, task: &TaskSpec, payload: Payload) -> Result<Output, TaskError> {
+    /// Runs one task to completion, ending it by `deadline`. On a trap,
+    /// marks the guest poisoned.
+    pub(crate) fn run(
+        &mut self,
+        task: &TaskSpec,
+        payload: Payload,
+        deadline: Option<Instant>,
+    ) -> Result<Output, TaskError> {
         let func = self.resolve(task)?;
         self.tasks_run += 1;
-        start_task(&mut self.store);
+        start_task(&mut self.store, deadline);
         let result = match (func, payload) {
             (Resolved::Abi(f), Payload::Bytes(input)) => {
                 if i32::try_from(input.len()).is_err() {
@@ -305,13 +269,15 @@ impl Guest {
                 }
                 let mut raw: SmallVec<[ValRaw; 8]> = args.iter().map(|a| a.to_raw()).collect();
                 raw.resize(params.len().max(results.len()), ValRaw::i32(0));
-                // SAFETY: `f` is the export named by `task`, whose type was read
-                // from the module when the task was resolved: its parameters are
-                // exactly `params` and its results exactly `results`, all
-                // numbers (no references to keep alive). `raw` holds one value
-                // of the right type per parameter (checked just above) and has
-                // room for every result. The call is not made from inside
-                // another call on this store.
+                // SAFETY: `f` is this instance's export named by `task`, and
+                // `resolve` checked its type against `params` and `results` in
+                // this instance (not only in the module the task was looked up
+                // in): its parameters are exactly `params` and its results
+                // exactly `results`, all numbers (no references to keep
+                // alive). `raw` holds one value of the right type per
+                // parameter (checked just above) and has room for every
+                // result. The call is not made from inside another call on
+                // this store.
                 let call = unsafe {
                     f.call_unchecked(&mut self.store, std::ptr::from_mut(raw.as_mut_slice()))
                 };
@@ -331,6 +297,7 @@ impl Guest {
                 task.kind.describe()
             ))),
         };
+        self.store.data_mut().task_deadline = None;
         match result {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -341,6 +308,23 @@ impl Guest {
                 Err(error)
             }
         }
+    }
+
+    /// Runs a process's entry point, an export of type `() -> ()`.
+    pub(crate) fn run_entry(
+        &mut self,
+        entry: &str,
+        deadline: Option<Instant>,
+    ) -> Result<(), TaskError> {
+        start_task(&mut self.store, deadline);
+        let call = |store: &mut Store<StoreData>, instance: Instance| -> wasmtime::Result<()> {
+            instance
+                .get_typed_func::<(), ()>(&mut *store, entry)?
+                .call(&mut *store, ())
+        };
+        let result = call(&mut self.store, self.instance);
+        self.poisoned = true;
+        result.map_err(|e| classify(e, self.store.data_mut()))
     }
 }
 
@@ -358,23 +342,20 @@ fn abi_outcome(status: i32, output: Vec<u8>) -> Result<Output, TaskError> {
     }
 }
 
-/// Resets the per-task state of a store and arms its limits: fuel, the
-/// epoch deadline, the deadline of waits, the memory-refusal flag.
-pub(crate) fn start_task(store: &mut Store<StoreData>) {
-    let limits = store.data().limits.clone();
-    if let Some(fuel) = limits.fuel {
+/// Resets the per-task state of a store and arms its limits: fuel and the
+/// deadline the interruption policy checks.
+fn start_task(store: &mut Store<StoreData>, deadline: Option<Instant>) {
+    if let Some(fuel) = store.data().limits.fuel {
         // Fuel is only on when the engine consumes it (see EngineOptions).
         let _ = store.set_fuel(fuel);
     }
-    if let Some(timeout) = limits.timeout {
-        let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-    }
     let data = store.data_mut();
     data.trap_message = None;
+    data.message = None;
+    data.input.clear();
     data.output.clear();
     data.limiter.refused = None;
-    data.task_deadline = limits.timeout.and_then(|t| Instant::now().checked_add(t));
+    data.task_deadline = deadline;
 }
 
 /// Turns the error of a failed call into the task's error: once, here.

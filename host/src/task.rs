@@ -216,9 +216,11 @@ impl TaskKind {
 }
 
 /// A task resolved against a module: its name, export and kind. `id` indexes
-/// each worker's cache of resolved functions.
+/// each worker's cache of resolved functions; `pool` is the pool it was
+/// resolved in, the only one that runs it.
 #[derive(Debug)]
 pub(crate) struct TaskSpec {
+    pub(crate) pool: u64,
     pub(crate) id: usize,
     pub(crate) name: String,
     pub(crate) export: String,
@@ -349,9 +351,11 @@ impl Task {
         }
     }
 
-    /// Writes an output as one JSON value (no newline) to `out`. An ABI
-    /// task's bytes are checked to be one valid JSON value and copied as they
-    /// are; numeric results become a number, `null` or an array.
+    /// Writes an output as one JSON value on one line (no newline) to `out`.
+    /// An ABI task's bytes are checked to be one valid JSON value (nested at
+    /// most 128 deep) and copied without the whitespace between tokens, so
+    /// that whatever bytes a guest returns, its result is exactly one line;
+    /// numeric results become a number, `null` or an array.
     ///
     /// # Errors
     ///
@@ -368,7 +372,7 @@ impl Task {
         match output {
             Output::Bytes(bytes) => {
                 check_json_output(bytes)?;
-                out.extend_from_slice(trim_ascii(bytes));
+                compact_json(bytes, out);
             }
             Output::Values(values) => {
                 // Writing a serde_json::Value to a Vec cannot fail.
@@ -430,18 +434,51 @@ fn json_integer(text: &[u8]) -> Option<i128> {
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
-fn trim_ascii(bytes: &[u8]) -> &[u8] {
-    bytes.trim_ascii()
+/// Appends valid JSON `text` to `out` without the whitespace between its
+/// tokens. Raw control characters cannot occur inside JSON strings, so the
+/// result holds no newline.
+fn compact_json(text: &[u8], out: &mut Vec<u8>) {
+    let is_space = |b: &u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
+    if !text.iter().any(is_space) {
+        out.extend_from_slice(text);
+        return;
+    }
+    let (mut in_string, mut escaped) = (false, false);
+    out.extend(text.iter().copied().filter(|b| {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            true
+        } else if *b == b'"' {
+            in_string = true;
+            true
+        } else {
+            !is_space(b)
+        }
+    }));
 }
 
 fn check_json_output(bytes: &[u8]) -> Result<(), TaskError> {
+    let shown = || String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(TaskError::new(
+            TaskErrorKind::Output,
+            format!(
+                "the task's output is not UTF-8 ({e}), so not JSON: {:?}",
+                shown()
+            ),
+        ));
+    }
     serde_json::from_slice::<IgnoredAny>(bytes)
         .map(|_| ())
         .map_err(|e| {
-            let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
             TaskError::new(
                 TaskErrorKind::Output,
-                format!("the task's output is not valid JSON ({e}): {shown:?}"),
+                format!("the task's output is not valid JSON ({e}): {:?}", shown()),
             )
         })
 }
@@ -451,5 +488,34 @@ fn values_to_json(values: &[WasmValue]) -> Json {
         [] => Json::Null,
         [one] => one.to_json(),
         many => Json::Array(many.iter().map(|v| v.to_json()).collect()),
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::compact_json;
+
+    fn compact(text: &str) -> String {
+        let mut out = Vec::new();
+        compact_json(text.as_bytes(), &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn whitespace_between_tokens_goes_and_strings_stay() {
+        assert_eq!(compact("1"), "1");
+        assert_eq!(
+            compact(" {\n \"a b\" :\t[1 ,\r\n 2] }\n"),
+            r#"{"a b":[1,2]}"#
+        );
+        assert_eq!(
+            compact("\"x\\\" \\\\\" \n,"),
+            "\"x\\\" \\\\\",",
+            "escapes end strings right"
+        );
+        assert_eq!(
+            compact("0\n}\n{\"index\":1,\"ok\":\"forged\"}"),
+            "0}{\"index\":1,\"ok\":\"forged\"}"
+        );
     }
 }

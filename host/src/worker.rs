@@ -8,7 +8,18 @@
 //!   touched by its own thread;
 //! - a poisoned guest (after a trap) or one whose host code panicked is
 //!   dropped before the next task, and a fresh one is built on demand;
-//! - every batch taken gets exactly one reply unless its map was cancelled.
+//! - every batch taken gets exactly one reply, [`Done`], unless its stream
+//!   was dropped: `Running`'s `Drop` answers for a worker that panicked, and
+//!   the watchdog answers for one it abandoned. A reply may hand back the
+//!   inputs it did not run (`Done::rest`), which the stream sends again.
+//!
+//! With a time limit, the batch in progress sits behind a mutex shared with
+//! the watchdog (`watchdog.rs`): when a task overruns its deadline in a wait
+//! nothing can interrupt, the watchdog answers the batch (the stuck task as
+//! `timeout`, the rest handed back), marks the worker abandoned and starts a
+//! fresh one in its place; the stuck thread exits if its wait ever ends.
+//! Without a time limit the batch stays on the worker's stack: no lock on
+//! the fast path.
 //!
 //! Why threads and not rayon: each worker holds long-lived state (its store)
 //! that must stay on one thread, and tasks arrive as a stream from a caller
@@ -17,45 +28,71 @@
 //! wasmtime) and spreads the native baselines of the benchmarks.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use wasmtime::InstancePre;
 
 use crate::error::{TaskError, TaskErrorKind};
-use crate::sandbox::{Guest, Limits, Resources, StoreData, WorkerId};
+use crate::runtime::Runtime;
+use crate::sandbox::{Guest, WorkerId, sealed_wasi};
 use crate::task::{Output, Payload, TaskSpec};
+use crate::watchdog::{Registry, Watch};
 
-/// A run of consecutive inputs of one map, sent to one worker.
+/// A run of consecutive inputs of one stream, sent to one worker.
 pub(crate) struct Batch {
     pub(crate) task: Arc<TaskSpec>,
-    pub(crate) seq: u64,
     pub(crate) first_index: u64,
     pub(crate) items: Vec<Result<Payload, TaskError>>,
     pub(crate) reply: Sender<Done>,
-    pub(crate) cancelled: Arc<AtomicBool>,
+    pub(crate) stream: Arc<StreamState>,
+}
+
+/// What a stream shares with the workers running its batches.
+#[derive(Debug)]
+pub(crate) struct StreamState {
+    /// Set when the stream is dropped: its batches are skipped.
+    pub(crate) cancelled: AtomicBool,
+    /// Output bytes finished and not yet handed to the caller (in batches
+    /// being run, on their way back, or in the reorder window).
+    pub(crate) bytes: AtomicUsize,
+    /// Past this many `bytes`, batches are cut short and no new ones are
+    /// sent.
+    pub(crate) budget: usize,
 }
 
 /// The results of one batch, in the batch's order.
 pub(crate) struct Done {
-    pub(crate) seq: u64,
     pub(crate) first_index: u64,
     pub(crate) results: Vec<Result<Output, TaskError>>,
+    /// The inputs after `results` that were not run: the batch was cut short
+    /// (its outputs passed the stream's byte budget, or its worker was
+    /// abandoned). The stream sends them again.
+    pub(crate) rest: Vec<Result<Payload, TaskError>>,
     /// Time spent running the batch's tasks.
     pub(crate) busy: Duration,
+    /// The output bytes of `results`, counted in the stream's `bytes`.
+    pub(crate) bytes: usize,
 }
+
+/// How many output bytes a worker counts on its own before it adds them to
+/// its stream's total (which other workers read).
+const FLUSH_BYTES: usize = 64 << 10;
 
 /// What every worker of a pool shares.
 pub(crate) struct Shared {
-    pub(crate) pre: InstancePre<StoreData>,
-    pub(crate) limits: Limits,
+    pub(crate) runtime: Runtime,
     pub(crate) workers: u32,
-    pub(crate) resources: Arc<Resources>,
     /// Replace an instance after this many tasks (1: a fresh one per task).
     pub(crate) recycle_after: Option<u64>,
+    /// Set when the pool is dropped: every guest stops.
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) jobs: Receiver<Batch>,
+    /// Every worker thread started, replacements included.
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) counters: Vec<Arc<Counters>>,
 }
 
 /// Counters one worker keeps, read by [`Pool::worker_stats`](crate::Pool::worker_stats).
@@ -86,7 +123,8 @@ pub struct WorkerStats {
     pub failures: u64,
     /// Time spent running tasks.
     pub busy: Duration,
-    /// Instances created (1, plus one for each replacement after a trap).
+    /// Instances created (1, plus one for each replacement after a trap or
+    /// an abandoned task).
     pub instances: u64,
 }
 
@@ -102,25 +140,230 @@ impl Counters {
     }
 }
 
-/// Starts worker `index` with its first guest.
-pub(crate) fn spawn(
-    index: u32,
-    guest: Guest,
-    shared: Arc<Shared>,
-    jobs: Receiver<Batch>,
+/// A batch being run. Dropping it without [`finish`](Self::finish) (a
+/// panic in the worker) answers the batch anyway, its unrun inputs as
+/// `host` errors.
+struct Running {
+    task: Arc<TaskSpec>,
+    first_index: u64,
+    items: std::vec::IntoIter<Result<Payload, TaskError>>,
+    results: Vec<Result<Output, TaskError>>,
+    reply: Sender<Done>,
+    stream: Arc<StreamState>,
     counters: Arc<Counters>,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("wasmpool-worker-{index}"))
-        .spawn(move || {
-            Worker {
-                index,
-                guest: Some(guest),
-                shared,
-                counters,
+    start: Instant,
+    failures: u64,
+    bytes: usize,
+    /// Bytes not yet added to `stream.bytes`.
+    unreported: usize,
+    /// An input was taken by `next` and its result not yet pushed.
+    in_flight: bool,
+    answered: bool,
+}
+
+impl Running {
+    fn new(batch: Batch, counters: Arc<Counters>) -> Self {
+        Running {
+            results: Vec::with_capacity(batch.items.len()),
+            task: batch.task,
+            first_index: batch.first_index,
+            items: batch.items.into_iter(),
+            reply: batch.reply,
+            stream: batch.stream,
+            counters,
+            start: Instant::now(),
+            failures: 0,
+            bytes: 0,
+            unreported: 0,
+            in_flight: false,
+            answered: false,
+        }
+    }
+
+    /// The next input to run; `None` when the batch is over: every input
+    /// ran, or the stream's outputs passed its byte budget (the batch is
+    /// then cut short; at least one input always runs).
+    fn next(&mut self) -> Option<Result<Payload, TaskError>> {
+        if self.unreported >= FLUSH_BYTES {
+            let total = self
+                .stream
+                .bytes
+                .fetch_add(self.unreported, Ordering::Relaxed);
+            self.unreported = 0;
+            if total > self.stream.budget && !self.results.is_empty() {
+                return None;
             }
-            .run(jobs)
-        })
+        }
+        let item = self.items.next();
+        self.in_flight = item.is_some();
+        item
+    }
+
+    fn push(&mut self, result: Result<Output, TaskError>) {
+        self.in_flight = false;
+        let size = match &result {
+            Ok(Output::Bytes(b)) => b.len(),
+            Ok(Output::Values(_)) => 0,
+            Err(_) => {
+                self.failures += 1;
+                0
+            }
+        };
+        self.bytes += size;
+        self.unreported += size;
+        self.results.push(result);
+    }
+
+    /// Answers the batch: its results, and the inputs it did not run.
+    fn finish(mut self) {
+        self.answer();
+    }
+
+    fn answer(&mut self) {
+        self.answered = true;
+        self.stream
+            .bytes
+            .fetch_add(self.unreported, Ordering::Relaxed);
+        let busy = self.start.elapsed();
+        let c = &self.counters;
+        c.tasks
+            .fetch_add(self.results.len() as u64, Ordering::Relaxed);
+        c.failures.fetch_add(self.failures, Ordering::Relaxed);
+        c.busy_nanos
+            .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+        // The receiver is gone when its stream was dropped: nothing to do.
+        let _ = self.reply.send(Done {
+            first_index: self.first_index,
+            results: std::mem::take(&mut self.results),
+            rest: self.items.by_ref().collect(),
+            busy,
+            bytes: self.bytes,
+        });
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.answered {
+            let lost = || {
+                Err(TaskError::new(
+                    TaskErrorKind::Host,
+                    "the worker running this task failed (a bug in wasmpool)",
+                ))
+            };
+            if self.in_flight {
+                self.push(lost());
+            }
+            while self.items.next().is_some() {
+                self.push(lost());
+            }
+            self.answer();
+        }
+    }
+}
+
+/// The batch a watched worker is running, shared with the watchdog.
+#[derive(Default)]
+struct Progress {
+    batch: Option<Running>,
+    /// The watch token of the call in flight; 0 between calls.
+    call: u64,
+    /// Set by the watchdog: the batch was answered and this worker replaced.
+    abandoned: bool,
+}
+
+/// A worker's side of the watchdog, when tasks have a time limit.
+struct Watched {
+    watch: Arc<Watch>,
+    progress: Arc<Mutex<Progress>>,
+}
+
+fn lock(progress: &Mutex<Progress>) -> MutexGuard<'_, Progress> {
+    // Every update of Progress is a single assignment or push.
+    progress.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts worker `index`. With `ready`, it first makes its instance and
+/// reports how that went; otherwise it makes one before its first task.
+pub(crate) fn spawn(
+    shared: &Arc<Shared>,
+    index: u32,
+    registry: Option<&Registry>,
+    ready: Option<Sender<Result<(), TaskError>>>,
+) -> std::io::Result<()> {
+    let watched = registry.map(|registry| {
+        let progress: Arc<Mutex<Progress>> = Arc::default();
+        let watch = registry.watch({
+            let (shared, progress) = (shared.clone(), progress.clone());
+            move |token, registry| abandon(&shared, index, &progress, token, registry)
+        });
+        Watched { watch, progress }
+    });
+    let mut worker = Worker {
+        index,
+        guest: None,
+        shared: shared.clone(),
+        counters: shared.counters[index as usize].clone(),
+        watched,
+    };
+    let handle = std::thread::Builder::new()
+        .name(format!("wasmpool-worker-{index}"))
+        .stack_size(shared.runtime.limits.thread_stack())
+        .spawn(move || {
+            if let Some(ready) = ready {
+                let made = worker.make_guest(shared_deadline(&worker.shared));
+                let ok = made.is_ok();
+                if ok {
+                    worker.counters.instances.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = ready.send(made);
+                if !ok {
+                    return;
+                }
+            }
+            worker.run();
+        })?;
+    shared
+        .threads
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(handle);
+    Ok(())
+}
+
+fn shared_deadline(shared: &Shared) -> Option<Instant> {
+    shared.runtime.limits.deadline()
+}
+
+/// Runs on the watchdog's thread when worker `index` overran a deadline in
+/// a wait nothing interrupts: answers its batch, and starts a fresh worker.
+fn abandon(
+    shared: &Arc<Shared>,
+    index: u32,
+    progress: &Mutex<Progress>,
+    token: u64,
+    registry: &Registry,
+) {
+    let mut p = lock(progress);
+    if p.call != token || p.abandoned {
+        return; // the call ended in the meantime
+    }
+    p.abandoned = true;
+    if let Some(mut running) = p.batch.take() {
+        let limit = shared.runtime.limits.timeout.unwrap_or_default();
+        running.push(Err(TaskError::new(
+            TaskErrorKind::Timeout,
+            format!(
+                "the task ran past its time limit of {limit:?}, in a wait nothing could interrupt; its instance was abandoned"
+            ),
+        )));
+        running.finish();
+    }
+    drop(p);
+    tracing::info!("worker {index}: a task is stuck past its deadline; starting a fresh worker");
+    if let Err(e) = spawn(shared, index, Some(registry), None) {
+        tracing::warn!("cannot start a worker in place of worker {index}: {e}");
+    }
 }
 
 struct Worker {
@@ -128,63 +371,108 @@ struct Worker {
     guest: Option<Guest>,
     shared: Arc<Shared>,
     counters: Arc<Counters>,
+    watched: Option<Watched>,
 }
 
 impl Worker {
-    fn run(mut self, jobs: Receiver<Batch>) {
+    fn run(mut self) {
+        let jobs = self.shared.jobs.clone();
         for batch in jobs.iter() {
-            if batch.cancelled.load(Ordering::Relaxed) {
+            if batch.stream.cancelled.load(Ordering::Relaxed) {
                 continue;
             }
-            let start = Instant::now();
-            let mut results = Vec::with_capacity(batch.items.len());
-            let mut failures = 0;
-            for item in batch.items {
-                let result = item.and_then(|payload| self.run_one(&batch.task, payload));
-                failures += u64::from(result.is_err());
-                results.push(result);
+            let running = Running::new(batch, self.counters.clone());
+            if !self.run_batch(running) {
+                return; // abandoned: another worker took this one's place
             }
-            let busy = start.elapsed();
-            let c = &self.counters;
-            c.tasks.fetch_add(results.len() as u64, Ordering::Relaxed);
-            c.failures.fetch_add(failures, Ordering::Relaxed);
-            c.busy_nanos
-                .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
-            // The receiver is gone when its map was dropped: nothing to do.
-            let _ = batch.reply.send(Done {
-                seq: batch.seq,
-                first_index: batch.first_index,
-                results,
-                busy,
-            });
         }
     }
 
-    fn run_one(&mut self, task: &TaskSpec, payload: Payload) -> Result<Output, TaskError> {
-        let guest = match &mut self.guest {
-            Some(guest) => guest,
-            slot @ None => {
-                let id = WorkerId {
-                    index: self.index,
-                    count: self.shared.workers,
-                };
-                let guest = Guest::new(
-                    &self.shared.pre,
-                    id,
-                    self.shared.limits.clone(),
-                    self.shared.resources.clone(),
-                )
-                .map_err(|e| {
-                    TaskError::new(
-                        TaskErrorKind::Instantiate,
-                        format!("cannot create a fresh instance: {e:#}"),
-                    )
-                })?;
-                self.counters.instances.fetch_add(1, Ordering::Relaxed);
-                slot.insert(guest)
+    /// Runs a batch to its end; `false` if this worker was abandoned.
+    fn run_batch(&mut self, mut running: Running) -> bool {
+        let Some(watched) = &self.watched else {
+            while let Some(item) = running.next() {
+                let result = item.and_then(|payload| self.run_one(&running.task, payload, None));
+                running.push(result);
             }
+            running.finish();
+            return true;
         };
-        let result = catch_unwind(AssertUnwindSafe(|| guest.run(task, payload)));
+        let (watch, progress) = (watched.watch.clone(), watched.progress.clone());
+        lock(&progress).batch = Some(running);
+        loop {
+            let (task, payload, deadline) = {
+                let mut p = lock(&progress);
+                let running = p
+                    .batch
+                    .as_mut()
+                    .expect("only the watchdog takes it, and then sets abandoned");
+                let Some(item) = running.next() else {
+                    p.batch.take().expect("checked above").finish();
+                    return true;
+                };
+                let payload = match item {
+                    Ok(payload) => payload,
+                    Err(e) => {
+                        running.push(Err(e));
+                        continue;
+                    }
+                };
+                let task = running.task.clone();
+                let deadline = shared_deadline(&self.shared);
+                if let Some(d) = deadline {
+                    p.call = watch.arm(d);
+                }
+                (task, payload, deadline)
+            };
+            let result = self.run_one(&task, payload, deadline);
+            watch.disarm();
+            let mut p = lock(&progress);
+            if p.abandoned {
+                return false;
+            }
+            p.call = 0;
+            p.batch.as_mut().expect("not abandoned").push(result);
+        }
+    }
+
+    /// Makes this worker's guest, by `deadline`; panics become errors.
+    fn make_guest(&mut self, deadline: Option<Instant>) -> Result<(), TaskError> {
+        let id = WorkerId {
+            index: self.index,
+            count: self.shared.workers,
+        };
+        let made = catch_unwind(AssertUnwindSafe(|| {
+            self.shared
+                .runtime
+                .guest(id, sealed_wasi(), self.shared.stop.clone(), deadline)
+        }))
+        .unwrap_or_else(|panic| Err(host_panic(panic.as_ref(), "creating an instance")));
+        self.guest = Some(made?);
+        Ok(())
+    }
+
+    fn run_one(
+        &mut self,
+        task: &TaskSpec,
+        payload: Payload,
+        deadline: Option<Instant>,
+    ) -> Result<Output, TaskError> {
+        if self.guest.is_none() {
+            self.make_guest(deadline).map_err(|e| {
+                TaskError::new(
+                    if e.kind() == TaskErrorKind::Timeout {
+                        TaskErrorKind::Timeout
+                    } else {
+                        TaskErrorKind::Instantiate
+                    },
+                    format!("cannot create a fresh instance: {e}"),
+                )
+            })?;
+            self.counters.instances.fetch_add(1, Ordering::Relaxed);
+        }
+        let guest = self.guest.as_mut().expect("made above");
+        let result = catch_unwind(AssertUnwindSafe(|| guest.run(task, payload, deadline)));
         match result {
             Ok(result) => {
                 let worn_out = self
@@ -198,16 +486,21 @@ impl Worker {
             }
             Err(panic) => {
                 self.guest = None;
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(TaskError::new(
-                    TaskErrorKind::Host,
-                    format!("the host panicked running this task: {what}"),
-                ))
+                Err(host_panic(panic.as_ref(), "running this task"))
             }
         }
     }
+}
+
+/// A `host` error for a panic caught in the host's own code.
+fn host_panic(panic: &(dyn std::any::Any + Send), doing: &str) -> TaskError {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    TaskError::new(
+        TaskErrorKind::Host,
+        format!("the host panicked {doing}: {what}"),
+    )
 }

@@ -11,11 +11,13 @@
 
 pub(crate) mod mem;
 mod sync;
+pub(crate) mod wasi;
 
 use wasmtime::{Caller, Linker};
 
-use crate::error::AbiError;
+use crate::error::{AbiError, Interrupted, TimedOut};
 use crate::sandbox::StoreData;
+use crate::wait::Waiter;
 
 /// The import module name.
 pub(crate) const MODULE: &str = "wasmpool";
@@ -56,6 +58,23 @@ pub(crate) const IMPORTS: &[&str] = &[
     "shm_notify",
     "shared",
 ];
+
+/// Who waits: the store's interruption flag and its task's deadline.
+fn waiter(data: &StoreData) -> Waiter<'_> {
+    Waiter {
+        interrupt: Some(&data.interrupt),
+        task_deadline: data.task_deadline,
+    }
+}
+
+/// Why a wait of this store was cut short: a terminate, or the task's time limit.
+fn stopped(data: &StoreData) -> wasmtime::Error {
+    if data.interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+        Interrupted.into()
+    } else {
+        TimedOut.into()
+    }
+}
 
 fn memory<'a>(
     caller: &'a mut Caller<'_, StoreData>,

@@ -6,29 +6,10 @@ use std::time::Duration;
 
 use wasmtime::{Caller, Linker};
 
-use super::{MODULE, abi_error, mem, memory};
-use crate::error::{Interrupted, TimedOut};
+use super::{MODULE, abi_error, mem, memory, stopped, waiter};
 use crate::queue::QueueError;
 use crate::sandbox::StoreData;
 use crate::shm::{SharedRegion, ShmError, Wake};
-use crate::wait::Waiter;
-
-/// Who waits: the store's interruption flag and its task's deadline.
-fn waiter(data: &StoreData) -> Waiter<'_> {
-    Waiter {
-        interrupt: Some(&data.interrupt),
-        task_deadline: data.task_deadline,
-    }
-}
-
-/// Why a wait of this store was cut short: a terminate, or the task's time limit.
-fn stopped(data: &StoreData) -> wasmtime::Error {
-    if data.interrupt.load(std::sync::atomic::Ordering::Relaxed) {
-        Interrupted.into()
-    } else {
-        TimedOut.into()
-    }
-}
 
 /// `timeout_ms < 0` waits forever.
 fn timeout(ms: i64) -> Option<Duration> {
@@ -93,13 +74,25 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
          ms: i64|
          -> wasmtime::Result<i32> {
             let (mem, state) = memory(&mut caller, "queue_put")?;
-            let message = mem::slice("queue_put", mem, ptr, len)?.to_vec();
+            let src = mem::slice("queue_put", mem, ptr, len)?;
             let queue = queue(state, "queue_put", q)?;
-            match queue.put_interruptible(message, timeout(ms), waiter(state)) {
+            if src.len().max(1) > queue.max_bytes() {
+                // Checked before copying: the message could never fit.
+                return abi_error(
+                    "queue_put",
+                    format!(
+                        "a message of {} bytes is larger than queue {:?}'s byte budget of {} bytes",
+                        src.len(),
+                        queue.name(),
+                        queue.max_bytes()
+                    ),
+                );
+            }
+            match queue.put_interruptible(src.to_vec(), timeout(ms), waiter(state)) {
                 Ok(()) => Ok(0),
                 Err(QueueError::Timeout(_)) => Ok(1),
-                Err(QueueError::Closed(_) | QueueError::Invalid(_)) => Ok(2),
                 Err(QueueError::Interrupted(_)) => Err(stopped(state)),
+                Err(_) => Ok(2),
             }
         },
     )?;
@@ -116,8 +109,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
                     Ok(len)
                 }
                 Err(QueueError::Timeout(_)) => Ok(-1),
-                Err(QueueError::Closed(_) | QueueError::Invalid(_)) => Ok(-2),
                 Err(QueueError::Interrupted(_)) => Err(stopped(state)),
+                Err(_) => Ok(-2),
             }
         },
     )?;

@@ -51,20 +51,23 @@ Examples:
   wasmpool run counter.wasm -n 5 --shared-memory 64KiB
   wasmpool run tool.wasm --dir ./data::/data:ro --env LANG=C
 
-Each copy gets WASMPOOL_INDEX and WASMPOOL_COUNT, and `{i}` in its arguments
-becomes its index. Output is kept whole line by line. Exit status: the
-guest's own with one copy; with several, 0 if all exited 0, else the first
-non-zero status in index order (134 for a trap). 2 on usage and host errors.";
+With -n, each copy gets WASMPOOL_INDEX and WASMPOOL_COUNT; `{i}` in the
+arguments becomes the copy's index. Output is kept whole line by line. The
+limits (--timeout, --max-memory, --fuel, --max-stack) apply to each copy.
+Exit status: the guest's own with one copy; with several, 0 if all exited 0,
+else the first non-zero status in index order (134 for a trap, 124 past
+--timeout). 2 on usage and host errors.";
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
     /// The module: a WASI command (.wasm or WebAssembly text).
     #[arg(value_name = "MODULE")]
     pub(crate) module: PathBuf,
-    /// How many isolated copies to run in parallel.
-    #[arg(short = 'n', long = "copies", value_name = "N", default_value_t = 1,
+    /// How many isolated copies to run in parallel; each gets
+    /// WASMPOOL_INDEX and WASMPOOL_COUNT [default: one, without them].
+    #[arg(short = 'n', long = "copies", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=10000))]
-    pub(crate) copies: u32,
+    pub(crate) copies: Option<u32>,
     /// Grant a host directory: HOST::GUEST, or HOST::GUEST:ro for read-only
     /// (HOST alone maps it to the same path).
     #[arg(long = "dir", value_name = "HOST::GUEST[:ro]", value_parser = parse_dir)]
@@ -81,6 +84,8 @@ pub(crate) struct RunArgs {
     /// Give the copies one shared region of SIZE bytes (e.g. 64KiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) shared_memory: Option<usize>,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
     /// Arguments for the guest (after `--`).
     #[arg(last = true, value_name = "ARGS")]
     pub(crate) args: Vec<String>,
@@ -151,6 +156,8 @@ pub(crate) struct MapArgs {
     pub(crate) shared_memory: Option<usize>,
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
+    #[command(flatten)]
+    pub(crate) pool: PoolArgs,
     /// Stop at the first failed task: write every result before it and the
     /// failure itself, then exit 1.
     #[arg(long)]
@@ -161,24 +168,53 @@ pub(crate) struct MapArgs {
     pub(crate) journal: Option<PathBuf>,
 }
 
-/// Per-task and per-instance limits.
+/// Limits, the same for `map` and `run` (see docs/security.md).
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Limits")]
 pub(crate) struct LimitArgs {
     /// The most memory each instance may grow to (e.g. 256MiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) max_memory: Option<usize>,
-    /// The most time one task may run (e.g. 5s, 250ms, 2m).
+    /// The most time one task (or copy) may run, wherever it waits (e.g. 5s,
+    /// 250ms, 2m; at most a year).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) timeout: Option<std::time::Duration>,
-    /// The fuel each task starts with (a deterministic CPU limit; slower).
+    /// The fuel each task (or copy) starts with (a deterministic CPU limit;
+    /// slower).
     #[arg(long, value_name = "N")]
     pub(crate) fuel: Option<u64>,
-    /// The most stack wasm code may use (e.g. 1MiB) [default: 512KiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    /// The most stack wasm code may use (e.g. 1MiB; at most 16MiB) [default: 512KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_stack)]
     pub(crate) max_stack: Option<usize>,
+    /// The most elements a table may grow to [default: 20000].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_table_elements: Option<usize>,
     /// The most output one task may write [default: 64MiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) max_output: Option<usize>,
+}
+
+impl LimitArgs {
+    /// The limits the flags ask for.
+    pub(crate) fn to_limits(&self) -> wasmpool::Limits {
+        let mut limits = wasmpool::Limits::default();
+        limits.max_memory = self.max_memory;
+        limits.timeout = self.timeout;
+        limits.fuel = self.fuel;
+        limits.max_stack = self.max_stack;
+        if let Some(n) = self.max_table_elements {
+            limits.max_table_elements = n;
+        }
+        if let Some(bytes) = self.max_output {
+            limits.max_output = bytes;
+        }
+        limits
+    }
+}
+
+/// How a pool's instances live.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PoolArgs {
     /// `worker`: one instance per worker, reused; `task`: a fresh instance
     /// for every task.
     #[arg(long, value_name = "MODE", default_value = "worker", value_parser = ["worker", "task"])]
@@ -213,7 +249,24 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("{s:?}: a duration must be positive"));
     }
-    Ok(std::time::Duration::from_secs_f64(secs))
+    match std::time::Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= wasmpool::MAX_TIMEOUT => Ok(d),
+        _ => Err(format!("{s:?} is too long: at most a year (365 days)")),
+    }
+}
+
+/// A stack size: a size, at most [`wasmpool::MAX_STACK_LIMIT`].
+fn parse_stack(s: &str) -> Result<usize, String> {
+    let bytes = parse_size(s)?;
+    if bytes == 0 {
+        return Err("the stack must be more than 0 bytes".into());
+    }
+    if bytes > wasmpool::MAX_STACK_LIMIT {
+        return Err(format!(
+            "{s:?} is too large: the wasm stack may be at most 16MiB"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// `NAME` or `NAME:CAPACITY`.
@@ -318,7 +371,7 @@ mod test {
         };
         assert_eq!(
             (run.copies, run.args),
-            (5, vec!["--shard".to_string(), "{i}".to_string()])
+            (Some(5), vec!["--shard".to_string(), "{i}".to_string()])
         );
     }
 
@@ -348,6 +401,14 @@ mod test {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1e20").is_err());
+        assert!(
+            parse_duration("100000000000000000000")
+                .unwrap_err()
+                .contains("at most a year")
+        );
+        assert!(parse_stack("64MiB").unwrap_err().contains("at most 16MiB"));
+        assert_eq!(parse_stack("2MiB"), Ok(2 << 20));
         assert!(
             parse_duration("5 fortnights")
                 .unwrap_err()

@@ -28,7 +28,7 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
     if let Some(bytes) = args.shared_memory {
         builder = builder.shared_memory(bytes);
     }
-    builder = args.limits.apply(builder);
+    builder = args.pool.apply(builder.limits(args.limits.to_limits()));
     let pool = builder.build()?;
     let task = pool.task(&args.task)?;
     let journal = match &args.journal {
@@ -102,7 +102,7 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
         replayed: 0,
         stopped: false,
     };
-    let mut stream = pool.imap_payloads(&task, payloads);
+    let mut stream = pool.imap_payloads(&task, payloads)?;
     let pop = || order.borrow_mut().pop_front();
     loop {
         // Results recorded by an earlier run come out in their place.
@@ -373,24 +373,9 @@ where
     }
 }
 
-impl super::args::LimitArgs {
-    /// Sets the limits the flags ask for on a pool builder.
+impl super::args::PoolArgs {
+    /// Sets what the flags ask for on a pool builder.
     fn apply(&self, mut b: wasmpool::PoolBuilder) -> wasmpool::PoolBuilder {
-        if let Some(bytes) = self.max_memory {
-            b = b.max_memory(bytes);
-        }
-        if let Some(t) = self.timeout {
-            b = b.timeout(t);
-        }
-        if let Some(fuel) = self.fuel {
-            b = b.fuel(fuel);
-        }
-        if let Some(bytes) = self.max_stack {
-            b = b.max_stack(bytes);
-        }
-        if let Some(bytes) = self.max_output {
-            b = b.max_output(bytes);
-        }
         if let Some(n) = self.recycle_after {
             b = b.recycle_after(n);
         }

@@ -2,6 +2,7 @@
 //! subcommand, and the shared set-up they need.
 
 mod args;
+mod backtrace;
 mod inspect;
 mod journal;
 mod map;
@@ -19,7 +20,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
     init_logging(args.verbose);
     match args.command {
         Command::Map(map) => map::run(&args.common, map),
-        Command::Run(run) => run::run(&args.common, run),
+        Command::Run(run) => run::run(&args.common, args.verbose, run),
         Command::Inspect(inspect) => inspect::run(&args.common, inspect),
     }
 }

@@ -7,18 +7,22 @@ use wasmpool::ProcessGroup;
 
 use super::args::{Common, RunArgs};
 
-pub(crate) fn run(common: &Common, args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(common: &Common, verbose: u8, args: RunArgs) -> anyhow::Result<ExitCode> {
     let program = args
         .module
         .file_name()
         .map_or_else(|| "module".into(), |n| n.to_string_lossy().into_owned());
+    let copies = args.copies.unwrap_or(1);
     let mut builder = ProcessGroup::builder()
         .module_file(&args.module)
         .cache(common.cache())
+        .limits(args.limits.to_limits())
         .args(std::iter::once(program).chain(args.args.iter().cloned()))
         .entry(args.invoke.clone())
-        .copies(args.copies)
-        .inherit_stdin(args.copies == 1);
+        .inherit_stdin(copies == 1);
+    if let Some(n) = args.copies {
+        builder = builder.copies(n);
+    }
     for (k, v) in &args.env {
         let value = match v {
             Some(v) => v.clone(),
@@ -39,7 +43,7 @@ pub(crate) fn run(common: &Common, args: RunArgs) -> anyhow::Result<ExitCode> {
         builder = builder.shared_memory(bytes);
     }
     let group = builder.build()?;
-    let processes = (0..args.copies)
+    let processes = (0..copies)
         .map(|i| group.spawn(i))
         .collect::<Result<Vec<_>, _>>()?;
     let mut first_failure = None;
@@ -47,14 +51,14 @@ pub(crate) fn run(common: &Common, args: RunArgs) -> anyhow::Result<ExitCode> {
         let index = p.index();
         let status = p.wait();
         if let Some(err) = status.error() {
-            let who = if args.copies == 1 {
+            let who = if copies == 1 {
                 String::new()
             } else {
                 format!("process {index}: ")
             };
             eprintln!("wasmpool: {}: {who}{err}", args.module.display());
             if let Some(bt) = err.backtrace() {
-                eprintln!("{bt}");
+                eprint!("{}", super::backtrace::shown(bt, verbose));
             }
         }
         if !status.success() && first_failure.is_none() {

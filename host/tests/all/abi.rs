@@ -27,6 +27,7 @@ fn run_raw(wat: &str, input: &[u8]) -> Result<Vec<u8>, wasmpool::TaskError> {
     let task = pool.task("t").unwrap();
     let mut results: Vec<_> = pool
         .imap_payloads(&task, [Ok(Payload::Bytes(input.to_vec()))])
+        .unwrap()
         .collect();
     results.pop().unwrap().map(|o| match o {
         wasmpool::Output::Bytes(b) => b,

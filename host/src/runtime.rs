@@ -1,0 +1,414 @@
+//! The execution core that pools and process groups share: what their
+//! builders hold in common ([`Setup`], and one set of setters for both),
+//! and what it builds ([`Runtime`]): the engine, the program, its imports
+//! linked once into an `InstancePre`, the queues and the shared region.
+//!
+//! Data flows one way: a front end (`Pool`, `ProcessGroup`, the CLI) fills
+//! in a `Setup`; `Runtime::new` makes the engine (`engine.rs`, the only
+//! `Config`), loads the program (`program.rs`) and links it (here, the only
+//! linker); `Runtime::guest` makes each instance (`sandbox.rs`, the only
+//! `Store`); the limits travel down with it (`limits.rs`).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use wasmtime::{Engine, InstancePre, Linker};
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use crate::abi;
+use crate::engine::{Allocation, EngineOptions, ModuleCache};
+use crate::error::{Error, TaskError};
+use crate::limits::Limits;
+use crate::program::{Program, Source};
+use crate::queue::Queue;
+use crate::sandbox::{Guest, GuestParts, Resources, StoreData, WorkerId};
+use crate::shm::SharedRegion;
+use crate::watchdog::Watchdog;
+
+/// The default byte budget of a queue: what its waiting messages may hold
+/// in all.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+
+/// A queue to declare.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueSpec {
+    pub(crate) name: String,
+    pub(crate) capacity: usize,
+    pub(crate) max_bytes: usize,
+}
+
+/// What the pool and process-group builders hold in common.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Setup {
+    pub(crate) source: Option<Source>,
+    pub(crate) name: Option<String>,
+    /// `None`: the default location; `Some(None)`: no cache.
+    pub(crate) cache: Option<Option<ModuleCache>>,
+    pub(crate) limits: Limits,
+    pub(crate) queues: Vec<QueueSpec>,
+    pub(crate) shared_memory: Option<usize>,
+}
+
+/// The setters [`PoolBuilder`](crate::PoolBuilder) and
+/// [`ProcessGroupBuilder`](crate::ProcessGroupBuilder) share, written once:
+/// each builder has a `setup: Setup` field.
+macro_rules! shared_setters {
+    ($builder:ident, $owner:literal) => {
+        impl $builder {
+            /// The module to run, read from a `.wasm` (or `.wat`) file at
+            /// `build` (at most [`MAX_MODULE_SIZE`](crate::MAX_MODULE_SIZE)
+            /// bytes).
+            ///
+            /// ```no_run
+            #[doc = concat!("let builder = wasmpool::", $owner, "::builder().module_file(\"primes.wasm\");")]
+            /// ```
+            pub fn module_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+                self.setup.source = Some($crate::program::Source::File(path.into()));
+                self
+            }
+
+            /// The module to run, as binary or text (WAT) bytes. Errors name
+            /// it `<bytes>` unless [`name`](Self::name) says otherwise.
+            ///
+            /// ```
+            #[doc = concat!("let builder = wasmpool::", $owner, "::builder().module_bytes(\"(module)\");")]
+            /// ```
+            pub fn module_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+                self.setup.source = Some($crate::program::Source::Bytes(bytes.into()));
+                self
+            }
+
+            /// The name errors use for the module. Default: the file's path,
+            /// or `<bytes>`.
+            ///
+            /// ```
+            #[doc = concat!("let err = wasmpool::", $owner, "::builder().module_bytes(\"nonsense\").name(\"mine.wasm\").build().unwrap_err();")]
+            /// assert!(err.to_string().starts_with("mine.wasm: "), "{err}");
+            /// ```
+            pub fn name(mut self, name: impl Into<String>) -> Self {
+                self.setup.name = Some(name.into());
+                self
+            }
+
+            /// Where compiled modules are cached; `None` turns the cache off.
+            /// Default: [`ModuleCache::default_location`](crate::ModuleCache::default_location).
+            ///
+            /// ```no_run
+            #[doc = concat!("let builder = wasmpool::", $owner, "::builder()")]
+            ///     .module_file("primes.wasm")
+            ///     .cache(Some(wasmpool::ModuleCache::new("/tmp/cache")));
+            /// ```
+            pub fn cache(mut self, cache: Option<$crate::ModuleCache>) -> Self {
+                self.setup.cache = Some(cache);
+                self
+            }
+
+            /// All the [`Limits`](crate::Limits) at once, replacing any set
+            /// before. Default: `Limits::default()`.
+            ///
+            /// ```no_run
+            /// let mut limits = wasmpool::Limits::default();
+            /// limits.fuel = Some(1_000_000);
+            #[doc = concat!("let builder = wasmpool::", $owner, "::builder().module_file(\"m.wasm\").limits(limits);")]
+            /// ```
+            pub fn limits(mut self, limits: $crate::Limits) -> Self {
+                self.setup.limits = limits;
+                self
+            }
+
+            /// The most bytes each instance's own linear memory may grow to
+            /// ([`Limits::max_memory`](crate::Limits::max_memory)). Default:
+            /// no limit beyond wasm32's 4 GiB.
+            ///
+            /// ```no_run
+            #[doc = concat!("let builder = wasmpool::", $owner, "::builder().module_file(\"m.wasm\").max_memory(256 << 20);")]
+            /// ```
+            pub fn max_memory(mut self, bytes: usize) -> Self {
+                self.setup.limits.max_memory = Some(bytes);
+                self
+            }
+
+            /// The most time one task or process may run, wherever it waits
+            /// ([`Limits::timeout`](crate::Limits::timeout)). Default: none.
+            ///
+            /// ```no_run
+            #[doc = concat!("let builder = wasmpool::", $owner, "::builder().module_file(\"m.wasm\").timeout(std::time::Duration::from_secs(5));")]
+            /// ```
+            pub fn timeout(mut self, limit: std::time::Duration) -> Self {
+                self.setup.limits.timeout = Some(limit);
+                self
+            }
+
+            /// The fuel each task or process starts with
+            /// ([`Limits::fuel`](crate::Limits::fuel)). Default: off.
+            ///
+            /// ```no_run
+            #[doc = concat!("let builder = wasmpool::", $owner, "::builder().module_file(\"m.wasm\").fuel(10_000_000);")]
+            /// ```
+            pub fn fuel(mut self, units: u64) -> Self {
+                self.setup.limits.fuel = Some(units);
+                self
+            }
+
+            /// The most stack wasm code may use, in bytes
+            /// ([`Limits::max_stack`](crate::Limits::max_stack)). Default:
+            /// wasmtime's 512 KiB.
+            ///
+            /// ```no_run
+            #[doc = concat!("let builder = wasmpool::", $owner, "::builder().module_file(\"m.wasm\").max_stack(1 << 20);")]
+            /// ```
+            pub fn max_stack(mut self, bytes: usize) -> Self {
+                self.setup.limits.max_stack = Some(bytes);
+                self
+            }
+
+            /// The most elements a table may grow to
+            /// ([`Limits::max_table_elements`](crate::Limits::max_table_elements)).
+            /// Default: 20,000.
+            ///
+            /// ```no_run
+            #[doc = concat!("let builder = wasmpool::", $owner, "::builder().module_file(\"m.wasm\").max_table_elements(1000);")]
+            /// ```
+            pub fn max_table_elements(mut self, elements: usize) -> Self {
+                self.setup.limits.max_table_elements = elements;
+                self
+            }
+
+            /// The most bytes one task may output
+            /// ([`Limits::max_output`](crate::Limits::max_output)). Default:
+            /// 64 MiB.
+            ///
+            /// ```no_run
+            #[doc = concat!("let builder = wasmpool::", $owner, "::builder().module_file(\"m.wasm\").max_output(1 << 20);")]
+            /// ```
+            pub fn max_output(mut self, bytes: usize) -> Self {
+                self.setup.limits.max_output = bytes;
+                self
+            }
+
+            /// Declares a named queue holding at most `capacity` messages and
+            /// [`DEFAULT_QUEUE_BYTES`](crate::DEFAULT_QUEUE_BYTES) in all,
+            /// shared by every instance and by the host. Guests open it by
+            /// name.
+            ///
+            /// ```
+            #[doc = concat!("let runner = wasmpool::", $owner, "::builder()")]
+            ///     .module_bytes(r#"(module (func (export "_start")))"#)
+            ///     .queue("results", 1000)
+            ///     .cache(None)
+            ///     .build()
+            ///     .unwrap();
+            /// runner.queue("results").unwrap().put(b"42".to_vec(), None).unwrap();
+            /// ```
+            pub fn queue(self, name: impl Into<String>, capacity: usize) -> Self {
+                self.queue_with_max_bytes(name, capacity, $crate::DEFAULT_QUEUE_BYTES)
+            }
+
+            /// Declares a named queue holding at most `capacity` messages and
+            /// `max_bytes` bytes of messages in all: a put waits while either
+            /// is reached, and a message larger than `max_bytes` is refused.
+            ///
+            /// ```
+            #[doc = concat!("let runner = wasmpool::", $owner, "::builder()")]
+            ///     .module_bytes(r#"(module (func (export "_start")))"#)
+            ///     .queue_with_max_bytes("q", 1000, 1 << 20)
+            ///     .cache(None)
+            ///     .build()
+            ///     .unwrap();
+            /// assert_eq!(runner.queue("q").unwrap().max_bytes(), 1 << 20);
+            /// ```
+            pub fn queue_with_max_bytes(
+                mut self,
+                name: impl Into<String>,
+                capacity: usize,
+                max_bytes: usize,
+            ) -> Self {
+                self.setup.queues.push($crate::runtime::QueueSpec {
+                    name: name.into(),
+                    capacity,
+                    max_bytes,
+                });
+                self
+            }
+
+            /// Gives every instance one shared region of at least `bytes`
+            /// bytes (rounded up to 64 KiB), reachable through the ABI's
+            /// `shm_*` calls and from the host through `shared_region`.
+            /// Default: none.
+            ///
+            /// ```
+            #[doc = concat!("let runner = wasmpool::", $owner, "::builder()")]
+            ///     .module_bytes(r#"(module (func (export "_start")))"#)
+            ///     .shared_memory(1 << 20)
+            ///     .cache(None)
+            ///     .build()
+            ///     .unwrap();
+            /// assert_eq!(runner.shared_region().unwrap().len(), 1 << 20);
+            /// ```
+            pub fn shared_memory(mut self, bytes: usize) -> Self {
+                self.setup.shared_memory = Some(bytes);
+                self
+            }
+        }
+    };
+}
+
+pub(crate) use shared_setters;
+
+/// What a pool or a process group runs on.
+pub(crate) struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) program: Program,
+    pub(crate) pre: InstancePre<StoreData>,
+    pub(crate) resources: Arc<Resources>,
+    pub(crate) limits: Arc<Limits>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("program", &self.program.origin)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Makes the engine, loads and links the program, and makes the queues
+    /// and the shared region; also the watchdog, when tasks have a timeout.
+    pub(crate) fn new(
+        setup: &Setup,
+        allocation: Allocation,
+    ) -> Result<(Runtime, Option<Watchdog>), Error> {
+        setup.limits.validate()?;
+        let cache = setup
+            .cache
+            .clone()
+            .unwrap_or_else(ModuleCache::default_location);
+        let engine = EngineOptions {
+            allocation,
+            threads: setup.shared_memory.is_some(),
+            limits: &setup.limits,
+        }
+        .build()?;
+        let resources = Arc::new(build_resources(&engine, setup)?);
+        let program = Program::load(
+            &engine,
+            setup.source.as_ref(),
+            setup.name.as_deref(),
+            cache.as_ref(),
+        )?;
+        let pre = link(&engine, &program, &resources)?;
+        let watchdog = setup
+            .limits
+            .timeout
+            .map(|_| Watchdog::start(&engine))
+            .transpose()?;
+        Ok((
+            Runtime {
+                engine,
+                program,
+                pre,
+                resources,
+                limits: Arc::new(setup.limits.clone()),
+            },
+            watchdog,
+        ))
+    }
+
+    /// A fresh guest (instance and store), instantiated and initialized by
+    /// `deadline`.
+    pub(crate) fn guest(
+        &self,
+        worker: WorkerId,
+        wasi: WasiP1Ctx,
+        interrupt: Arc<AtomicBool>,
+        deadline: Option<Instant>,
+    ) -> Result<Guest, TaskError> {
+        Guest::new(
+            &self.pre,
+            GuestParts {
+                worker,
+                limits: self.limits.clone(),
+                resources: self.resources.clone(),
+                wasi,
+                interrupt,
+            },
+            deadline,
+        )
+    }
+
+    /// The queue declared as `name`.
+    pub(crate) fn queue(&self, name: &str) -> Option<&Arc<Queue>> {
+        self.resources.queues.iter().find(|q| q.name() == name)
+    }
+
+    /// The shared region, if there is one.
+    pub(crate) fn shared_region(&self) -> Option<&SharedRegion> {
+        self.resources.shm.as_ref()
+    }
+}
+
+/// Makes the queues and the shared region.
+fn build_resources(engine: &Engine, setup: &Setup) -> Result<Resources, Error> {
+    let mut list: Vec<Arc<Queue>> = Vec::with_capacity(setup.queues.len());
+    for spec in &setup.queues {
+        if list.iter().any(|q| q.name() == spec.name) {
+            return Err(Error::Config(format!(
+                "queue {:?} is declared twice",
+                spec.name
+            )));
+        }
+        list.push(Arc::new(Queue::with_max_bytes(
+            spec.name.clone(),
+            spec.capacity,
+            spec.max_bytes,
+        )));
+    }
+    let shm = setup
+        .shared_memory
+        .map(|bytes| SharedRegion::new(engine, bytes))
+        .transpose()?;
+    Ok(Resources { queues: list, shm })
+}
+
+/// Links a program against WASI (with wasmpool's own interruptible
+/// `poll_oneoff`), the `wasmpool` ABI and, when there is one, the shared
+/// region: the one place imports are resolved.
+fn link(
+    engine: &Engine,
+    program: &Program,
+    resources: &Arc<Resources>,
+) -> Result<InstancePre<StoreData>, Error> {
+    let mut linker = Linker::<StoreData>::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StoreData| &mut s.wasi)
+        .and_then(|()| abi::wasi::add_to_linker(&mut linker))
+        .map_err(|e| Error::Host(format!("cannot link WASI: {e:#}")))?;
+    abi::add_to_linker(&mut linker)
+        .map_err(|e| Error::Host(format!("cannot link the ABI: {e:#}")))?;
+    if let Some(region) = &resources.shm {
+        // Offered as the import `wasmpool::shared`, for guests that use the
+        // region directly with wasm atomics. `define` wants a store only to
+        // check that the memory belongs to this engine.
+        let scratch = wasmtime::Store::new(
+            engine,
+            StoreData::new(GuestParts {
+                worker: WorkerId { index: 0, count: 1 },
+                limits: Arc::default(),
+                resources: resources.clone(),
+                wasi: crate::sandbox::sealed_wasi(),
+                interrupt: Arc::default(),
+            }),
+        );
+        linker
+            .define(&scratch, abi::MODULE, "shared", region.memory().clone())
+            .map_err(|e| Error::Host(format!("cannot offer the shared region: {e:#}")))?;
+    }
+    linker
+        .instantiate_pre(program.module())
+        .map_err(|e| Error::Instantiate {
+            origin: program.origin.clone(),
+            message: format!("{e:#}"),
+        })
+}
