@@ -163,9 +163,14 @@ pub(crate) struct MapArgs {
     #[arg(long)]
     pub(crate) fail_fast: bool,
     /// Append each finished result to FILE as it comes; a rerun with the same
-    /// journal skips the tasks it holds and prints the same output.
+    /// journal and input skips the tasks it holds and prints the same output
+    /// (a journal of other input is refused).
     #[arg(long, value_name = "FILE")]
     pub(crate) journal: Option<PathBuf>,
+    /// With --journal: run the tasks the journal records as failed again,
+    /// instead of replaying their failures.
+    #[arg(long, requires = "journal")]
+    pub(crate) retry_failed: bool,
 }
 
 /// Limits, the same for `map` and `run` (see docs/security.md).

@@ -2,7 +2,7 @@
 //! input order, each line written as soon as every earlier one is.
 
 use std::cell::RefCell;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::process::ExitCode;
@@ -13,7 +13,7 @@ use anyhow::Context;
 use wasmpool::{Output, Task, TaskError, TryNext};
 
 use super::args::{Common, MapArgs};
-use super::journal::{Entry, Journal};
+use super::journal::{self, Entry, InputHash, Journal};
 
 pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
     let mut builder = wasmpool::Pool::builder()
@@ -58,14 +58,10 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
             )
         }
     };
-    // The order of every input, and whether its result comes from the
-    // journal (true) or from the pool (false). The input iterator pushes;
-    // the output loop pops.
-    let order: Rc<RefCell<VecDeque<(u64, bool)>>> = Rc::default();
-    let recorded: HashSet<u64> = journal
-        .as_ref()
-        .map(|j| j.indices().collect())
-        .unwrap_or_default();
+    // The order of every input, and where its result comes from. The input
+    // iterator pushes; the output loop pops.
+    let order: Rc<RefCell<VecDeque<(u64, Source)>>> = Rc::default();
+    let plan = journal.as_ref().map(|j| j.plan(args.retry_failed));
     let read_error = Rc::new(RefCell::new(None));
     let payloads = Lines {
         reader,
@@ -76,9 +72,20 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
         parse: {
             let (task, input_name, order) = (task.clone(), input_name.clone(), order.clone());
             move |index: u64, line: u64, text: &[u8]| {
-                let replay = recorded.contains(&index);
-                order.borrow_mut().push_back((index, replay));
-                if replay {
+                let source = match &plan {
+                    None => Source::Pool(None),
+                    Some(plan) => {
+                        let input = journal::input_hash(text);
+                        match plan.replay(index, input) {
+                            Ok(true) => Source::Journal,
+                            Ok(false) => Source::Pool(Some(input)),
+                            Err(why) => Source::Refused(format!("{input_name}:{line}: {why}")),
+                        }
+                    }
+                };
+                let run = matches!(source, Source::Pool(_));
+                order.borrow_mut().push_back((index, source));
+                if !run {
                     return None;
                 }
                 Some(task.parse_json(text).map_err(|e| {
@@ -106,9 +113,14 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
     let pop = || order.borrow_mut().pop_front();
     loop {
         // Results recorded by an earlier run come out in their place.
-        while !emit.stopped && order.borrow().front().is_some_and(|&(_, replay)| replay) {
-            let (index, _) = pop().expect("checked above");
-            emit.replay(index)?;
+        while !emit.stopped
+            && order
+                .borrow()
+                .front()
+                .is_some_and(|(_, s)| !matches!(s, Source::Pool(_)))
+        {
+            let (index, source) = pop().expect("checked above");
+            emit.replay(index, source)?;
         }
         if emit.stopped {
             break;
@@ -123,22 +135,25 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let Some(result) = result else {
-            while let Some((index, replay)) = pop() {
-                debug_assert!(replay, "the pool ended before input {index}");
+            while let Some((index, source)) = pop() {
+                debug_assert!(
+                    !matches!(source, Source::Pool(_)),
+                    "the pool ended before input {index}"
+                );
                 if emit.stopped {
                     break;
                 }
-                emit.replay(index)?;
+                emit.replay(index, source)?;
             }
             break;
         };
         loop {
             match pop() {
-                Some((index, true)) if !emit.stopped => emit.replay(index)?,
-                Some((index, false)) if !emit.stopped => {
-                    emit.emit(index, result)?;
+                Some((index, Source::Pool(input))) if !emit.stopped => {
+                    emit.emit(index, input, result)?;
                     break;
                 }
+                Some((index, source)) if !emit.stopped => emit.replay(index, source)?,
                 _ => break,
             }
         }
@@ -147,6 +162,9 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
     emit.flush(true)?;
     if let Some(err) = read_error.borrow_mut().take() {
         return Err(anyhow::Error::new(err).context(format!("{input_name}: cannot read the input")));
+    }
+    if let Some(journal) = emit.journal.as_ref().filter(|_| !emit.stopped) {
+        journal.check_covers(emit.total, &input_name)?;
     }
     let Emitter {
         total,
@@ -174,6 +192,16 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where the result of one input comes from.
+enum Source {
+    /// The pool runs it; with a journal, the hash of its input line.
+    Pool(Option<InputHash>),
+    /// The journal holds it from an earlier run.
+    Journal,
+    /// The journal holds a result for another input line: the run stops.
+    Refused(String),
+}
+
 /// Writes results in order: to stdout (JSON lines or bare values), and to
 /// the journal.
 struct Emitter<'a, W: Write> {
@@ -192,7 +220,13 @@ struct Emitter<'a, W: Write> {
 
 impl<W: Write> Emitter<'_, W> {
     /// A result from the pool.
-    fn emit(&mut self, index: u64, result: Result<Output, TaskError>) -> anyhow::Result<()> {
+    fn emit(
+        &mut self,
+        index: u64,
+        input: Option<InputHash>,
+        result: Result<Output, TaskError>,
+    ) -> anyhow::Result<()> {
+        let input = || input.expect("inputs are hashed when there is a journal");
         self.line.clear();
         // The full JSON line is only needed for the default output and the
         // journal; `--values` alone writes the bare value.
@@ -210,7 +244,7 @@ impl<W: Write> Emitter<'_, W> {
                     self.line.push(b'}');
                 }
                 if let Some(j) = &mut self.journal {
-                    j.record(&self.line)?;
+                    j.record(index, input(), &self.line)?;
                 }
                 if self.values {
                     self.out.write_all(&self.line[at..end])?;
@@ -223,7 +257,7 @@ impl<W: Write> Emitter<'_, W> {
                 self.line.clear();
                 write_error(&mut self.line, index, &err)?;
                 if let Some(j) = &mut self.journal {
-                    j.record(&self.line)?;
+                    j.record(index, input(), &self.line)?;
                 }
                 self.failure(index, err.kind().as_str(), err.message())?;
             }
@@ -232,8 +266,13 @@ impl<W: Write> Emitter<'_, W> {
         Ok(())
     }
 
-    /// A result recorded in the journal by an earlier run.
-    fn replay(&mut self, index: u64) -> anyhow::Result<()> {
+    /// A result recorded in the journal by an earlier run, or the refusal
+    /// of a journal written for another input line.
+    fn replay(&mut self, index: u64, source: Source) -> anyhow::Result<()> {
+        if let Source::Refused(why) = source {
+            self.flush(true)?;
+            anyhow::bail!(why);
+        }
         let journal = self
             .journal
             .as_ref()

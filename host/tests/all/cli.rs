@@ -689,3 +689,425 @@ fn journal_resumes_a_killed_run_with_identical_output() {
         stderr(&other)
     );
 }
+
+/// Runs `wasmpool args...` (no stdin) in `cache`, killing it if it takes
+/// more than a minute.
+fn wasmpool_bounded(cache: &std::path::Path, args: &[&str]) -> Output {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmpool"))
+        .args(args)
+        .env("WASMPOOL_CACHE_DIR", cache)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read_all = |mut from: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            from.read_to_end(&mut bytes).unwrap();
+            bytes
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().unwrap()));
+    let err = read_all(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("wasmpool {args:?} took more than a minute");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// A journaled `map` of `module --task task` over the file `input`, with
+/// `-v` and the `extra` flags.
+fn journaled(
+    cache: &std::path::Path,
+    module: &str,
+    task: &str,
+    input: &std::path::Path,
+    journal: &std::path::Path,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "-v",
+        "map",
+        module,
+        "--task",
+        task,
+        "--input",
+        input.to_str().unwrap(),
+        "--journal",
+        journal.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    wasmpool_bounded(cache, &args)
+}
+
+/// The first `n` lines of `text`, each with its newline.
+fn first_lines(text: &str, n: usize) -> String {
+    text.split_inclusive('\n').take(n).collect()
+}
+
+#[test]
+fn journal_refuses_a_resume_with_an_edited_input_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let (input, journal) = (dir.path().join("in.jsonl"), dir.path().join("run.journal"));
+    // Line 3 is blank, so task 6 is on line 8.
+    std::fs::write(&input, "0\n1\n\n2\n3\n4\n5\n6\n7\n8\n9\n").unwrap();
+    let first = journaled(cache.path(), SQUARE, "square", &input, &journal, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_eq!(stdout(&first).lines().count(), 10);
+    let recorded = std::fs::read(&journal).unwrap();
+
+    // The same lines with CRLF endings are the same input.
+    std::fs::write(
+        &input,
+        "0\r\n1\r\n\r\n2\r\n3\r\n4\r\n5\r\n6\r\n7\r\n8\r\n9\r\n",
+    )
+    .unwrap();
+    let crlf = journaled(cache.path(), SQUARE, "square", &input, &journal, &[]);
+    assert_eq!(crlf.status.code(), Some(0), "{}", stderr(&crlf));
+    assert_eq!(stdout(&crlf), stdout(&first));
+    assert!(stderr(&crlf).contains("10 tasks (10 from the journal)"));
+
+    // An edited line is refused by its file and line; everything before it
+    // is written, nothing of it or after it.
+    std::fs::write(&input, "0\n1\n\n2\n3\n4\n5\n60\n7\n8\n9\n").unwrap();
+    let edited = journaled(cache.path(), SQUARE, "square", &input, &journal, &[]);
+    assert_eq!(edited.status.code(), Some(2), "{}", stderr(&edited));
+    let err = stderr(&edited);
+    assert!(
+        err.contains("in.jsonl:8: this input line differs from the one journaled for task 6 (")
+            && err.contains("run.journal:8); use a new journal, or remove this one to start over"),
+        "{err}"
+    );
+    assert_eq!(stdout(&edited), first_lines(&stdout(&first), 6));
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        recorded,
+        "nothing appended"
+    );
+}
+
+#[test]
+fn journal_refuses_a_resume_with_a_shorter_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let (input, journal) = (dir.path().join("in.jsonl"), dir.path().join("run.journal"));
+    std::fs::write(&input, lines(0..20)).unwrap();
+    let first = journaled(cache.path(), SQUARE, "square", &input, &journal, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+
+    std::fs::write(&input, lines(0..15)).unwrap();
+    let shorter = journaled(cache.path(), SQUARE, "square", &input, &journal, &[]);
+    assert_eq!(shorter.status.code(), Some(2), "{}", stderr(&shorter));
+    let err = stderr(&shorter);
+    assert!(
+        err.contains("run.journal:17: this journal holds the result of task 15, but ")
+            && err.contains("in.jsonl has only 15 tasks"),
+        "{err}"
+    );
+    assert_eq!(stdout(&shorter), first_lines(&stdout(&first), 15));
+
+    // A longer input is the same input with more to do.
+    std::fs::write(&input, lines(0..25)).unwrap();
+    let longer = journaled(cache.path(), SQUARE, "square", &input, &journal, &[]);
+    assert_eq!(longer.status.code(), Some(0), "{}", stderr(&longer));
+    assert!(stdout(&longer).starts_with(&stdout(&first)));
+    assert!(stdout(&longer).ends_with("{\"index\":24,\"ok\":576}\n"));
+    assert!(stderr(&longer).contains("25 tasks (20 from the journal)"));
+}
+
+#[test]
+fn journal_refuses_a_tampered_record_naming_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let (input, journal) = (dir.path().join("in.jsonl"), dir.path().join("run.journal"));
+    std::fs::write(&input, lines(0..10)).unwrap();
+    let first = journaled(cache.path(), SQUARE, "square", &input, &journal, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(
+        text.matches(r#""line":{"index":4,"ok":16}}"#).count(),
+        1,
+        "{text}"
+    );
+    std::fs::write(
+        &journal,
+        text.replace(
+            r#""line":{"index":4,"ok":16}}"#,
+            r#""line":{"index":4,"ok":17}}"#,
+        ),
+    )
+    .unwrap();
+    let tampered = journaled(cache.path(), SQUARE, "square", &input, &journal, &[]);
+    assert_eq!(tampered.status.code(), Some(2), "{}", stderr(&tampered));
+    assert!(
+        stderr(&tampered)
+            .contains("run.journal:6: the record of task 4 does not match its check hash"),
+        "{}",
+        stderr(&tampered)
+    );
+    assert_eq!(stdout(&tampered), "");
+}
+
+#[test]
+fn journal_header_without_its_newline_is_repaired_and_garbage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let (input, journal) = (dir.path().join("in.jsonl"), dir.path().join("run.journal"));
+    std::fs::write(&input, lines(0..10)).unwrap();
+    let clean = wasmpool_bounded(
+        cache.path(),
+        &[
+            "map",
+            SQUARE,
+            "--task",
+            "square",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
+    let first = journaled(cache.path(), SQUARE, "square", &input, &journal, &[]);
+    assert_eq!(stdout(&first), stdout(&clean));
+    let full = std::fs::read_to_string(&journal).unwrap();
+    let header = full.lines().next().unwrap();
+    assert!(header.starts_with(r#"{"wasmpool_journal":2,"#), "{header}");
+
+    // Only the header, without its newline: repaired, and the run goes on.
+    std::fs::write(&journal, header).unwrap();
+    let repaired = journaled(cache.path(), SQUARE, "square", &input, &journal, &[]);
+    assert_eq!(repaired.status.code(), Some(0), "{}", stderr(&repaired));
+    assert_eq!(stdout(&repaired), stdout(&clean));
+    assert!(stderr(&repaired).contains("10 tasks (0 from the journal)"));
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), full);
+
+    // Four records and a fifth cut short by a kill: resumed.
+    let cut: String = first_lines(&full, 5) + &full.lines().nth(5).unwrap()[..30];
+    std::fs::write(&journal, &cut).unwrap();
+    let resumed = journaled(cache.path(), SQUARE, "square", &input, &journal, &[]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    assert_eq!(stdout(&resumed), stdout(&clean));
+    assert!(stderr(&resumed).contains("10 tasks (4 from the journal)"));
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), full);
+
+    // Anything else is refused by its line, and left as it is.
+    for (garbage, at) in [
+        (format!("{full}not a record\n"), 12),
+        (format!("{full}not a record"), 12),
+        (format!("{}{{\"index\":3}}\n", first_lines(&full, 3)), 4),
+        ("not a journal\n".to_string(), 1),
+    ] {
+        std::fs::write(&journal, &garbage).unwrap();
+        let refused = journaled(cache.path(), SQUARE, "square", &input, &journal, &[]);
+        assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+        assert!(
+            stderr(&refused).contains(&format!("run.journal:{at}: ")),
+            "{garbage:?}: {}",
+            stderr(&refused)
+        );
+        assert_eq!(stdout(&refused), "");
+        assert_eq!(std::fs::read_to_string(&journal).unwrap(), garbage);
+    }
+}
+
+#[test]
+fn journal_of_format_1_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let (input, journal) = (dir.path().join("in.jsonl"), dir.path().join("run.journal"));
+    std::fs::write(&input, lines(0..3)).unwrap();
+    let old = "{\"wasmpool_journal\":1,\"module_sha256\":\"00\",\"task\":\"square\"}\n\
+               {\"index\":0,\"ok\":0}\n";
+    std::fs::write(&journal, old).unwrap();
+    let out = journaled(cache.path(), SQUARE, "square", &input, &journal, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("this journal was written by an older wasmpool")
+            && stderr(&out).contains("remove it to start over"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), old);
+}
+
+#[test]
+fn journal_retry_failed_runs_journaled_failures_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let (input, journal) = (dir.path().join("in.jsonl"), dir.path().join("run.journal"));
+    // Counts to its argument: out of fuel under a small --fuel.
+    let wat = dir.path().join("count.wat");
+    std::fs::write(
+        &wat,
+        r#"(module (memory (export "memory") 1)
+            (func (export "count") (param i64) (result i64) (local i64)
+                (block (loop
+                    (br_if 1 (i64.ge_u (local.get 1) (local.get 0)))
+                    (local.set 1 (i64.add (local.get 1) (i64.const 1)))
+                    (br 0)))
+                local.get 1))"#,
+    )
+    .unwrap();
+    let wat = wat.to_str().unwrap();
+    std::fs::write(&input, "1\n1000000\n3\n").unwrap();
+    let records = || std::fs::read_to_string(&journal).unwrap().lines().count() - 1;
+
+    let first = journaled(
+        cache.path(),
+        wat,
+        "count",
+        &input,
+        &journal,
+        &["--fuel", "10000"],
+    );
+    assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
+    let text = stdout(&first);
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(got[0], r#"{"index":0,"ok":1}"#);
+    assert!(
+        got[1].starts_with(r#"{"index":1,"error":{"kind":"out_of_fuel","#),
+        "{text}"
+    );
+    assert_eq!(got[2], r#"{"index":2,"ok":3}"#);
+    assert_eq!(records(), 3);
+
+    // Without --retry-failed the failure is replayed.
+    let replayed = journaled(cache.path(), wat, "count", &input, &journal, &[]);
+    assert_eq!(replayed.status.code(), Some(1), "{}", stderr(&replayed));
+    assert_eq!(stdout(&replayed), stdout(&first));
+    assert!(stderr(&replayed).contains("3 tasks (3 from the journal)"));
+    assert_eq!(records(), 3);
+
+    // With it, the failed task runs again and its new result is appended.
+    let retried = journaled(
+        cache.path(),
+        wat,
+        "count",
+        &input,
+        &journal,
+        &["--retry-failed"],
+    );
+    assert_eq!(retried.status.code(), Some(0), "{}", stderr(&retried));
+    assert_eq!(
+        stdout(&retried),
+        "{\"index\":0,\"ok\":1}\n{\"index\":1,\"ok\":1000000}\n{\"index\":2,\"ok\":3}\n"
+    );
+    assert!(stderr(&retried).contains("3 tasks (2 from the journal)"));
+    assert_eq!(records(), 4);
+    let journal_text = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        journal_text.ends_with("\"line\":{\"index\":1,\"ok\":1000000}}\n"),
+        "{journal_text}"
+    );
+
+    // The newest record of an index counts.
+    let again = journaled(cache.path(), wat, "count", &input, &journal, &[]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(stdout(&again), stdout(&retried));
+    assert!(stderr(&again).contains("3 tasks (3 from the journal)"));
+    assert_eq!(records(), 4);
+
+    // --retry-failed means nothing without a journal.
+    let alone = wasmpool_bounded(
+        cache.path(),
+        &[
+            "map",
+            wat,
+            "--task",
+            "count",
+            "--input",
+            input.to_str().unwrap(),
+            "--retry-failed",
+        ],
+    );
+    assert_eq!(alone.status.code(), Some(2));
+    assert!(stderr(&alone).contains("--journal"), "{}", stderr(&alone));
+}
+
+#[test]
+fn journal_replays_output_lines_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let (input, journal) = (dir.path().join("in.jsonl"), dir.path().join("run.journal"));
+    // An ABI task that returns its input as it is.
+    let wat = dir.path().join("echo.wat");
+    std::fs::write(
+        &wat,
+        r#"(module
+            (import "wasmpool" "input_len" (func $len (result i32)))
+            (import "wasmpool" "input_read" (func $read (param i32 i32) (result i32)))
+            (import "wasmpool" "output_write" (func $write (param i32 i32)))
+            (memory (export "memory") 1)
+            (func (export "wasmpool_abi_v1"))
+            (func (export "wasmpool_task_echo") (result i32)
+                (drop (call $read (i32.const 0) (call $len)))
+                (call $write (i32.const 0) (call $len))
+                (i32.const 0)))"#,
+    )
+    .unwrap();
+    let wat = wat.to_str().unwrap();
+    let mut lines: Vec<u8> = Vec::new();
+    lines.extend_from_slice(b"{\"b\": 1,  \"a\":[1.50, \"\\u00e9\", 1e3, -0.0]}\n");
+    lines.extend_from_slice("\"tab\\there \u{e9}\"\n".as_bytes());
+    lines.extend_from_slice(b"{\"x\":\n");
+    lines.extend_from_slice(b"  [ ]  \n");
+    // Not UTF-8: such a result is not journaled, and runs again.
+    lines.extend_from_slice(b"\"\xff\"\n");
+    std::fs::write(&input, &lines).unwrap();
+    let plain = |values: bool| {
+        let mut args = vec![
+            "map",
+            wat,
+            "--task",
+            "echo",
+            "--input",
+            input.to_str().unwrap(),
+        ];
+        if values {
+            args.push("--values");
+        }
+        wasmpool_bounded(cache.path(), &args)
+    };
+    let (clean, clean_values) = (plain(false), plain(true));
+    assert_eq!(clean.status.code(), Some(1), "{}", stderr(&clean));
+    assert!(
+        clean
+            .stdout
+            .starts_with(b"{\"index\":0,\"ok\":{\"b\": 1,  \"a\":[1.50, ")
+    );
+
+    let first = journaled(cache.path(), wat, "echo", &input, &journal, &[]);
+    assert_eq!(first.stdout, clean.stdout);
+    // Each record holds its output line verbatim.
+    let text = String::from_utf8(std::fs::read(&journal).unwrap()).unwrap();
+    let out_lines: Vec<&[u8]> = clean.stdout.split(|&b| b == b'\n').collect();
+    for (record, line) in text.lines().skip(1).zip(&out_lines) {
+        let line = std::str::from_utf8(line).unwrap();
+        assert!(record.ends_with(&format!(",\"line\":{line}}}")), "{record}");
+    }
+    assert_eq!(text.lines().count(), 1 + 4);
+
+    for (extra, expected) in [(&[][..], &clean), (&["--values"][..], &clean_values)] {
+        let replayed = journaled(cache.path(), wat, "echo", &input, &journal, extra);
+        assert_eq!(replayed.status.code(), Some(1), "{}", stderr(&replayed));
+        assert_eq!(replayed.stdout, expected.stdout, "{extra:?}");
+        assert!(stderr(&replayed).contains("5 tasks (4 from the journal)"));
+    }
+}
