@@ -1068,7 +1068,7 @@ fn journal_replays_output_lines_byte_for_byte() {
     lines.extend_from_slice("\"tab\\there \u{e9}\"\n".as_bytes());
     lines.extend_from_slice(b"{\"x\":\n");
     lines.extend_from_slice(b"  [ ]  \n");
-    // Not UTF-8: such a result is not journaled, and runs again.
+    // Not UTF-8, so not JSON: an `output` error, journaled as such.
     lines.extend_from_slice(b"\"\xff\"\n");
     std::fs::write(&input, &lines).unwrap();
     let plain = |values: bool| {
@@ -1087,10 +1087,26 @@ fn journal_replays_output_lines_byte_for_byte() {
     };
     let (clean, clean_values) = (plain(false), plain(true));
     assert_eq!(clean.status.code(), Some(1), "{}", stderr(&clean));
+    // Every result is one compact line; numbers and strings keep their bytes.
+    let shown = String::from_utf8(clean.stdout.clone()).unwrap();
+    let shown: Vec<&str> = shown.lines().collect();
+    assert_eq!(
+        shown[..4],
+        [
+            r#"{"index":0,"ok":{"b":1,"a":[1.50,"\u00e9",1e3,-0.0]}}"#,
+            "{\"index\":1,\"ok\":\"tab\\there \u{e9}\"}",
+            &format!(
+                r#"{{"index":2,"error":{{"kind":"input","message":"{}:3: invalid JSON: EOF while parsing a value at line 2 column 0"}}}}"#,
+                input.display()
+            ),
+            r#"{"index":3,"ok":[]}"#,
+        ],
+        "{shown:#?}"
+    );
     assert!(
-        clean
-            .stdout
-            .starts_with(b"{\"index\":0,\"ok\":{\"b\": 1,  \"a\":[1.50, ")
+        shown[4].starts_with(r#"{"index":4,"error":{"kind":"output","message":"the task's output is not UTF-8"#),
+        "{}",
+        shown[4]
     );
 
     let first = journaled(cache.path(), wat, "echo", &input, &journal, &[]);
@@ -1102,12 +1118,12 @@ fn journal_replays_output_lines_byte_for_byte() {
         let line = std::str::from_utf8(line).unwrap();
         assert!(record.ends_with(&format!(",\"line\":{line}}}")), "{record}");
     }
-    assert_eq!(text.lines().count(), 1 + 4);
+    assert_eq!(text.lines().count(), 1 + 5);
 
     for (extra, expected) in [(&[][..], &clean), (&["--values"][..], &clean_values)] {
         let replayed = journaled(cache.path(), wat, "echo", &input, &journal, extra);
         assert_eq!(replayed.status.code(), Some(1), "{}", stderr(&replayed));
         assert_eq!(replayed.stdout, expected.stdout, "{extra:?}");
-        assert!(stderr(&replayed).contains("5 tasks (4 from the journal)"));
+        assert!(stderr(&replayed).contains("5 tasks (5 from the journal)"));
     }
 }
