@@ -27,6 +27,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("consumer", "CONSUMER"),
     ("clockrand", "CLOCKRAND"),
     ("upcase", "UPCASE"),
+    ("panic", "PANIC"),
 ];
 
 const TARGET: &str = "wasm32-wasip1";

@@ -24,11 +24,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::error::TaskError;
+use crate::error::{TaskError, TaskErrorKind};
 use crate::task::{Output, Payload, Task};
+use crate::watchdog::GRACE;
 use crate::worker::{Batch, Done, StreamState};
 
 /// The caller's inputs, already converted to payloads (or to their errors).
@@ -42,6 +44,8 @@ const TARGET_BATCH_NANOS: f64 = 100_000.0;
 
 pub(crate) struct Dispatch<'a> {
     jobs: Sender<Batch>,
+    /// Bumped on cancel, so that running wasm code checks its flags.
+    engine: wasmtime::Engine,
     input: Inputs<'a>,
     input_done: bool,
     task: Task,
@@ -55,11 +59,20 @@ pub(crate) struct Dispatch<'a> {
     max_items: usize,
     max_batch: usize,
     nanos_per_item: Option<f64>,
+    /// Batches sent and not answered: first index -> length.
+    out: BTreeMap<u64, usize>,
+    /// When the stream was cancelled.
+    cancelled_at: Option<Instant>,
+    /// Cancel at the first failure to arrive.
+    fail_fast: bool,
+    /// The index of the failure that cancelled the stream.
+    failed_at: Option<u64>,
 }
 
 impl<'a> Dispatch<'a> {
     pub(crate) fn new(
         jobs: Sender<Batch>,
+        engine: wasmtime::Engine,
         task: Task,
         input: Inputs<'a>,
         workers: usize,
@@ -70,13 +83,14 @@ impl<'a> Dispatch<'a> {
         let max_items = window.max(1);
         Dispatch {
             jobs,
+            engine,
             input,
             input_done: false,
             task,
             reply_tx,
             reply_rx,
             stream: Arc::new(StreamState {
-                cancelled: AtomicBool::new(false),
+                cancelled: Arc::new(AtomicBool::new(false)),
                 bytes: AtomicUsize::new(0),
                 budget,
             }),
@@ -88,6 +102,10 @@ impl<'a> Dispatch<'a> {
             // Leave room for every worker to hold a couple of batches.
             max_batch: (max_items / (4 * workers).max(1)).max(1),
             nanos_per_item: None,
+            out: BTreeMap::new(),
+            cancelled_at: None,
+            fail_fast: false,
+            failed_at: None,
         }
     }
 
@@ -137,11 +155,25 @@ impl<'a> Dispatch<'a> {
             reply: self.reply_tx.clone(),
             stream: self.stream.clone(),
         };
+        let len = batch.items.len();
         // The pool (borrowed by the stream) keeps the workers alive, so the
         // channel is open; if it were not, recv below would report it.
         let sent = self.jobs.send(batch).is_ok();
-        self.batches_out += usize::from(sent);
+        if sent {
+            self.batches_out += 1;
+            self.out.insert(first_index, len);
+        }
         sent
+    }
+
+    /// Stops the stream (see [`Imap::cancel`]).
+    fn cancel(&mut self) {
+        if self.cancelled_at.is_none() {
+            self.input_done = true;
+            self.stream.cancelled.store(true, Ordering::SeqCst);
+            self.engine.increment_epoch();
+            self.cancelled_at = Some(Instant::now());
+        }
     }
 
     fn observe(&mut self, done: &Done) {
@@ -165,31 +197,72 @@ impl<'a> Dispatch<'a> {
     }
 
     fn recv(&mut self, block: bool) -> Option<Done> {
-        let mut done = if block {
-            self.reply_rx.recv().ok()
-        } else {
-            self.reply_rx.try_recv().ok()
-        }?;
-        self.batches_out -= 1;
-        self.observe(&done);
-        if !done.rest.is_empty() {
-            // Cut short: the rest goes out again at once, budget or not, so
-            // that the oldest unfinished input always moves.
-            let first = done.first_index + done.results.len() as u64;
-            let rest = std::mem::take(&mut done.rest);
-            let len = rest.len();
-            if !self.send(first, rest) {
-                // No workers: those inputs cannot run.
-                self.items_out -= len;
+        loop {
+            let received = match (block, self.cancelled_at) {
+                (false, _) => self.reply_rx.try_recv().ok(),
+                (true, None) => self.reply_rx.recv().ok(),
+                // Cancelled: a batch stuck in a wait nothing interrupts is
+                // given up after a grace, so that the stream ends promptly.
+                (true, Some(at)) => match self.reply_rx.recv_deadline(at + GRACE * 4) {
+                    Ok(done) => Some(done),
+                    Err(_) => return self.abandon_one(),
+                },
+            };
+            let mut done = received?;
+            if self.out.remove(&done.first_index).is_none() {
+                continue; // answered late, after it was given up
             }
+            self.batches_out -= 1;
+            self.observe(&done);
+            if !done.rest.is_empty() {
+                // Cut short: the rest goes out again at once, budget or not,
+                // so that the oldest unfinished input always moves.
+                let first = done.first_index + done.results.len() as u64;
+                let rest = std::mem::take(&mut done.rest);
+                let len = rest.len();
+                if !self.send(first, rest) {
+                    // No workers: those inputs cannot run.
+                    self.items_out -= len;
+                }
+            }
+            if self.fail_fast
+                && self.failed_at.is_none()
+                && let Some(i) = done.results.iter().position(Result::is_err)
+            {
+                self.failed_at = Some(done.first_index + i as u64);
+                self.cancel();
+            }
+            return Some(done);
         }
-        Some(done)
+    }
+
+    /// Answers the oldest batch still out as terminated, without its
+    /// worker; `None` when none is out.
+    fn abandon_one(&mut self) -> Option<Done> {
+        let (&first_index, &len) = self.out.iter().next()?;
+        self.out.remove(&first_index);
+        self.batches_out -= 1;
+        let results = (0..len)
+            .map(|_| {
+                Err(TaskError::new(
+                    TaskErrorKind::Terminated,
+                    "the stream was cancelled while this task was stuck in a wait nothing could interrupt; it was left behind",
+                ))
+            })
+            .collect();
+        Some(Done {
+            first_index,
+            results,
+            rest: Vec::new(),
+            busy: std::time::Duration::ZERO,
+            bytes: 0,
+        })
     }
 }
 
 impl Drop for Dispatch<'_> {
     fn drop(&mut self) {
-        // Workers skip batches of a stream nobody reads any more.
+        // Workers skip the tasks of a stream nobody reads any more.
         self.stream.cancelled.store(true, Ordering::Relaxed);
     }
 }
@@ -290,6 +363,53 @@ impl<'a, T> Imap<'a, T> {
         }
     }
 
+    /// Stops the stream early: no more inputs are read; tasks not started
+    /// end as `terminated` without running; running tasks are interrupted
+    /// (kind `terminated`) where they wait in the host, and in wasm code
+    /// when the pool has a timeout; what already finished is kept. The
+    /// stream then yields every input read so far, in order, and ends. A
+    /// task stuck in a wait nothing interrupts is given up after 200 ms
+    /// (`terminated`) and its worker left to finish on its own.
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
+    /// let mut stream = pool.imap::<u64, u64>("square", 0..1_000_000).unwrap();
+    /// let first = stream.next();
+    /// stream.cancel();
+    /// let rest = stream.count(); // what was read before the cancel
+    /// assert!(rest < 1_000_000);
+    /// ```
+    pub fn cancel(&mut self) {
+        self.d.cancel();
+    }
+
+    /// Cancels the stream (see [`cancel`](Self::cancel)) as soon as a
+    /// failure arrives, whatever its position; [`failed_at`](Self::failed_at)
+    /// then says which. The CLI's `--fail-fast`.
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("testguest.wasm").build().unwrap();
+    /// let mut stream = pool.imap::<u64, u64>("fail_on_tens", 0..1000).unwrap().fail_fast();
+    /// let results: Vec<_> = stream.by_ref().take_while(Result::is_ok).collect();
+    /// assert_eq!(stream.failed_at(), Some(10));
+    /// ```
+    pub fn fail_fast(mut self) -> Self {
+        self.d.fail_fast = true;
+        self
+    }
+
+    /// The index of the failure that cancelled a [`fail_fast`](Self::fail_fast)
+    /// stream, once one has arrived.
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
+    /// let stream = pool.imap::<u64, u64>("square", 0..10).unwrap().fail_fast();
+    /// assert_eq!(stream.failed_at(), None);
+    /// ```
+    pub fn failed_at(&self) -> Option<u64> {
+        self.d.failed_at
+    }
+
     /// The next result if it is already finished, without blocking.
     ///
     /// The CLI uses it to flush its output exactly when it would otherwise
@@ -362,6 +482,21 @@ impl<'a, T> ImapUnordered<'a, T> {
             current_index: 0,
             decode,
         }
+    }
+}
+
+impl<T> ImapUnordered<'_, T> {
+    /// Stops the stream early, as [`Imap::cancel`] does.
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
+    /// let mut stream = pool.imap_unordered::<u64, u64>("square", 0..1_000_000).unwrap();
+    /// stream.next();
+    /// stream.cancel();
+    /// assert!(stream.count() < 1_000_000);
+    /// ```
+    pub fn cancel(&mut self) {
+        self.d.cancel();
     }
 }
 

@@ -12,7 +12,9 @@
 //! - **wasm code** stops at its next epoch check (a loop back-edge or a
 //!   call) after the epoch moves: the watchdog moves it every
 //!   [`TICK`](crate::watchdog::TICK) while tasks have a timeout, and a
-//!   terminate moves it at once;
+//!   terminate or a dropped pool moves it at once. Epoch checks are compiled
+//!   in for process groups and for pools with a timeout only: they cost
+//!   call-heavy guests about 10%;
 //! - **host calls that wait** (queues, `shm_wait_i32`, WASI sleeps) wait in
 //!   slices and check the same flag and deadline between them (`wait.rs`);
 //! - **waits nothing can interrupt** (a wasm `memory.atomic.wait32` on the
@@ -20,8 +22,8 @@
 //!   [`GRACE`](crate::watchdog::GRACE) after the deadline: the task is
 //!   reported as `timeout`, and a fresh worker takes the stuck one's place.
 //!
-//! Without a timeout no watchdog runs and epoch checks only cost their
-//! compare, so the fast path is unchanged.
+//! Without a timeout no watchdog runs and a pool's guests have no epoch
+//! checks, so the fast path is unchanged.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -226,10 +228,20 @@ pub(crate) fn install(store: &mut Store<StoreData>) {
     store.set_epoch_deadline(1);
 }
 
+/// Whether the guest was told to stop: terminated, its pool dropped, or its
+/// stream cancelled.
+pub(crate) fn interrupted(data: &StoreData) -> bool {
+    data.interrupt.load(Ordering::Relaxed)
+        || data
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+}
+
 /// Why a guest must stop now, if it must: it was interrupted, or its
 /// task's time is up.
 pub(crate) fn check(data: &StoreData) -> wasmtime::Result<()> {
-    if data.interrupt.load(Ordering::Relaxed) {
+    if interrupted(data) {
         return Err(Interrupted.into());
     }
     if data.task_deadline.is_some_and(|d| Instant::now() >= d) {

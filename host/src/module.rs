@@ -149,6 +149,7 @@ impl ModuleInfo {
         let engine = EngineOptions {
             allocation: Allocation::OnDemand,
             threads: false,
+            interruptible: false,
             limits: &limits,
         }
         .build()?;

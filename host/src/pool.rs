@@ -179,7 +179,7 @@ impl PoolBuilder {
             } else {
                 0
             };
-        let (runtime, watchdog) = Runtime::new(&self.setup, Allocation::Pooling(slots))?;
+        let (runtime, watchdog) = Runtime::new(&self.setup, Allocation::Pooling(slots), false)?;
         let origin = runtime.program.origin.clone();
         let (jobs, jobs_rx) = crossbeam_channel::unbounded::<Batch>();
         let shared = Arc::new(Shared {
@@ -261,11 +261,14 @@ impl PoolBuilder {
 ///
 /// # Drop
 ///
-/// Dropping the pool stops its workers promptly: running guests are
-/// interrupted (kind `terminated`) wherever they are, and a worker stuck in
-/// a wait that nothing can interrupt (a wasm atomic wait, a blocking read) is
-/// left behind after 250 ms rather than waited for. No stream can be alive
-/// then (streams borrow the pool), so no wanted result is lost.
+/// Dropping the pool stops its workers promptly: guests waiting in the host
+/// (queues, wait/notify, WASI sleeps) are interrupted, and so is running
+/// wasm code when tasks have a [`timeout`](PoolBuilder::timeout) (epoch
+/// checks are compiled in only then: they cost call-heavy guests about 10%).
+/// A worker that does not stop within 250 ms (a guest spinning with no
+/// timeout, or stuck in a wait nothing can interrupt, such as a wasm atomic
+/// wait) is left behind rather than waited for. No stream can be alive then
+/// (streams borrow the pool), so no wanted result is lost.
 pub struct Pool {
     /// Tells this pool's tasks from other pools'.
     id: u64,
@@ -413,6 +416,7 @@ impl Pool {
             .expect("the job channel lives as long as the pool");
         Dispatch::new(
             jobs,
+            self.shared.runtime.engine.clone(),
             task,
             inputs,
             self.workers,

@@ -205,7 +205,7 @@ impl ProcessGroupBuilder {
     /// As [`PoolBuilder::build`](crate::PoolBuilder::build), plus a missing
     /// entry export or a directory that cannot be opened.
     pub fn build(self) -> Result<ProcessGroup, Error> {
-        let (runtime, watchdog) = Runtime::new(&self.setup, Allocation::OnDemand)?;
+        let (runtime, watchdog) = Runtime::new(&self.setup, Allocation::OnDemand, true)?;
         let origin = &runtime.program.origin;
         let no_entry = |message: String| Error::NoSuchTask {
             origin: origin.clone(),
@@ -374,7 +374,7 @@ impl ProcessGroup {
         };
         let (out, err) = (
             LineSink::new(out, shared_output),
-            LineSink::new(err, shared_output),
+            LineSink::keeping_tail(err, shared_output),
         );
         wasi.stdout(out.clone()).stderr(err.clone());
         let wasi = wasi.build_p1();
@@ -427,7 +427,7 @@ impl ProcessGroup {
                 }
                 out.finish();
                 err.finish();
-                st.end(result, false);
+                st.end(result.map_err(|e| with_panic_message(e, &err)), false);
             })
             .map_err(|e| Error::Host(format!("cannot start process thread {index}: {e}")))?;
         Ok(Process {
@@ -437,6 +437,23 @@ impl ProcessGroup {
             state,
             thread: Some(thread),
         })
+    }
+}
+
+/// A trap of a Rust command names the panic it printed, as a task's trap
+/// names its panic (the SDK's hook reports it; a plain command only prints
+/// it to stderr).
+fn with_panic_message(error: TaskError, stderr: &LineSink) -> TaskError {
+    if error.kind() != TaskErrorKind::Trap || !error.message().starts_with("wasm trap") {
+        return error;
+    }
+    match stderr.panic_message() {
+        Some(panic) => TaskError::new(
+            TaskErrorKind::Trap,
+            format!("{panic} ({})", error.message()),
+        )
+        .with_backtrace(error.backtrace().map(str::to_string)),
+        None => error,
     }
 }
 

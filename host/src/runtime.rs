@@ -277,9 +277,12 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Makes the engine, loads and links the program, and makes the queues
     /// and the shared region; also the watchdog, when tasks have a timeout.
+    /// `interruptible`: running wasm code must be stoppable even without a
+    /// timeout (processes, which can be terminated).
     pub(crate) fn new(
         setup: &Setup,
         allocation: Allocation,
+        interruptible: bool,
     ) -> Result<(Runtime, Option<Watchdog>), Error> {
         setup.limits.validate()?;
         let cache = setup
@@ -289,6 +292,7 @@ impl Runtime {
         let engine = EngineOptions {
             allocation,
             threads: setup.shared_memory.is_some(),
+            interruptible: interruptible || setup.limits.timeout.is_some(),
             limits: &setup.limits,
         }
         .build()?;

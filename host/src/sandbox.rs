@@ -68,6 +68,8 @@ pub(crate) struct StoreData {
     /// Set to stop the guest: waits in host calls end, and wasm code stops
     /// at its next epoch check (see `limits.rs`).
     pub(crate) interrupt: Arc<AtomicBool>,
+    /// A second such flag: the cancel flag of the stream whose task runs.
+    pub(crate) cancel: Option<Arc<AtomicBool>>,
     /// The message taken by the last `queue_get`, until `queue_message`.
     pub(crate) message: Option<Vec<u8>>,
     /// The memory and table caps, and what they refused.
@@ -108,6 +110,7 @@ impl StoreData {
             worker: parts.worker,
             resources: parts.resources,
             interrupt: parts.interrupt,
+            cancel: None,
             message: None,
             limiter: Limiter::new(&parts.limits),
             task_deadline: None,
@@ -219,6 +222,14 @@ impl Guest {
         }
         self.resolved[task.id] = Some(r.clone());
         Ok(r)
+    }
+
+    /// Makes `cancel` the second interruption flag of the tasks to come.
+    pub(crate) fn set_cancel(&mut self, cancel: &Arc<AtomicBool>) {
+        let data = self.store.data_mut();
+        if !data.cancel.as_ref().is_some_and(|c| Arc::ptr_eq(c, cancel)) {
+            data.cancel = Some(cancel.clone());
+        }
     }
 
     /// Runs one task to completion, ending it by `deadline`. On a trap,

@@ -393,7 +393,7 @@ impl SharedRegion {
             timeout,
             Waiter {
                 interrupt: Some(interrupt),
-                task_deadline: None,
+                ..Waiter::default()
             },
         )
     }

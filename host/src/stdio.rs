@@ -47,9 +47,14 @@ pub(crate) enum Target {
     Capture(Arc<Mutex<Vec<u8>>>),
 }
 
+/// How much of its last output a sink keeps, to find a panic message in.
+const TAIL: usize = 4096;
+
 #[derive(Debug)]
 struct Inner {
     buf: Mutex<Vec<u8>>,
+    /// The last [`TAIL`] bytes written, when kept.
+    tail: Option<Mutex<Vec<u8>>>,
     target: Target,
     /// Other guests may write to the same stream: pieces and the last line
     /// are ended with a newline.
@@ -68,10 +73,44 @@ impl LineSink {
         LineSink {
             inner: Arc::new(Inner {
                 buf: Mutex::new(Vec::new()),
+                tail: None,
                 target,
                 shared,
             }),
         }
+    }
+
+    /// A sink to `target` that also keeps its last few KiB, so that a
+    /// guest's panic message can be found in it ([`panic_message`](Self::panic_message)).
+    pub(crate) fn keeping_tail(target: Target, shared: bool) -> Self {
+        LineSink {
+            inner: Arc::new(Inner {
+                buf: Mutex::new(Vec::new()),
+                tail: Some(Mutex::new(Vec::new())),
+                target,
+                shared,
+            }),
+        }
+    }
+
+    /// The message of the last Rust panic the guest printed (`thread 'main'
+    /// panicked at src/main.rs:3:5:` and the lines after it), if any.
+    pub(crate) fn panic_message(&self) -> Option<String> {
+        let tail = self
+            .inner
+            .tail
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let text = String::from_utf8_lossy(&tail);
+        let (_, after) = text.rsplit_once("panicked at ")?;
+        let (_location, rest) = after.split_once(":\n")?;
+        let message: Vec<&str> = rest
+            .lines()
+            .take_while(|l| !l.starts_with("note: ") && !l.starts_with("stack backtrace:"))
+            .collect();
+        let message = message.join("\n");
+        (!message.trim().is_empty()).then(|| message.trim_end().to_string())
     }
 
     fn write(&self, data: &[u8]) {
@@ -105,6 +144,13 @@ impl Inner {
     }
 
     fn write(&self, data: &[u8]) {
+        if let Some(tail) = &self.tail {
+            let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+            let keep = &data[data.len().saturating_sub(TAIL)..];
+            let drop = (tail.len() + keep.len()).saturating_sub(TAIL);
+            tail.drain(..drop);
+            tail.extend_from_slice(keep);
+        }
         if matches!(self.target, Target::Null) {
             return;
         }
@@ -212,6 +258,20 @@ mod test {
         let out = out.lock().unwrap();
         let lines: Vec<usize> = out.split(|&b| b == b'\n').map(<[u8]>::len).collect();
         assert_eq!(lines, [MAX_LINE, MAX_LINE, 10, 0]);
+    }
+
+    #[test]
+    fn the_last_panic_message_is_found_in_the_tail() {
+        let sink = LineSink::keeping_tail(Target::Null, false);
+        assert_eq!(sink.panic_message(), None);
+        sink.write(&vec![b'-'; 10_000]);
+        sink.write(b"\nthread 'main' panicked at src/main.rs:3:5:\nthe answer\nwas not 42\n");
+        sink.write(b"note: run with `RUST_BACKTRACE=1` to display a backtrace\n");
+        assert_eq!(
+            sink.panic_message().as_deref(),
+            Some("the answer\nwas not 42")
+        );
+        assert!(sink.inner.tail.as_ref().unwrap().lock().unwrap().len() <= TAIL);
     }
 
     #[test]

@@ -372,7 +372,16 @@ impl Task {
         match output {
             Output::Bytes(bytes) => {
                 check_json_output(bytes)?;
-                compact_json(bytes, out);
+                let start = out.len();
+                if let Err(depth) = compact_json(bytes, out) {
+                    out.truncate(start);
+                    return Err(TaskError::new(
+                        TaskErrorKind::Output,
+                        format!(
+                            "the task's output is nested more than {depth} deep, which JSON readers refuse"
+                        ),
+                    ));
+                }
             }
             Output::Values(values) => {
                 // Writing a serde_json::Value to a Vec cannot fail.
@@ -434,17 +443,17 @@ fn json_integer(text: &[u8]) -> Option<i128> {
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
+/// How deep an output may nest arrays and objects: serde_json's own limit,
+/// so that every reader of the CLI's output and journal can parse it.
+const MAX_DEPTH: usize = 128;
+
 /// Appends valid JSON `text` to `out` without the whitespace between its
 /// tokens. Raw control characters cannot occur inside JSON strings, so the
-/// result holds no newline.
-fn compact_json(text: &[u8], out: &mut Vec<u8>) {
-    let is_space = |b: &u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
-    if !text.iter().any(is_space) {
-        out.extend_from_slice(text);
-        return;
-    }
-    let (mut in_string, mut escaped) = (false, false);
-    out.extend(text.iter().copied().filter(|b| {
+/// result holds no newline. `Err(MAX_DEPTH)` when it nests deeper than that.
+fn compact_json(text: &[u8], out: &mut Vec<u8>) -> Result<(), usize> {
+    let (mut in_string, mut escaped, mut depth) = (false, false, 0usize);
+    out.reserve(text.len());
+    for &b in text {
         if in_string {
             match (escaped, b) {
                 (true, _) => escaped = false,
@@ -452,14 +461,23 @@ fn compact_json(text: &[u8], out: &mut Vec<u8>) {
                 (false, b'"') => in_string = false,
                 _ => {}
             }
-            true
-        } else if *b == b'"' {
-            in_string = true;
-            true
         } else {
-            !is_space(b)
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(MAX_DEPTH);
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                b' ' | b'\n' | b'\r' | b'\t' => continue,
+                _ => {}
+            }
         }
-    }));
+        out.push(b);
+    }
+    Ok(())
 }
 
 fn check_json_output(bytes: &[u8]) -> Result<(), TaskError> {
@@ -497,8 +515,18 @@ mod test {
 
     fn compact(text: &str) -> String {
         let mut out = Vec::new();
-        compact_json(text.as_bytes(), &mut out);
+        compact_json(text.as_bytes(), &mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_refused() {
+        let ok = "[".repeat(128) + &"]".repeat(128);
+        assert!(compact_json(ok.as_bytes(), &mut Vec::new()).is_ok());
+        let deep = "[".repeat(129) + &"]".repeat(129);
+        assert_eq!(compact_json(deep.as_bytes(), &mut Vec::new()), Err(128));
+        let in_string = format!("\"{}\"", "[".repeat(1000));
+        assert!(compact_json(in_string.as_bytes(), &mut Vec::new()).is_ok());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Waiter<'a> {
     pub(crate) interrupt: Option<&'a AtomicBool>,
+    /// A second interruption flag (the cancel flag of the task's stream).
+    pub(crate) cancel: Option<&'a AtomicBool>,
     pub(crate) task_deadline: Option<Instant>,
 }
 
@@ -36,7 +38,8 @@ pub(crate) struct Waiter<'a> {
 /// [`Stop::Interrupted`] when the waiter was interrupted or its task's time
 /// is up.
 pub(crate) fn next_slice(deadline: Option<Instant>, waiter: Waiter<'_>) -> Result<Duration, Stop> {
-    if waiter.interrupt.is_some_and(|i| i.load(Ordering::Relaxed)) {
+    let set = |flag: Option<&AtomicBool>| flag.is_some_and(|f| f.load(Ordering::Relaxed));
+    if set(waiter.interrupt) || set(waiter.cancel) {
         return Err(Stop::Interrupted);
     }
     let now = Instant::now();

@@ -53,8 +53,10 @@ pub(crate) struct Batch {
 /// What a stream shares with the workers running its batches.
 #[derive(Debug)]
 pub(crate) struct StreamState {
-    /// Set when the stream is dropped: its batches are skipped.
-    pub(crate) cancelled: AtomicBool,
+    /// Set when the stream is cancelled or dropped: its tasks not started end
+    /// as `terminated`, and its running task is interrupted (the flag is
+    /// the guest's second interruption flag, see `limits.rs`).
+    pub(crate) cancelled: Arc<AtomicBool>,
     /// Output bytes finished and not yet handed to the caller (in batches
     /// being run, on their way back, or in the reorder window).
     pub(crate) bytes: AtomicUsize,
@@ -184,6 +186,15 @@ impl Running {
     /// ran, or the stream's outputs passed its byte budget (the batch is
     /// then cut short; at least one input always runs).
     fn next(&mut self) -> Option<Result<Payload, TaskError>> {
+        if self.stream.cancelled.load(Ordering::Relaxed) {
+            while self.items.next().is_some() {
+                self.push(Err(TaskError::new(
+                    TaskErrorKind::Terminated,
+                    "the stream was cancelled before this task started",
+                )));
+            }
+            return None;
+        }
         if self.unreported >= FLUSH_BYTES {
             let total = self
                 .stream
@@ -378,9 +389,6 @@ impl Worker {
     fn run(mut self) {
         let jobs = self.shared.jobs.clone();
         for batch in jobs.iter() {
-            if batch.stream.cancelled.load(Ordering::Relaxed) {
-                continue;
-            }
             let running = Running::new(batch, self.counters.clone());
             if !self.run_batch(running) {
                 return; // abandoned: another worker took this one's place
@@ -392,7 +400,9 @@ impl Worker {
     fn run_batch(&mut self, mut running: Running) -> bool {
         let Some(watched) = &self.watched else {
             while let Some(item) = running.next() {
-                let result = item.and_then(|payload| self.run_one(&running.task, payload, None));
+                let result = item.and_then(|payload| {
+                    self.run_one(&running.task, payload, &running.stream.cancelled, None)
+                });
                 running.push(result);
             }
             running.finish();
@@ -401,7 +411,7 @@ impl Worker {
         let (watch, progress) = (watched.watch.clone(), watched.progress.clone());
         lock(&progress).batch = Some(running);
         loop {
-            let (task, payload, deadline) = {
+            let (task, payload, cancel, deadline) = {
                 let mut p = lock(&progress);
                 let running = p
                     .batch
@@ -419,13 +429,14 @@ impl Worker {
                     }
                 };
                 let task = running.task.clone();
+                let cancel = running.stream.cancelled.clone();
                 let deadline = shared_deadline(&self.shared);
                 if let Some(d) = deadline {
                     p.call = watch.arm(d);
                 }
-                (task, payload, deadline)
+                (task, payload, cancel, deadline)
             };
-            let result = self.run_one(&task, payload, deadline);
+            let result = self.run_one(&task, payload, &cancel, deadline);
             watch.disarm();
             let mut p = lock(&progress);
             if p.abandoned {
@@ -456,6 +467,7 @@ impl Worker {
         &mut self,
         task: &TaskSpec,
         payload: Payload,
+        cancel: &Arc<AtomicBool>,
         deadline: Option<Instant>,
     ) -> Result<Output, TaskError> {
         if self.guest.is_none() {
@@ -472,6 +484,7 @@ impl Worker {
             self.counters.instances.fetch_add(1, Ordering::Relaxed);
         }
         let guest = self.guest.as_mut().expect("made above");
+        guest.set_cancel(cancel);
         let result = catch_unwind(AssertUnwindSafe(|| guest.run(task, payload, deadline)));
         match result {
             Ok(result) => {

@@ -63,13 +63,14 @@ pub(crate) const IMPORTS: &[&str] = &[
 fn waiter(data: &StoreData) -> Waiter<'_> {
     Waiter {
         interrupt: Some(&data.interrupt),
+        cancel: data.cancel.as_deref(),
         task_deadline: data.task_deadline,
     }
 }
 
 /// Why a wait of this store was cut short: a terminate, or the task's time limit.
 fn stopped(data: &StoreData) -> wasmtime::Error {
-    if data.interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+    if crate::limits::interrupted(data) {
         Interrupted.into()
     } else {
         TimedOut.into()

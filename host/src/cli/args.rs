@@ -78,9 +78,10 @@ pub(crate) struct RunArgs {
     /// The export to run instead of `_start` (of type `() -> ()`).
     #[arg(long, value_name = "EXPORT", default_value = "_start")]
     pub(crate) invoke: String,
-    /// Declare a named queue shared by the copies (default capacity 1024).
-    #[arg(long = "queue", value_name = "NAME[:CAPACITY]", value_parser = parse_queue)]
-    pub(crate) queues: Vec<(String, usize)>,
+    /// Declare a named queue shared by the copies, holding at most CAPACITY
+    /// messages (default 1024) and BYTES of them (default 64MiB).
+    #[arg(long = "queue", value_name = "NAME[:CAPACITY[:BYTES]]", value_parser = parse_queue)]
+    pub(crate) queues: Vec<QueueArg>,
     /// Give the copies one shared region of SIZE bytes (e.g. 64KiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) shared_memory: Option<usize>,
@@ -148,9 +149,10 @@ pub(crate) struct MapArgs {
     /// Print bare result values, one per line; failures go to stderr.
     #[arg(long)]
     pub(crate) values: bool,
-    /// Declare a named queue shared by every instance (default capacity 1024).
-    #[arg(long = "queue", value_name = "NAME[:CAPACITY]", value_parser = parse_queue)]
-    pub(crate) queues: Vec<(String, usize)>,
+    /// Declare a named queue shared by every instance, holding at most
+    /// CAPACITY messages (default 1024) and BYTES of them (default 64MiB).
+    #[arg(long = "queue", value_name = "NAME[:CAPACITY[:BYTES]]", value_parser = parse_queue)]
+    pub(crate) queues: Vec<QueueArg>,
     /// Give the instances one shared region of SIZE bytes (e.g. 64KiB, 16MiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) shared_memory: Option<usize>,
@@ -158,8 +160,10 @@ pub(crate) struct MapArgs {
     pub(crate) limits: LimitArgs,
     #[command(flatten)]
     pub(crate) pool: PoolArgs,
-    /// Stop at the first failed task: write every result before it and the
-    /// failure itself, then exit 1.
+    /// Stop as soon as a task fails: tasks still running or waiting (even
+    /// blocked for good) are cancelled and reported as `terminated`; every
+    /// result before the failure and the failure itself are written, then
+    /// the run exits 1.
     #[arg(long)]
     pub(crate) fail_fast: bool,
     /// Append each finished result to FILE as it comes; a rerun with the same
@@ -274,24 +278,42 @@ fn parse_stack(s: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
-/// `NAME` or `NAME:CAPACITY`.
-fn parse_queue(s: &str) -> Result<(String, usize), String> {
-    let (name, capacity) = match s.split_once(':') {
-        None => (s, 1024),
-        Some((name, cap)) => {
+/// A queue to declare: `NAME[:CAPACITY[:BYTES]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueueArg {
+    pub(crate) name: String,
+    pub(crate) capacity: usize,
+    pub(crate) max_bytes: usize,
+}
+
+/// `NAME`, `NAME:CAPACITY` or `NAME:CAPACITY:BYTES`.
+fn parse_queue(s: &str) -> Result<QueueArg, String> {
+    let mut parts = s.splitn(3, ':');
+    let name = parts.next().unwrap_or_default();
+    let capacity = match parts.next() {
+        None => 1024,
+        Some(cap) => {
             let cap = cap
                 .parse::<usize>()
                 .map_err(|e| format!("capacity {cap:?}: {e}"))?;
             if cap == 0 {
                 return Err("the capacity must be at least 1".into());
             }
-            (name, cap)
+            cap
         }
+    };
+    let max_bytes = match parts.next() {
+        None => wasmpool::DEFAULT_QUEUE_BYTES,
+        Some(bytes) => parse_size(bytes)?,
     };
     if name.is_empty() {
         return Err("the queue needs a name".into());
     }
-    Ok((name.to_string(), capacity))
+    Ok(QueueArg {
+        name: name.to_string(),
+        capacity,
+        max_bytes,
+    })
 }
 
 /// A size in bytes: `65536`, `64KiB`, `16MiB`, `1GiB` (also `K`, `M`, `G`,
@@ -382,8 +404,15 @@ mod test {
 
     #[test]
     fn queue_and_size_values_parse() {
-        assert_eq!(parse_queue("jobs"), Ok(("jobs".into(), 1024)));
-        assert_eq!(parse_queue("jobs:8"), Ok(("jobs".into(), 8)));
+        let q = |name: &str, capacity, max_bytes| QueueArg {
+            name: name.into(),
+            capacity,
+            max_bytes,
+        };
+        assert_eq!(parse_queue("jobs"), Ok(q("jobs", 1024, 64 << 20)));
+        assert_eq!(parse_queue("jobs:8"), Ok(q("jobs", 8, 64 << 20)));
+        assert_eq!(parse_queue("jobs:8:1MiB"), Ok(q("jobs", 8, 1 << 20)));
+        assert!(parse_queue("jobs:8:lots").is_err());
         assert!(parse_queue("jobs:0").is_err());
         assert!(parse_queue(":8").is_err());
         assert_eq!(parse_size("65536"), Ok(65536));

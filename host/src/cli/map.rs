@@ -22,8 +22,8 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.workers {
         builder = builder.workers(n as usize);
     }
-    for (name, capacity) in &args.queues {
-        builder = builder.queue(name.clone(), *capacity);
+    for q in &args.queues {
+        builder = builder.queue_with_max_bytes(q.name.clone(), q.capacity, q.max_bytes);
     }
     if let Some(bytes) = args.shared_memory {
         builder = builder.shared_memory(bytes);
@@ -110,6 +110,11 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
         stopped: false,
     };
     let mut stream = pool.imap_payloads(&task, payloads)?;
+    if args.fail_fast {
+        // Cancel at the first failure to arrive, wherever it is: tasks still
+        // running or waiting (even blocked for good) end as `terminated`.
+        stream = stream.fail_fast();
+    }
     let pop = || order.borrow_mut().pop_front();
     loop {
         // Results recorded by an earlier run come out in their place.
@@ -308,7 +313,9 @@ impl<W: Write> Emitter<'_, W> {
 
     fn failure(&mut self, index: u64, kind: &str, message: &str) -> io::Result<()> {
         self.failed += 1;
-        self.stopped |= self.fail_fast;
+        // Tasks cut off by --fail-fast's own cancel are written, and the run
+        // stops at the first real failure.
+        self.stopped |= self.fail_fast && kind != "terminated";
         if self.values {
             eprintln!(
                 "wasmpool: {}: task {index}: {kind}: {message}",

@@ -36,8 +36,8 @@ pub(crate) fn run(common: &Common, verbose: u8, args: RunArgs) -> anyhow::Result
     for (host, guest, read_only) in &args.dirs {
         builder = builder.dir(host.clone(), guest.clone(), *read_only);
     }
-    for (name, capacity) in &args.queues {
-        builder = builder.queue(name.clone(), *capacity);
+    for q in &args.queues {
+        builder = builder.queue_with_max_bytes(q.name.clone(), q.capacity, q.max_bytes);
     }
     if let Some(bytes) = args.shared_memory {
         builder = builder.shared_memory(bytes);

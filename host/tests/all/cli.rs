@@ -519,8 +519,18 @@ fn run_reads_stdin() {
 
 #[test]
 fn fail_fast_stops_at_the_first_failure_and_keeps_what_came_before() {
+    // One worker runs the tasks in order, so everything before the failure
+    // finished before it arrived.
     let out = wasmpool(
-        &["map", TESTGUEST, "--task", "fail_on_tens", "--fail-fast"],
+        &[
+            "map",
+            TESTGUEST,
+            "--task",
+            "fail_on_tens",
+            "--fail-fast",
+            "-j",
+            "1",
+        ],
         &lines(1..40),
     );
     assert_eq!(out.status.code(), Some(1));
@@ -1104,7 +1114,9 @@ fn journal_replays_output_lines_byte_for_byte() {
         "{shown:#?}"
     );
     assert!(
-        shown[4].starts_with(r#"{"index":4,"error":{"kind":"output","message":"the task's output is not UTF-8"#),
+        shown[4].starts_with(
+            r#"{"index":4,"error":{"kind":"output","message":"the task's output is not UTF-8"#
+        ),
         "{}",
         shown[4]
     );

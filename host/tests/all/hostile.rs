@@ -346,3 +346,471 @@ fn random_pointers_never_hurt_the_host() {
         "both outcomes are exercised: {ok} ok, {abi} abi errors"
     );
 }
+
+// ---- The seams (issue 12): waits outside wasm code, host memory, leaks,
+// soundness. Each test is bounded in time: a wait that is not cut short
+// makes it fail, not hang for long.
+
+/// A WAT module waiting where nothing interrupts it: a wasm atomic wait on
+/// the imported shared region, with no timeout.
+const ATOMIC_WAIT: &str = r#"(module
+    (import "wasmpool" "shared" (memory 1 1 shared))
+    (func (export "wasmpool_abi_v1"))
+    (func (export "ok") (param i64) (result i64) local.get 0)
+    (func (export "wait_forever") (param i64) (result i64)
+        (i64.extend_i32_u (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1)))))"#;
+
+fn atomic_wait_pool(workers: usize, timeout: Option<Duration>) -> Pool {
+    let mut b = Pool::builder()
+        .module_bytes(ATOMIC_WAIT)
+        .name("atomic_wait.wat")
+        .workers(workers)
+        .shared_memory(1 << 16)
+        .cache(None);
+    if let Some(t) = timeout {
+        b = b.timeout(t);
+    }
+    b.build().unwrap()
+}
+
+#[test]
+fn wasi_sleep_past_the_deadline_times_out() {
+    let pool = builder(TESTGUEST, 2)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let r = pool.map::<u64, u64>("sleep_ms", [60_000, 10]).unwrap();
+    let err = r[0].as_ref().unwrap_err();
+    assert_eq!(err.kind(), TaskErrorKind::Timeout, "{err}");
+    assert_eq!(r[1], Ok(10));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the sleep was cut at its deadline: {:?}",
+        start.elapsed()
+    );
+    // The sleep was interrupted, not abandoned: the same worker goes on.
+    assert_eq!(pool.map::<u64, u64>("sleep_ms", [1]).unwrap(), [Ok(1)]);
+}
+
+#[test]
+fn wasi_sleep_still_sleeps_without_a_limit() {
+    let pool = builder(TESTGUEST, 1).build().unwrap();
+    let start = Instant::now();
+    assert_eq!(pool.map::<u64, u64>("sleep_ms", [30]).unwrap(), [Ok(30)]);
+    assert!(start.elapsed() >= Duration::from_millis(30));
+}
+
+#[test]
+fn wasm_atomic_wait_past_the_deadline_times_out_and_the_worker_is_replaced() {
+    let pool = atomic_wait_pool(1, Some(Duration::from_millis(200)));
+    let start = Instant::now();
+    let r = pool
+        .map::<i64, i64>("wait_forever", [1])
+        .unwrap()
+        .pop()
+        .unwrap();
+    let err = r.unwrap_err();
+    assert_eq!(err.kind(), TaskErrorKind::Timeout, "{err}");
+    assert!(err.message().contains("abandoned"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // One worker, stuck for good: a fresh one took its place.
+    assert_eq!(
+        pool.map::<i64, i64>("ok", 0..100).unwrap(),
+        (0..100).map(Ok).collect::<Vec<_>>()
+    );
+    assert_eq!(pool.worker_stats()[0].instances, 2);
+}
+
+#[test]
+fn a_batch_with_a_stuck_task_answers_every_other_input_once() {
+    // Tiny tasks around a stuck one, on one worker: they share its batches.
+    let pool = atomic_wait_pool(1, Some(Duration::from_millis(200)));
+    let inputs: Vec<i64> = (0..2000).collect();
+    let r = pool.map::<i64, i64>("ok", inputs.clone()).unwrap();
+    assert_eq!(r, inputs.iter().copied().map(Ok).collect::<Vec<_>>());
+    let r = pool.map::<i64, i64>("wait_forever", [0, 0]).unwrap();
+    assert!(
+        r.iter()
+            .all(|r| r.as_ref().unwrap_err().kind() == TaskErrorKind::Timeout),
+        "{r:?}"
+    );
+    assert_eq!(
+        pool.map::<i64, i64>("ok", inputs.clone()).unwrap().len(),
+        2000
+    );
+}
+
+#[test]
+fn initialize_that_sleeps_forever_fails_the_build_at_its_deadline() {
+    let module = r#"(module
+        (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "_initialize")
+            ;; one relative clock subscription of about 10^18 ns
+            (i64.store (i32.const 24) (i64.const 1000000000000000000))
+            (i32.store (i32.const 16) (i32.const 1))
+            (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128))))
+        (func (export "ok") (param i64) (result i64) local.get 0))"#;
+    let start = Instant::now();
+    let err = Pool::builder()
+        .module_bytes(module)
+        .name("init.wat")
+        .workers(2)
+        .timeout(Duration::from_millis(200))
+        .cache(None)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("init.wat: cannot instantiate: timeout"),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn initialize_that_waits_forever_in_an_atomic_wait_fails_the_build() {
+    let module = r#"(module
+        (import "wasmpool" "shared" (memory 1 1 shared))
+        (func (export "wasmpool_abi_v1"))
+        (func (export "_initialize")
+            (drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))))
+        (func (export "ok") (param i64) (result i64) local.get 0))"#;
+    let start = Instant::now();
+    let err = Pool::builder()
+        .module_bytes(module)
+        .name("init.wat")
+        .workers(1)
+        .shared_memory(1 << 16)
+        .timeout(Duration::from_millis(200))
+        .cache(None)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("timeout"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn dropping_a_pool_with_a_guest_blocked_forever_is_prompt() {
+    for timeout in [None, Some(Duration::from_secs(3600))] {
+        let pool = atomic_wait_pool(2, timeout);
+        let mut stream = pool.imap::<i64, i64>("wait_forever", [0]).unwrap();
+        assert!(matches!(stream.try_next(), wasmpool::TryNext::Pending));
+        std::thread::sleep(Duration::from_millis(100));
+        let start = Instant::now();
+        drop(stream);
+        drop(pool);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{timeout:?}: {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[test]
+fn dropping_a_pool_interrupts_spinning_and_waiting_guests() {
+    let pool = builder(TESTGUEST, 2).queue("q", 1).build().unwrap();
+    let start = Instant::now();
+    let blocked = std::thread::scope(|s| {
+        let p = &pool;
+        let h = s.spawn(move || p.map::<(), String>("get_forever", [(), ()]).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        // A map cannot outlive its pool; stop the guests from the host side
+        // the way a drop does, by closing what they wait on.
+        p.queue("q").unwrap().close();
+        h.join().unwrap()
+    });
+    assert_eq!(blocked.len(), 2);
+    drop(pool);
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn queue_byte_budget_bounds_what_guests_can_park_in_the_host() {
+    let module = r#"(module
+        (import "wasmpool" "queue_put" (func $put (param i32 i32 i32 i64) (result i32)))
+        (memory (export "memory") 17)
+        (func (export "wasmpool_abi_v1"))
+        ;; puts 1 MiB messages with no wait until the queue refuses; returns how many fit
+        (func (export "flood") (param i64) (result i64)
+            (local $n i64)
+            (block $full
+                (loop $l
+                    (br_if $full (i32.ne (call $put (i32.const 0) (i32.const 0) (i32.const 1048576) (i64.const 0)) (i32.const 0)))
+                    (local.set $n (i64.add (local.get $n) (i64.const 1)))
+                    (br $l)))
+            (local.get $n))
+        (func (export "too_big") (param i64) (result i64)
+            (i64.extend_i32_s (call $put (i32.const 0) (i32.const 0) (i32.const 1048576) (i64.const 0)))))"#;
+    let pool = Pool::builder()
+        .module_bytes(module)
+        .workers(1)
+        .max_memory(16 << 20)
+        .queue_with_max_bytes("q", 1_000_000, 8 << 20)
+        .cache(None)
+        .build()
+        .unwrap();
+    // The count capacity (a million) would allow a terabyte; the budget of
+    // 8 MiB stops the guest at 8 messages.
+    assert_eq!(pool.map::<i64, i64>("flood", [0]).unwrap(), [Ok(8)]);
+    assert_eq!(pool.queue("q").unwrap().len(), 8);
+    let small = Pool::builder()
+        .module_bytes(module)
+        .workers(1)
+        .queue_with_max_bytes("q", 10, 1000)
+        .cache(None)
+        .build()
+        .unwrap();
+    let err = small
+        .map::<i64, i64>("too_big", [0])
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), TaskErrorKind::Abi, "{err}");
+    assert!(
+        err.message().contains(
+            "a message of 1048576 bytes is larger than queue \"q\"'s byte budget of 1000 bytes"
+        ),
+        "{err}"
+    );
+}
+
+/// An ABI task writing `n` MiB of output (a JSON string) from one page of
+/// memory, and a task that sleeps first, to hold up the ordered stream.
+const OUTPUT_BOMB: &str = r#"(module
+    (import "wasmpool" "input_len" (func $len (result i32)))
+    (import "wasmpool" "input_read" (func $read (param i32 i32) (result i32)))
+    (import "wasmpool" "output_write" (func $write (param i32 i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 0) "\"")
+    (func (export "wasmpool_abi_v1"))
+    ;; input: one digit n; output: a string of n * 32 KiB
+    (func (export "wasmpool_task_blob") (result i32)
+        (local $n i32)
+        (drop (call $read (i32.const 100) (i32.const 1)))
+        (local.set $n (i32.mul (i32.sub (i32.load8_u (i32.const 100)) (i32.const 48)) (i32.const 32)))
+        (memory.fill (i32.const 1024) (i32.const 120) (i32.const 1024))
+        (call $write (i32.const 0) (i32.const 1))
+        (block $done (loop $l
+            (br_if $done (i32.eqz (local.get $n)))
+            (call $write (i32.const 1024) (i32.const 1024))
+            (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+            (br $l)))
+        (call $write (i32.const 0) (i32.const 1))
+        (i32.const 0)))"#;
+
+#[test]
+fn output_budget_cuts_batches_and_holds_back_new_ones() {
+    let pool = Pool::builder()
+        .module_bytes(OUTPUT_BOMB)
+        .workers(2)
+        .output_budget(1 << 20)
+        .cache(None)
+        .build()
+        .unwrap();
+    // Every output is 9 * 32 KiB = 288 KiB; the budget holds about four.
+    let n = 200;
+    let mut stream = pool.imap::<u8, String>("blob", vec![9u8; n]).unwrap();
+    // Read nothing for a while: finished outputs pile up to the budget, not
+    // to the window of 4096 inputs.
+    let first = stream.next().unwrap().unwrap();
+    assert_eq!(first.len(), 9 * 32 * 1024);
+    std::thread::sleep(Duration::from_millis(300));
+    let done: u64 = pool.worker_stats().iter().map(|w| w.tasks).sum();
+    assert!(
+        done < 40,
+        "{done} tasks ran ahead of the reader; the budget allows about 4 + one batch per worker"
+    );
+    let rest: Vec<_> = stream.collect();
+    assert_eq!(rest.len(), n - 1);
+    assert!(
+        rest.iter()
+            .all(|r| r.as_ref().is_ok_and(|s| s.len() == 9 * 32 * 1024))
+    );
+}
+
+#[test]
+fn a_queue_message_taken_by_one_task_is_not_visible_to_the_next() {
+    let module = r#"(module
+        (import "wasmpool" "queue_get" (func $get (param i32 i64) (result i64)))
+        (import "wasmpool" "queue_message" (func $message (param i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "wasmpool_abi_v1"))
+        (func (export "take") (param i64) (result i64) (call $get (i32.const 0) (i64.const 1000)))
+        (func (export "peek") (param i64) (result i64)
+            (i64.extend_i32_s (call $message (i32.const 0) (i32.const 100)))))"#;
+    let pool = Pool::builder()
+        .module_bytes(module)
+        .workers(1)
+        .queue("q", 4)
+        .cache(None)
+        .build()
+        .unwrap();
+    pool.queue("q")
+        .unwrap()
+        .put(b"secret".to_vec(), None)
+        .unwrap();
+    assert_eq!(pool.map::<i64, i64>("take", [0]).unwrap(), [Ok(6)]);
+    let err = pool
+        .map::<i64, i64>("peek", [0])
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), TaskErrorKind::Abi, "{err}");
+    assert!(err.message().contains("no message is held"), "{err}");
+}
+
+#[test]
+fn a_task_of_another_pool_is_refused() {
+    let one = Pool::builder()
+        .module_bytes(r#"(module (func (export "f") (param i64) (result i64) local.get 0))"#)
+        .workers(1)
+        .cache(None)
+        .build()
+        .unwrap();
+    // Same export name, ten results: running `one`'s task here would read
+    // results that were never written.
+    let ten = Pool::builder()
+        .module_bytes(
+            r#"(module (func (export "f") (param i64)
+                (result i64 i64 i64 i64 i64 i64 i64 i64 i64 i64)
+                (local.get 0) (local.get 0) (local.get 0) (local.get 0) (local.get 0)
+                (local.get 0) (local.get 0) (local.get 0) (local.get 0) (local.get 0)))"#,
+        )
+        .workers(1)
+        .cache(None)
+        .build()
+        .unwrap();
+    let task = one.task("f").unwrap();
+    let payload = task.encode(&7).unwrap();
+    let err = ten.imap_payloads(&task, [Ok(payload.clone())]).unwrap_err();
+    assert!(matches!(err, wasmpool::Error::ForeignTask { .. }), "{err}");
+    assert!(err.to_string().contains("belongs to another pool"), "{err}");
+    // Its own pool runs it.
+    let out: Vec<_> = one.imap_payloads(&task, [Ok(payload)]).unwrap().collect();
+    assert_eq!(
+        out,
+        [Ok(wasmpool::Output::Values(
+            vec![wasmpool::WasmValue::I64(7)].into()
+        ))]
+    );
+}
+
+#[test]
+fn a_deep_stack_limit_runs_on_a_thread_that_fits_it() {
+    let pool = hostile(|b| b.max_stack(8 << 20));
+    // Deep recursion uses the whole 8 MiB wasm stack and ends in a trap,
+    // not in the host's own stack overflow (which would abort the process).
+    let err = fails_alone(&pool, "recurse");
+    assert_eq!(err.kind(), TaskErrorKind::Trap, "{err}");
+    assert!(err.message().contains("call stack exhausted"), "{err}");
+}
+
+#[test]
+fn out_of_range_limits_are_configuration_errors() {
+    let err = hostile_builder().max_stack(64 << 20).build().unwrap_err();
+    assert!(err.to_string().contains("max_stack"), "{err}");
+    let err = hostile_builder()
+        .timeout(Duration::from_secs(u64::MAX))
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("longer than the longest allowed"),
+        "{err}"
+    );
+    let err = hostile_builder()
+        .timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("more than 0"), "{err}");
+}
+
+#[test]
+fn tables_cannot_grow_past_their_limit() {
+    let module = r#"(module
+        (table 1 funcref)
+        (func (export "grow") (param i32) (result i32)
+            (table.grow (ref.null func) (local.get 0))))"#;
+    // One instance for all four, then a fresh one for each.
+    for (isolation, expect) in [
+        (Isolation::Worker, [1, -1, 11, -1]),
+        (Isolation::Task, [1, -1, 1, 1]),
+    ] {
+        let pool = Pool::builder()
+            .module_bytes(module)
+            .workers(1)
+            .isolation(isolation)
+            .max_table_elements(1000)
+            .cache(None)
+            .build()
+            .unwrap();
+        assert_eq!(
+            pool.map::<i32, i32>("grow", [10, 100_000_000, 989, 1])
+                .unwrap(),
+            expect.map(Ok)
+        );
+    }
+}
+
+#[test]
+fn two_version_markers_or_a_marker_that_is_not_a_function_fail_to_load() {
+    let two = r#"(module (func (export "wasmpool_abi_v2")) (func (export "wasmpool_abi_v1")))"#;
+    let err = Pool::builder()
+        .module_bytes(two)
+        .cache(None)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("two version markers"), "{err}");
+    let global = r#"(module (global (export "wasmpool_abi_v1") i32 (i32.const 1)))"#;
+    let err = Pool::builder()
+        .module_bytes(global)
+        .cache(None)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is a global; it must be a function"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_panic_in_the_host_while_instantiating_is_a_host_error_not_a_hang() {
+    // A start function that traps is the nearest a guest gets to breaking
+    // instantiation; it must surface as an error, and a later instance too.
+    let module = r#"(module
+        (global $n (mut i32) (i32.const 0))
+        (func $start unreachable)
+        (start $start)
+        (func (export "f") (param i64) (result i64) local.get 0))"#;
+    let err = Pool::builder()
+        .module_bytes(module)
+        .cache(None)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot instantiate"), "{err}");
+}
+
+fn hostile_builder() -> wasmpool::PoolBuilder {
+    Pool::builder()
+        .module_bytes(HOSTILE)
+        .name("hostile.wat")
+        .workers(1)
+        .cache(None)
+}

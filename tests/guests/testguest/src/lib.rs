@@ -225,3 +225,11 @@ pub fn pingpong(role: u32, n: u64) -> Result<u64, String> {
     }
     Ok(n)
 }
+
+/// Sleeps `ms` milliseconds through WASI (`poll_oneoff`), then returns it.
+/// (hostile::wasi_sleep_past_the_deadline_times_out)
+#[task]
+pub fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
+}
