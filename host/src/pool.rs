@@ -192,6 +192,7 @@ impl PoolBuilder {
             stop: Arc::new(AtomicBool::new(false)),
             jobs: jobs_rx,
             threads: Mutex::new(Vec::with_capacity(workers)),
+            abandoned: Mutex::new(Vec::new()),
             counters: (0..workers)
                 .map(|_| Arc::new(Counters::default()))
                 .collect(),
@@ -570,8 +571,18 @@ impl Pool {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
+        let abandoned = std::mem::take(
+            &mut *self
+                .shared
+                .abandoned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         let give_up = Instant::now() + DROP_GRACE;
         for handle in threads {
+            if abandoned.contains(&handle.thread().id()) {
+                continue; // stuck for good: the watchdog gave up on it
+            }
             while !handle.is_finished() && Instant::now() < give_up {
                 std::thread::sleep(Duration::from_millis(1));
             }

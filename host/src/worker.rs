@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     pub(crate) jobs: Receiver<Batch>,
     /// Every worker thread started, replacements included.
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The threads the watchdog abandoned: not worth waiting for.
+    pub(crate) abandoned: Mutex<Vec<std::thread::ThreadId>>,
     pub(crate) counters: Vec<Arc<Counters>>,
 }
 
@@ -276,6 +278,8 @@ impl Drop for Running {
 /// The batch a watched worker is running, shared with the watchdog.
 #[derive(Default)]
 struct Progress {
+    /// The worker's thread, once it runs.
+    thread: Option<std::thread::ThreadId>,
     batch: Option<Running>,
     /// The watch token of the call in flight; 0 between calls.
     call: u64,
@@ -321,6 +325,9 @@ pub(crate) fn spawn(
         .name(format!("wasmpool-worker-{index}"))
         .stack_size(shared.runtime.limits.thread_stack())
         .spawn(move || {
+            if let Some(w) = &worker.watched {
+                lock(&w.progress).thread = Some(std::thread::current().id());
+            }
             if let Some(ready) = ready {
                 let made = worker.make_guest(shared_deadline(&worker.shared));
                 let ok = made.is_ok();
@@ -360,6 +367,13 @@ fn abandon(
         return; // the call ended in the meantime
     }
     p.abandoned = true;
+    if let Some(thread) = p.thread {
+        shared
+            .abandoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(thread);
+    }
     if let Some(mut running) = p.batch.take() {
         let limit = shared.runtime.limits.timeout.unwrap_or_default();
         running.push(Err(TaskError::new(
