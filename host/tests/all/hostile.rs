@@ -814,3 +814,30 @@ fn hostile_builder() -> wasmpool::PoolBuilder {
         .workers(1)
         .cache(None)
 }
+
+#[test]
+fn a_trap_message_of_one_task_does_not_name_the_next_ones_trap() {
+    let module = r#"(module
+        (import "wasmpool" "trap_message" (func $say (param i32 i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 0) "stale")
+        (func (export "wasmpool_abi_v1"))
+        (func (export "say") (param i64) (result i64)
+            (call $say (i32.const 0) (i32.const 5)) (local.get 0))
+        (func (export "boom") (param i64) (result i64) unreachable))"#;
+    let pool = Pool::builder()
+        .module_bytes(module)
+        .workers(1)
+        .cache(None)
+        .build()
+        .unwrap();
+    assert_eq!(pool.map::<i64, i64>("say", [1]).unwrap(), [Ok(1)]);
+    let err = pool
+        .map::<i64, i64>("boom", [1])
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), TaskErrorKind::Trap, "{err}");
+    assert!(!err.message().contains("stale"), "{err}");
+}

@@ -504,3 +504,84 @@ fn run_reports_a_trapping_copy_with_its_panic_message() {
         verbose.stderr
     );
 }
+
+/// Spawns `wasmpool args...` with a stdin pipe that stays open (nothing is
+/// ever written to it), and returns the child and that pipe.
+fn spawn_with_open_stdin(
+    dir: &Path,
+    args: &[&str],
+) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmpool"))
+        .args(args)
+        .env("WASMPOOL_CACHE_DIR", dir.join("cache"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+/// Waits for `child` at most `limit`; kills it and fails the test after.
+fn wait_bounded(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn run_timeout_ends_a_blocking_read_of_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = file(
+        dir.path(),
+        "read.wat",
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (func (export "_start")
+                (i32.store (i32.const 0) (i32.const 16))
+                (i32.store (i32.const 4) (i32.const 100))
+                (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+    );
+    let (mut child, _stdin) =
+        spawn_with_open_stdin(dir.path(), &["run", &wat, "--timeout", "300ms"]);
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(124));
+}
+
+#[test]
+fn ctrl_c_ends_a_map_with_a_task_blocked_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = file(dir.path(), "blocked.wat", BLOCKED);
+    let (mut child, mut stdin) = spawn_with_open_stdin(
+        dir.path(),
+        &["map", &wat, "--task", "t", "--shared-memory", "64KiB"],
+    );
+    use std::io::Write;
+    stdin.write_all(b"0\n").unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let start = std::time::Instant::now();
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    assert!(!status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
