@@ -564,20 +564,8 @@ impl Pool {
         self.jobs = None;
         // No more replacements once the watchdog is gone.
         self.watchdog = None;
-        let threads = std::mem::take(
-            &mut *self
-                .shared
-                .threads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        let abandoned = std::mem::take(
-            &mut *self
-                .shared
-                .abandoned
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let threads = take(&self.shared.threads);
+        let abandoned = take(&self.shared.abandoned);
         let give_up = Instant::now() + DROP_GRACE;
         for handle in threads {
             if abandoned.contains(&handle.thread().id()) {
@@ -596,6 +584,11 @@ impl Pool {
             }
         }
     }
+}
+
+/// Empties a shared list, even one a panicking thread left poisoned.
+fn take<T>(list: &Mutex<Vec<T>>) -> Vec<T> {
+    std::mem::take(&mut *list.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 impl Drop for Pool {

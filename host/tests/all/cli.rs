@@ -703,40 +703,12 @@ fn journal_resumes_a_killed_run_with_identical_output() {
 /// Runs `wasmpool args...` (no stdin) in `cache`, killing it if it takes
 /// more than a minute.
 fn wasmpool_bounded(cache: &std::path::Path, args: &[&str]) -> Output {
-    use std::io::Read;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmpool"))
-        .args(args)
-        .env("WASMPOOL_CACHE_DIR", cache)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let read_all = |mut from: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            from.read_to_end(&mut bytes).unwrap();
-            bytes
-        })
-    };
-    let out = read_all(Box::new(child.stdout.take().unwrap()));
-    let err = read_all(Box::new(child.stderr.take().unwrap()));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("wasmpool {args:?} took more than a minute");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
+    let run =
+        crate::util::wasmpool_watched(cache, args, "", std::time::Duration::from_secs(60), true);
     Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
+        status: run.status,
+        stdout: run.stdout,
+        stderr: run.stderr.into_bytes(),
     }
 }
 
