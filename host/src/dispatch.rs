@@ -293,8 +293,10 @@ pub enum TryNext<T> {
 ///
 /// # Drop
 ///
-/// Dropping the stream early cancels what has not started; tasks already
-/// running finish and their results are discarded.
+/// Dropping the stream early cancels what has not started, and interrupts
+/// its running tasks where they wait in the host (and in wasm code when the
+/// pool has a timeout); their results are discarded. Dropping does not wait
+/// for them.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), wasmpool::Error> {
