@@ -39,6 +39,14 @@ pub(crate) type Inputs<'a> = Box<dyn Iterator<Item = Result<Payload, TaskError>>
 /// Turns a raw output into what the stream yields.
 pub(crate) type Decode<T> = fn(&Task, Output) -> Result<T, TaskError>;
 
+/// The bytes an input holds while it waits to run.
+fn input_size(item: &Result<Payload, TaskError>) -> usize {
+    match item {
+        Ok(Payload::Bytes(bytes)) => bytes.len(),
+        _ => 0,
+    }
+}
+
 /// How long a batch should take, in nanoseconds.
 const TARGET_BATCH_NANOS: f64 = 100_000.0;
 
@@ -59,8 +67,10 @@ pub(crate) struct Dispatch<'a> {
     max_items: usize,
     max_batch: usize,
     nanos_per_item: Option<f64>,
-    /// Batches sent and not answered: first index -> length.
-    out: BTreeMap<u64, usize>,
+    /// Batches sent and not answered: first index -> (length, input bytes).
+    out: BTreeMap<u64, (usize, usize)>,
+    /// The input bytes of the batches out.
+    input_bytes: usize,
     /// When the stream was cancelled.
     cancelled_at: Option<Instant>,
     /// Cancel at the first failure to arrive.
@@ -103,6 +113,7 @@ impl<'a> Dispatch<'a> {
             max_batch: (max_items / (4 * workers).max(1)).max(1),
             nanos_per_item: None,
             out: BTreeMap::new(),
+            input_bytes: 0,
             cancelled_at: None,
             fail_fast: false,
             failed_at: None,
@@ -119,25 +130,34 @@ impl<'a> Dispatch<'a> {
     }
 
     /// Sends batches while the window and the byte budget have room and
-    /// inputs remain.
+    /// inputs remain. The budget counts the input bytes sent and not yet
+    /// run as well as the outputs held, so big inputs are bounded too.
     fn fill(&mut self) {
+        let budget = self.stream.budget;
         while !self.input_done
             && self.batches_out < self.max_batches
             && self.items_out < self.max_items
             && (self.batches_out == 0
-                || self.stream.bytes.load(Ordering::Relaxed) <= self.stream.budget)
+                || (self.stream.bytes.load(Ordering::Relaxed) <= budget
+                    && self.input_bytes <= budget))
         {
             let n = self.batch_size();
-            let items: Vec<_> = self.input.by_ref().take(n).collect();
-            if items.len() < n {
-                self.input_done = true;
+            let mut items = Vec::with_capacity(n);
+            let mut bytes = 0;
+            while items.len() < n && (items.is_empty() || self.input_bytes + bytes <= budget) {
+                let Some(item) = self.input.next() else {
+                    self.input_done = true;
+                    break;
+                };
+                bytes += input_size(&item);
+                items.push(item);
             }
             if items.is_empty() {
                 break;
             }
             let len = items.len();
             let first_index = self.next_index;
-            if !self.send(first_index, items) {
+            if !self.send(first_index, items, bytes) {
                 self.input_done = true;
                 break;
             }
@@ -147,7 +167,12 @@ impl<'a> Dispatch<'a> {
     }
 
     /// Sends one batch; `false` if the workers are gone.
-    fn send(&mut self, first_index: u64, items: Vec<Result<Payload, TaskError>>) -> bool {
+    fn send(
+        &mut self,
+        first_index: u64,
+        items: Vec<Result<Payload, TaskError>>,
+        bytes: usize,
+    ) -> bool {
         let batch = Batch {
             task: self.task.spec.clone(),
             first_index,
@@ -161,7 +186,8 @@ impl<'a> Dispatch<'a> {
         let sent = self.jobs.send(batch).is_ok();
         if sent {
             self.batches_out += 1;
-            self.out.insert(first_index, len);
+            self.input_bytes += bytes;
+            self.out.insert(first_index, (len, bytes));
         }
         sent
     }
@@ -209,18 +235,19 @@ impl<'a> Dispatch<'a> {
                 },
             };
             let mut done = received?;
-            if self.out.remove(&done.first_index).is_none() {
+            let Some((_, bytes)) = self.out.remove(&done.first_index) else {
                 continue; // answered late, after it was given up
-            }
+            };
             self.batches_out -= 1;
+            self.input_bytes -= bytes;
             self.observe(&done);
             if !done.rest.is_empty() {
                 // Cut short: the rest goes out again at once, budget or not,
                 // so that the oldest unfinished input always moves.
                 let first = done.first_index + done.results.len() as u64;
                 let rest = std::mem::take(&mut done.rest);
-                let len = rest.len();
-                if !self.send(first, rest) {
+                let (len, bytes) = (rest.len(), rest.iter().map(input_size).sum());
+                if !self.send(first, rest, bytes) {
                     // No workers: those inputs cannot run.
                     self.items_out -= len;
                 }
@@ -239,9 +266,10 @@ impl<'a> Dispatch<'a> {
     /// Answers the oldest batch still out as terminated, without its
     /// worker; `None` when none is out.
     fn abandon_one(&mut self) -> Option<Done> {
-        let (&first_index, &len) = self.out.iter().next()?;
+        let (&first_index, &(len, bytes)) = self.out.iter().next()?;
         self.out.remove(&first_index);
         self.batches_out -= 1;
+        self.input_bytes -= bytes;
         let results = (0..len)
             .map(|_| {
                 Err(TaskError::new(

@@ -128,11 +128,12 @@ impl PoolBuilder {
     }
 
     /// The most output bytes a stream holds that the caller has not taken
-    /// yet: in finished batches and in the reorder window. Past it no new
-    /// batch is sent, and running batches are cut short (their unrun inputs
-    /// are sent again later), so the host's memory stays bounded whatever
-    /// the guests return: at most this, plus one task's
-    /// [`max_output`](Self::max_output) per worker. Default: 256 MiB.
+    /// yet (in finished batches and in the reorder window, error messages
+    /// included), and the most input bytes it has sent and not yet run. Past
+    /// it no new batch is sent, and running batches are cut short (their
+    /// unrun inputs are sent again later), so the host's memory stays
+    /// bounded whatever the guests return: at most this for each, plus one
+    /// task's [`max_output`](Self::max_output) per worker. Default: 256 MiB.
     ///
     /// ```no_run
     /// let builder = wasmpool::Pool::builder().module_file("m.wasm").output_budget(64 << 20);

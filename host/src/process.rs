@@ -342,6 +342,7 @@ impl ProcessGroup {
     pub fn spawn(&self, index: u32) -> Result<Process, Error> {
         let g = &self.inner;
         let mut wasi = WasiCtxBuilder::new();
+        wasi.monotonic_clock(crate::abi::wasi::MonotonicClock);
         let args: Vec<String> = g
             .args
             .iter()
@@ -349,7 +350,11 @@ impl ProcessGroup {
             .collect();
         wasi.args(&args);
         for (k, v) in &g.env {
-            wasi.env(k, v);
+            // With copies, wasmpool's own index and count are the truth.
+            let ours = g.copies.is_some() && (k == "WASMPOOL_INDEX" || k == "WASMPOOL_COUNT");
+            if !ours {
+                wasi.env(k, v);
+            }
         }
         if let Some(count) = g.copies {
             wasi.env("WASMPOOL_INDEX", index.to_string())

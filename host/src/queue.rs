@@ -156,14 +156,15 @@ impl Queue {
     /// A queue holding at most `capacity` messages (at least 1) and
     /// `max_bytes` bytes of messages in all: a put waits while either is
     /// reached, and a message larger than `max_bytes` is refused with
-    /// [`QueueError::TooLarge`]. An empty message counts as one byte.
+    /// [`QueueError::TooLarge`]. Each message counts its length plus 64
+    /// bytes, what the host spends to hold it.
     ///
     /// ```
-    /// let q = wasmpool::Queue::with_max_bytes("jobs", 100, 10);
-    /// q.put(vec![0; 6], None).unwrap();
-    /// let full = q.put(vec![0; 6], Some(std::time::Duration::ZERO)).unwrap_err();
-    /// assert!(full.is_timeout(), "6 + 6 bytes would pass the budget of 10");
-    /// assert!(matches!(q.put(vec![0; 11], None), Err(wasmpool::QueueError::TooLarge { .. })));
+    /// let q = wasmpool::Queue::with_max_bytes("jobs", 100, 200);
+    /// q.put(vec![0; 60], None).unwrap();
+    /// let full = q.put(vec![0; 60], Some(std::time::Duration::ZERO)).unwrap_err();
+    /// assert!(full.is_timeout(), "2 x (60 + 64) bytes would pass the budget of 200");
+    /// assert!(matches!(q.put(vec![0; 137], None), Err(wasmpool::QueueError::TooLarge { .. })));
     /// ```
     pub fn with_max_bytes(name: impl Into<String>, capacity: usize, max_bytes: usize) -> Self {
         Queue {
@@ -432,10 +433,15 @@ impl Queue {
     }
 }
 
-/// What a message counts against the byte budget: its length, and at least
-/// one byte, so that empty messages are bounded too.
-fn cost(message: &[u8]) -> usize {
-    message.len().max(1)
+/// What the host spends on a held message besides its bytes: its `Vec`, its
+/// slot in the deque, and the allocator's own header.
+pub(crate) const MESSAGE_OVERHEAD: usize = 64;
+
+/// What a message counts against the byte budget: its length plus
+/// [`MESSAGE_OVERHEAD`], so that many tiny (or empty) messages are bounded
+/// by what they really cost.
+pub(crate) fn cost(message: &[u8]) -> usize {
+    message.len() + MESSAGE_OVERHEAD
 }
 
 /// Sleeps on `cv` for at most one slice (see `wait.rs`); the caller

@@ -87,6 +87,7 @@ pub(crate) fn sealed_wasi() -> WasiP1Ctx {
     WasiCtxBuilder::new()
         .stdout(LineSink::new(Target::Stderr, true))
         .stderr(LineSink::new(Target::Stderr, true))
+        .monotonic_clock(crate::abi::wasi::MonotonicClock)
         .build_p1()
 }
 
@@ -369,9 +370,30 @@ fn start_task(store: &mut Store<StoreData>, deadline: Option<Instant>) {
     data.task_deadline = deadline;
 }
 
+/// The most of a backtrace a task error keeps: function names come from the
+/// guest's name section, and a guest can make them as long as it likes.
+const MAX_BACKTRACE: usize = 16 << 10;
+
+/// `text`, cut to at most `max` bytes (on a character boundary) with a note
+/// of how much was left out.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let left = text.len() - cut;
+        text.truncate(cut);
+        text.push_str(&format!("\n... ({left} more bytes)"));
+    }
+    text
+}
+
 /// Turns the error of a failed call into the task's error: once, here.
 pub(crate) fn classify(e: wasmtime::Error, data: &mut StoreData) -> TaskError {
-    let backtrace = e.downcast_ref::<WasmBacktrace>().map(|bt| bt.to_string());
+    let backtrace = e
+        .downcast_ref::<WasmBacktrace>()
+        .map(|bt| bounded(bt.to_string(), MAX_BACKTRACE));
     let trap_message = data.trap_message.take();
     if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return TaskError::exit(exit.0);
@@ -413,5 +435,6 @@ pub(crate) fn classify(e: wasmtime::Error, data: &mut StoreData) -> TaskError {
         (None, Some(msg)) => format!("{msg} ({e:#})"),
         (None, None) => format!("{e:#}"),
     };
+    let message = bounded(message, MAX_BACKTRACE);
     TaskError::new(TaskErrorKind::Trap, message).with_backtrace(backtrace)
 }

@@ -433,6 +433,17 @@ impl SharedRegion {
         }
     }
 
+    /// Wakes every waiter on the region, at every address: how the watchdog
+    /// gets back a worker it abandoned in a wasm `memory.atomic.wait` (the
+    /// wait returns, and the guest's next epoch check ends it). Other
+    /// waiters see a wake-up they must tolerate anyway (anyone may notify).
+    /// Takes about a millisecond per 64 KiB.
+    pub(crate) fn wake_all(&self) {
+        for offset in (0..self.len as u64).step_by(4) {
+            let _ = self.mem.atomic_notify(offset, u32::MAX);
+        }
+    }
+
     /// Wakes up to `count` waiters on `offset`; returns how many woke.
     ///
     /// # Errors

@@ -451,14 +451,27 @@ const MAX_DEPTH: usize = 128;
 /// tokens. Raw control characters cannot occur inside JSON strings, so the
 /// result holds no newline. `Err(MAX_DEPTH)` when it nests deeper than that.
 fn compact_json(text: &[u8], out: &mut Vec<u8>) -> Result<(), usize> {
-    let (mut in_string, mut escaped, mut depth) = (false, false, 0usize);
+    let (mut in_string, mut escaped, mut depth, mut skip) = (false, false, 0usize, 0);
     out.reserve(text.len());
-    for &b in text {
+    for (i, &b) in text.iter().enumerate() {
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
         if in_string {
             match (escaped, b) {
                 (true, _) => escaped = false,
                 (false, b'\\') => escaped = true,
                 (false, b'"') => in_string = false,
+                // U+2028 and U+2029 are valid in JSON strings, but some
+                // line readers (JavaScript, Python's splitlines) break on
+                // them: write them escaped, the same string.
+                (false, 0xE2) if matches!(text.get(i + 1..i + 3), Some([0x80, 0xA8 | 0xA9])) => {
+                    let last = if text[i + 2] == 0xA8 { b'8' } else { b'9' };
+                    out.extend_from_slice(&[b'\\', b'u', b'2', b'0', b'2', last]);
+                    skip = 2; // its two continuation bytes
+                    continue;
+                }
                 _ => {}
             }
         } else {
@@ -517,6 +530,14 @@ mod test {
         let mut out = Vec::new();
         compact_json(text.as_bytes(), &mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn line_and_paragraph_separators_are_escaped() {
+        assert_eq!(
+            compact("\"a\u{2028}b\u{2029}c\u{2027}\""),
+            "\"a\\u2028b\\u2029c\u{2027}\""
+        );
     }
 
     #[test]

@@ -217,9 +217,10 @@ impl Running {
         let size = match &result {
             Ok(Output::Bytes(b)) => b.len(),
             Ok(Output::Values(_)) => 0,
-            Err(_) => {
+            Err(e) => {
                 self.failures += 1;
-                0
+                // A guest's own error message can be as long as an output.
+                e.message().len() + e.backtrace().map_or(0, str::len)
             }
         };
         self.bytes += size;
@@ -386,6 +387,16 @@ fn abandon(
     }
     drop(p);
     tracing::info!("worker {index}: a task is stuck past its deadline; starting a fresh worker");
+    // The one wait a pool guest can be stuck in for good is a wasm atomic
+    // wait on the shared region: wake everything there, so that the stuck
+    // thread returns to wasm, traps at its deadline, and gives its instance
+    // (memory and slot) back.
+    if let Some(region) = shared.runtime.shared_region() {
+        let region = region.clone();
+        let _ = std::thread::Builder::new()
+            .name("wasmpool-reclaim".into())
+            .spawn(move || region.wake_all());
+    }
     if let Err(e) = spawn(shared, index, Some(registry), None) {
         tracing::warn!("cannot start a worker in place of worker {index}: {e}");
     }

@@ -76,7 +76,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
             let (mem, state) = memory(&mut caller, "queue_put")?;
             let src = mem::slice("queue_put", mem, ptr, len)?;
             let queue = queue(state, "queue_put", q)?;
-            if src.len().max(1) > queue.max_bytes() {
+            if crate::queue::cost(src) > queue.max_bytes() {
                 // Checked before copying: the message could never fit.
                 return abi_error(
                     "queue_put",

@@ -1,22 +1,30 @@
 //! WASI calls the host implements itself so that they follow the
-//! interruption policy of `limits.rs`: today `poll_oneoff`, which is how a
-//! WASI guest sleeps (`std::thread::sleep`) and waits on clocks.
+//! interruption policy of `limits.rs`: `poll_oneoff`, which is how a WASI
+//! guest sleeps (`std::thread::sleep`, `clock_nanosleep`) and polls, and the
+//! monotonic clock it is measured against.
 //!
 //! wasmtime-wasi's own `poll_oneoff` sleeps in one piece, so a guest asleep
-//! in it outlives its time limit and ignores a terminate. This one handles
-//! the subscription sets made only of clocks (relative ones on any clock,
-//! absolute ones on the realtime clock) by sleeping in slices through
-//! `wait.rs`, like every other wait; any other set (subscriptions on file
-//! descriptors, absolute monotonic deadlines) goes to wasmtime-wasi's
-//! implementation, kept under another name. Those are covered by the
-//! watchdog instead.
+//! in it outlives its time limit and ignores a terminate. This one waits in
+//! slices through `wait.rs`, like every other wait:
+//!
+//! - clock subscriptions, relative or absolute, on the realtime and the
+//!   monotonic clock, fire at their time (other clock ids are `EINVAL`, as in
+//!   wasmtime-wasi);
+//! - `fd_read` and `fd_write` subscriptions are ready at once: the streams a
+//!   guest has (its sinks, files, an empty or inherited stdin) never block a
+//!   write, and a read that then blocks (an inherited stdin with no data)
+//!   waits under the watchdog;
+//! - the subscriptions and events are read and written through the one
+//!   bounds checker: a bad range traps with kind `abi`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use wasmtime::{Caller, Extern, Linker};
+use wasmtime::{Caller, Linker};
+use wasmtime_wasi::HostMonotonicClock;
 
 use super::{mem, stopped, waiter};
+use crate::error::AbiError;
 use crate::sandbox::StoreData;
 use crate::wait::{Stop, next_slice};
 
@@ -32,64 +40,58 @@ const ERRNO_INVAL: i32 = 28;
 const ABSTIME: u16 = 1;
 const CLOCK_REALTIME: u32 = 0;
 const CLOCK_MONOTONIC: u32 = 1;
+/// `eventtype` values, which are also the subscription tags.
+const EVENT_CLOCK: u8 = 0;
+
+/// The origin of every guest's monotonic clock, so that an absolute
+/// monotonic deadline can be turned into an `Instant`.
+static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// The monotonic clock wasmpool gives guests: nanoseconds since [`ORIGIN`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MonotonicClock;
+
+impl HostMonotonicClock for MonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(ORIGIN.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
 
 /// Replaces wasmtime-wasi's `poll_oneoff` (already in `linker`) with
 /// wasmpool's.
 pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
-    // wasmtime-wasi's, in a linker of its own made on first use: the
-    // fallback for the subscription sets handled there.
-    let fallback: Arc<OnceLock<Linker<StoreData>>> = Arc::default();
     linker.allow_shadowing(true);
-    linker.func_wrap(
-        WASI,
-        "poll_oneoff",
-        move |caller: Caller<'_, StoreData>, subs: i32, events: i32, count: i32, nevents: i32| {
-            poll_oneoff(caller, &fallback, [subs, events, count, nevents])
-        },
-    )?;
+    linker.func_wrap(WASI, "poll_oneoff", poll_oneoff)?;
     linker.allow_shadowing(false);
     Ok(())
 }
 
-/// Calls wasmtime-wasi's `poll_oneoff`.
-fn wasi_poll_oneoff(
-    mut caller: Caller<'_, StoreData>,
-    fallback: &OnceLock<Linker<StoreData>>,
-    [subs, events, count, nevents]: [i32; 4],
-) -> wasmtime::Result<i32> {
-    let linker = match fallback.get() {
-        Some(linker) => linker,
-        None => {
-            let mut linker = Linker::new(caller.engine());
-            wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StoreData| &mut s.wasi)?;
-            fallback.get_or_init(|| linker)
-        }
-    };
-    let Extern::Func(func) = linker.get(&mut caller, WASI, "poll_oneoff")? else {
-        return Err(wasmtime::Error::msg(
-            "wasmtime-wasi's poll_oneoff is not a function",
-        ));
-    };
-    func.typed::<(i32, i32, i32, i32), i32>(&caller)?
-        .call(&mut caller, (subs, events, count, nevents))
-}
-
-/// One clock subscription: its `userdata` and when it fires.
-struct Clock {
+/// One subscription: its `userdata`, its tag, and when it fires (`None`:
+/// at once).
+struct Subscription {
     userdata: u64,
-    at: Instant,
+    tag: u8,
+    at: Option<Instant>,
 }
 
-/// The clocks of a subscription set that holds only clocks this file
-/// handles; `None` for any other set.
-fn clocks(subs: &[u8]) -> Option<Vec<Clock>> {
+/// Reads a subscription set; `Err(errno)` for a clock wasmpool does not
+/// have.
+fn subscriptions(subs: &[u8]) -> Result<Vec<Subscription>, i32> {
     let now = Instant::now();
     let u64_at = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap());
     subs.chunks_exact(SUBSCRIPTION)
         .map(|s| {
-            let userdata = u64_at(s, 0);
-            if s[8] != 0 {
-                return None; // fd_read or fd_write
+            let (userdata, tag) = (u64_at(s, 0), s[8]);
+            if tag != EVENT_CLOCK {
+                return Ok(Subscription {
+                    userdata,
+                    tag,
+                    at: None,
+                });
             }
             let id = u32::from_le_bytes(s[16..20].try_into().unwrap());
             let timeout = Duration::from_nanos(u64_at(s, 24));
@@ -97,46 +99,66 @@ fn clocks(subs: &[u8]) -> Option<Vec<Clock>> {
             let wait = match (id, flags & ABSTIME != 0) {
                 (CLOCK_REALTIME | CLOCK_MONOTONIC, false) => timeout,
                 (CLOCK_REALTIME, true) => {
-                    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+                    let since_epoch = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default();
                     timeout.saturating_sub(since_epoch)
                 }
-                _ => return None,
+                (CLOCK_MONOTONIC, true) => timeout.saturating_sub(ORIGIN.elapsed()),
+                _ => return Err(ERRNO_INVAL),
             };
             // Past `Instant`'s range: the same as never, for a guest.
             let at = now
                 .checked_add(wait)
                 .unwrap_or(now + Duration::from_secs(1 << 40));
-            Some(Clock { userdata, at })
+            Ok(Subscription {
+                userdata,
+                tag,
+                at: Some(at),
+            })
         })
         .collect()
 }
 
 fn poll_oneoff(
     mut caller: Caller<'_, StoreData>,
-    fallback: &OnceLock<Linker<StoreData>>,
-    args: [i32; 4],
+    subs_ptr: i32,
+    events_ptr: i32,
+    count: i32,
+    nevents_ptr: i32,
 ) -> wasmtime::Result<i32> {
-    let [subs_ptr, events_ptr, count, nevents_ptr] = args;
+    const NAME: &str = "poll_oneoff";
     if count == 0 {
         return Ok(ERRNO_INVAL);
     }
-    let set = {
-        let Ok((memory, _)) = super::memory(&mut caller, "poll_oneoff") else {
-            return wasi_poll_oneoff(caller, fallback, args);
-        };
-        let len = usize::try_from(count)
+    let bytes = |size: usize| {
+        usize::try_from(count)
             .ok()
-            .and_then(|n| n.checked_mul(SUBSCRIPTION))
-            .and_then(|n| i32::try_from(n).ok());
-        match len.and_then(|len| mem::slice("poll_oneoff", memory, subs_ptr, len).ok()) {
-            Some(subs) => clocks(subs),
-            None => None,
+            .and_then(|n| n.checked_mul(size))
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or_else(|| AbiError {
+                function: NAME,
+                message: format!("{count} subscriptions do not fit in memory"),
+            })
+    };
+    let (subs_len, events_len) = (bytes(SUBSCRIPTION)?, bytes(EVENT)?);
+    let set = {
+        let (memory, _) = super::memory(&mut caller, NAME)?;
+        // Both ranges are checked before anything waits.
+        mem::slice_mut(NAME, memory, events_ptr, events_len)?;
+        mem::slice_mut(NAME, memory, nevents_ptr, 4)?;
+        match subscriptions(mem::slice(NAME, memory, subs_ptr, subs_len)?) {
+            Ok(set) => set,
+            Err(errno) => return Ok(errno),
         }
     };
-    let Some(set) = set else {
-        return wasi_poll_oneoff(caller, fallback, args);
-    };
-    let first = set.iter().map(|c| c.at).min().expect("count > 0");
+    // Anything ready at once (an fd) means no wait at all.
+    let first = set
+        .iter()
+        .map(|s| s.at)
+        .min()
+        .expect("count > 0")
+        .unwrap_or_else(Instant::now);
     loop {
         let data = caller.data();
         match next_slice(Some(first), waiter(data)) {
@@ -146,15 +168,18 @@ fn poll_oneoff(
         }
     }
     let now = Instant::now();
-    let fired: Vec<&Clock> = set.iter().filter(|c| c.at <= now).collect();
-    let (memory, _) = super::memory(&mut caller, "poll_oneoff")?;
-    let len = i32::try_from(fired.len() * EVENT).unwrap_or(i32::MAX);
-    let events = mem::slice_mut("poll_oneoff", memory, events_ptr, len)?;
-    for (event, clock) in events.chunks_exact_mut(EVENT).zip(&fired) {
-        event.fill(0); // error 0 (success), type 0 (clock), no fd fields
-        event[..8].copy_from_slice(&clock.userdata.to_le_bytes());
+    let fired: Vec<&Subscription> = set
+        .iter()
+        .filter(|s| s.at.is_none_or(|at| at <= now))
+        .collect();
+    let (memory, _) = super::memory(&mut caller, NAME)?;
+    let events = mem::slice_mut(NAME, memory, events_ptr, events_len)?;
+    for (event, sub) in events.chunks_exact_mut(EVENT).zip(&fired) {
+        event.fill(0); // error 0 (success), no fd fields
+        event[..8].copy_from_slice(&sub.userdata.to_le_bytes());
+        event[10] = sub.tag;
     }
-    let nevents = mem::slice_mut("poll_oneoff", memory, nevents_ptr, 4)?;
+    let nevents = mem::slice_mut(NAME, memory, nevents_ptr, 4)?;
     nevents.copy_from_slice(&(fired.len() as u32).to_le_bytes());
     Ok(ERRNO_SUCCESS)
 }

@@ -70,9 +70,16 @@ struct Record<'a> {
 #[derive(Debug, Deserialize)]
 pub(crate) struct Entry<'a> {
     pub(crate) index: u64,
-    #[serde(borrow)]
+    /// Present whenever the line has `ok`, even `"ok":null` (a task that
+    /// returned `null`): a plain `Option` would read that as absent.
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(crate) ok: Option<&'a RawValue>,
     pub(crate) error: Option<ErrorBody>,
+}
+
+/// Deserializes a field that is there, whatever its value, as `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// The `error` object of an output line.

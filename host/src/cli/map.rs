@@ -71,7 +71,7 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
         error: read_error.clone(),
         parse: {
             let (task, input_name, order) = (task.clone(), input_name.clone(), order.clone());
-            move |index: u64, line: u64, text: &[u8]| {
+            move |index: u64, line: u64, text: &[u8], too_long: bool| {
                 let source = match &plan {
                     None => Source::Pool(None),
                     Some(plan) => {
@@ -87,6 +87,14 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
                 order.borrow_mut().push_back((index, source));
                 if !run {
                     return None;
+                }
+                if too_long {
+                    return Some(Err(TaskError::new(
+                        wasmpool::TaskErrorKind::Input,
+                        format!(
+                            "{input_name}:{line}: the line is longer than {MAX_INPUT_LINE} bytes, the most one input may be"
+                        ),
+                    )));
                 }
                 Some(task.parse_json(text).map_err(|e| {
                     TaskError::new(e.kind(), format!("{input_name}:{line}: {}", e.message()))
@@ -317,6 +325,15 @@ impl<W: Write> Emitter<'_, W> {
         // stops at the first real failure.
         self.stopped |= self.fail_fast && kind != "terminated";
         if self.values {
+            // The message is the guest's: no control character of it
+            // reaches the terminal as such (a newline would forge a line).
+            let message: String = message
+                .chars()
+                .flat_map(|c| {
+                    let escape = c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+                    either(escape, c)
+                })
+                .collect();
             eprintln!(
                 "wasmpool: {}: task {index}: {kind}: {message}",
                 self.input_name
@@ -334,6 +351,13 @@ impl<W: Write> Emitter<'_, W> {
         }
         Ok(())
     }
+}
+
+/// `c` escaped (`\n`, `\u{1b}`) when `escape`, else as it is.
+fn either(escape: bool, c: char) -> impl Iterator<Item = char> {
+    let escaped = escape.then(|| c.escape_default());
+    let plain = (!escape).then_some(c);
+    escaped.into_iter().flatten().chain(plain)
 }
 
 /// Appends `n` in decimal, without going through `fmt`.
@@ -389,24 +413,39 @@ struct Lines<F> {
     parse: F,
 }
 
+/// The longest input line read: a longer one is an `input` error of its own
+/// (the rest of it is skipped), so one line cannot take the host's memory.
+const MAX_INPUT_LINE: usize = 64 << 20;
+
 impl<F, T> Iterator for Lines<F>
 where
-    F: FnMut(u64, u64, &[u8]) -> Option<T>,
+    F: FnMut(u64, u64, &[u8], bool) -> Option<T>,
 {
     type Item = T;
 
     fn next(&mut self) -> Option<T> {
         loop {
             self.buf.clear();
-            match self.reader.read_until(b'\n', &mut self.buf) {
+            let limit = MAX_INPUT_LINE as u64 + 1;
+            match io::Read::take(&mut self.reader, limit).read_until(b'\n', &mut self.buf) {
                 Ok(0) => return None,
                 Ok(_) => {
                     self.line += 1;
+                    let too_long = self.buf.len() > MAX_INPUT_LINE;
+                    if too_long && let Err(e) = skip_line(&mut self.reader) {
+                        *self.error.borrow_mut() = Some(e);
+                        return None;
+                    }
                     if self.buf.trim_ascii().is_empty() {
                         continue;
                     }
+                    // The guest gets the JSON text, not its line ending.
+                    let end = self.buf.len()
+                        - usize::from(self.buf.ends_with(b"\n"))
+                        - usize::from(self.buf.ends_with(b"\r\n"));
                     self.index += 1;
-                    if let Some(item) = (self.parse)(self.index - 1, self.line, &self.buf) {
+                    let text = &self.buf[..end.min(MAX_INPUT_LINE)];
+                    if let Some(item) = (self.parse)(self.index - 1, self.line, text, too_long) {
                         return Some(item);
                     }
                 }
@@ -414,6 +453,26 @@ where
                     *self.error.borrow_mut() = Some(e);
                     return None;
                 }
+            }
+        }
+    }
+}
+
+/// Reads past the rest of the current line, without keeping it.
+fn skip_line(reader: &mut dyn BufRead) -> io::Result<()> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                reader.consume(at + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                reader.consume(n);
             }
         }
     }

@@ -1078,7 +1078,7 @@ fn journal_replays_output_lines_byte_for_byte() {
             r#"{"index":0,"ok":{"b":1,"a":[1.50,"\u00e9",1e3,-0.0]}}"#,
             "{\"index\":1,\"ok\":\"tab\\there \u{e9}\"}",
             &format!(
-                r#"{{"index":2,"error":{{"kind":"input","message":"{}:3: invalid JSON: EOF while parsing a value at line 2 column 0"}}}}"#,
+                r#"{{"index":2,"error":{{"kind":"input","message":"{}:3: invalid JSON: EOF while parsing a value at line 1 column 5"}}}}"#,
                 input.display()
             ),
             r#"{"index":3,"ok":[]}"#,

@@ -430,6 +430,61 @@ fn fail_fast_with_a_task_blocked_for_good_ends_promptly() {
 }
 
 #[test]
+fn an_endless_input_line_is_an_input_error_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = file(dir.path(), "sleeper.wat", SLEEPER);
+    // 100 MiB of digits without a newline, then a good line.
+    let mut input = "1".repeat(100 << 20);
+    input.push_str("\nnull\n");
+    let run = wasmpool_watched(
+        &dir.path().join("cache"),
+        &["map", &wat, "--task", "spin", "--timeout", "100ms"],
+        &input,
+        LIMIT,
+        true,
+    );
+    let got = lines(&run);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].contains(r#""kind":"input""#) && got[0].contains(":1: the line is longer than"),
+        "{got:?}"
+    );
+    assert!(got[1].contains(r#""kind":"timeout""#), "{got:?}");
+    assert!(run.peak_kib < 160 << 10, "peak {} KiB", run.peak_kib);
+}
+
+#[test]
+fn a_journal_of_null_results_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = file(
+        dir.path(),
+        "echo.wat",
+        r#"(module
+            (import "wasmpool" "input_read" (func $read (param i32 i32) (result i32)))
+            (import "wasmpool" "output_write" (func $write (param i32 i32)))
+            (memory (export "memory") 1)
+            (func (export "wasmpool_abi_v1"))
+            (func (export "wasmpool_task_echo") (result i32)
+                (call $write (i32.const 0) (call $read (i32.const 0) (i32.const 60000)))
+                (i32.const 0)))"#,
+    );
+    let journal = dir.path().join("j");
+    let args = [
+        "map",
+        &wat,
+        "--task",
+        "echo",
+        "--journal",
+        journal.to_str().unwrap(),
+    ];
+    let first = wasmpool(dir.path(), &args, "1\nnull\n2\n");
+    assert_eq!(first.status.code(), Some(0), "{}", first.stderr);
+    let again = wasmpool(dir.path(), &args, "1\nnull\n2\n");
+    assert_eq!(again.status.code(), Some(0), "{}", again.stderr);
+    assert_eq!(again.stdout, first.stdout);
+}
+
+#[test]
 fn out_of_range_flags_are_usage_errors_not_panics() {
     let dir = tempfile::tempdir().unwrap();
     let wat = file(dir.path(), "sleeper.wat", SLEEPER);
