@@ -318,6 +318,7 @@ pub(crate) fn spawn(
     let mut worker = Worker {
         index,
         guest: None,
+        cancel: None,
         shared: shared.clone(),
         counters: shared.counters[index as usize].clone(),
         watched,
@@ -405,6 +406,8 @@ fn abandon(
 struct Worker {
     index: u32,
     guest: Option<Guest>,
+    /// The cancel flag of the stream whose batch runs.
+    cancel: Option<Arc<AtomicBool>>,
     shared: Arc<Shared>,
     counters: Arc<Counters>,
     watched: Option<Watched>,
@@ -423,11 +426,10 @@ impl Worker {
 
     /// Runs a batch to its end; `false` if this worker was abandoned.
     fn run_batch(&mut self, mut running: Running) -> bool {
+        self.follow_stream(&running.stream.cancelled);
         let Some(watched) = &self.watched else {
             while let Some(item) = running.next() {
-                let result = item.and_then(|payload| {
-                    self.run_one(&running.task, payload, &running.stream.cancelled, None)
-                });
+                let result = item.and_then(|payload| self.run_one(&running.task, payload, None));
                 running.push(result);
             }
             running.finish();
@@ -436,7 +438,7 @@ impl Worker {
         let (watch, progress) = (watched.watch.clone(), watched.progress.clone());
         lock(&progress).batch = Some(running);
         loop {
-            let (task, payload, cancel, deadline) = {
+            let (task, payload, deadline) = {
                 let mut p = lock(&progress);
                 let running = p
                     .batch
@@ -454,14 +456,13 @@ impl Worker {
                     }
                 };
                 let task = running.task.clone();
-                let cancel = running.stream.cancelled.clone();
                 let deadline = shared_deadline(&self.shared);
                 if let Some(d) = deadline {
                     p.call = watch.arm(d);
                 }
-                (task, payload, cancel, deadline)
+                (task, payload, deadline)
             };
-            let result = self.run_one(&task, payload, &cancel, deadline);
+            let result = self.run_one(&task, payload, deadline);
             watch.disarm();
             let mut p = lock(&progress);
             if p.abandoned {
@@ -484,15 +485,29 @@ impl Worker {
                 .guest(id, sealed_wasi(), self.shared.stop.clone(), deadline)
         }))
         .unwrap_or_else(|panic| Err(host_panic(panic.as_ref(), "creating an instance")));
-        self.guest = Some(made?);
+        let mut guest = made?;
+        if let Some(cancel) = &self.cancel {
+            guest.set_cancel(cancel);
+        }
+        self.guest = Some(guest);
         Ok(())
+    }
+
+    /// Makes `cancel` (the flag of the stream whose batch starts) the guest's
+    /// second interruption flag: once a batch, not once a task.
+    fn follow_stream(&mut self, cancel: &Arc<AtomicBool>) {
+        if !self.cancel.as_ref().is_some_and(|c| Arc::ptr_eq(c, cancel)) {
+            self.cancel = Some(cancel.clone());
+        }
+        if let Some(guest) = &mut self.guest {
+            guest.set_cancel(cancel);
+        }
     }
 
     fn run_one(
         &mut self,
         task: &TaskSpec,
         payload: Payload,
-        cancel: &Arc<AtomicBool>,
         deadline: Option<Instant>,
     ) -> Result<Output, TaskError> {
         if self.guest.is_none() {
@@ -509,7 +524,6 @@ impl Worker {
             self.counters.instances.fetch_add(1, Ordering::Relaxed);
         }
         let guest = self.guest.as_mut().expect("made above");
-        guest.set_cancel(cancel);
         let result = catch_unwind(AssertUnwindSafe(|| guest.run(task, payload, deadline)));
         match result {
             Ok(result) => {
