@@ -87,6 +87,29 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Limits
+//!
+//! A guest gets what [`Limits`] allow, the same for pools and process
+//! groups: memory, time, fuel, stack, table size and output. The time limit
+//! holds wherever the guest is (in wasm code, in a host call, asleep in
+//! WASI, in a wasm atomic wait), and the host's own memory stays bounded
+//! whatever guests do (queues and streams have byte budgets); see
+//! `docs/security.md`.
+//!
+//! ```
+//! # fn main() -> Result<(), wasmpool::Error> {
+//! use std::time::Duration;
+//! let pool = wasmpool::Pool::builder()
+//!     .module_bytes(r#"(module (func (export "spin") (param i64) (result i64) (loop br 0) local.get 0))"#)
+//!     .timeout(Duration::from_millis(50))
+//!     .max_memory(16 << 20)
+//!     .cache(None)
+//!     .build()?;
+//! let err = pool.map::<i64, i64>("spin", [1])?.pop().unwrap().unwrap_err();
+//! assert_eq!(err.kind(), wasmpool::TaskErrorKind::Timeout);
+//! # Ok(()) }
+//! ```
+//!
 //! # Errors
 //!
 //! Setting up a pool fails with an [`Error`] naming the module and what is

@@ -358,7 +358,10 @@ const ATOMIC_WAIT: &str = r#"(module
     (func (export "wasmpool_abi_v1"))
     (func (export "ok") (param i64) (result i64) local.get 0)
     (func (export "wait_forever") (param i64) (result i64)
-        (i64.extend_i32_u (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1)))))"#;
+        (i64.extend_i32_u (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))))
+    (func (export "wait_in_a_loop") (param i64) (result i64)
+        (loop (drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))) (br 0))
+        (local.get 0)))"#;
 
 fn atomic_wait_pool(workers: usize, timeout: Option<Duration>) -> Pool {
     let mut b = Pool::builder()
@@ -851,8 +854,11 @@ fn workers_stuck_in_atomic_waits_are_reclaimed_so_the_pool_never_runs_dry() {
     // abandoned worker is woken and gives its instance back.
     let pool = atomic_wait_pool(1, Some(Duration::from_millis(50)));
     let stuck = 30;
+    // A futex-style loop: a wake-up (such as the one reclaiming an earlier
+    // worker) sends it back to waiting, so every task is stuck until its
+    // deadline.
     let r = pool
-        .map::<i64, i64>("wait_forever", vec![0; stuck])
+        .map::<i64, i64>("wait_in_a_loop", vec![0; stuck])
         .unwrap();
     assert!(
         r.iter()
