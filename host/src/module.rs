@@ -154,7 +154,7 @@ impl ModuleInfo {
         }
         .build()?;
         let source = Source::File(path.as_ref().to_path_buf());
-        let (bytes, origin) = Source::read(Some(&source), None)?;
+        let (bytes, origin) = Source::read(Some(source), None)?;
         let (module, _) = load_module(&engine, cache, &bytes, &origin)?;
         Ok(ModuleInfo::of(&module))
     }

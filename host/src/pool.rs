@@ -180,7 +180,7 @@ impl PoolBuilder {
             } else {
                 0
             };
-        let (runtime, watchdog) = Runtime::new(&self.setup, Allocation::Pooling(slots), false)?;
+        let (runtime, watchdog) = Runtime::new(self.setup, Allocation::Pooling(slots), false)?;
         let origin = runtime.program.origin.clone();
         let (jobs, jobs_rx) = crossbeam_channel::unbounded::<Batch>();
         let shared = Arc::new(Shared {

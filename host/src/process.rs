@@ -205,7 +205,7 @@ impl ProcessGroupBuilder {
     /// As [`PoolBuilder::build`](crate::PoolBuilder::build), plus a missing
     /// entry export or a directory that cannot be opened.
     pub fn build(self) -> Result<ProcessGroup, Error> {
-        let (runtime, watchdog) = Runtime::new(&self.setup, Allocation::OnDemand, true)?;
+        let (runtime, watchdog) = Runtime::new(self.setup, Allocation::OnDemand, true)?;
         let origin = &runtime.program.origin;
         let no_entry = |message: String| Error::NoSuchTask {
             origin: origin.clone(),

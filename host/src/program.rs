@@ -31,7 +31,7 @@ impl Source {
     /// Reads the module: its bytes, and the name errors use (`name`, else
     /// the file's path, else `<bytes>`).
     pub(crate) fn read(
-        source: Option<&Source>,
+        source: Option<Source>,
         name: Option<&str>,
     ) -> Result<(Vec<u8>, String), Error> {
         let too_large = |origin: &str, size: u64| Error::NotWasm {
@@ -46,14 +46,14 @@ impl Source {
                 if bytes.len() as u64 > MAX_MODULE_SIZE {
                     return Err(too_large(name.unwrap_or("<bytes>"), bytes.len() as u64));
                 }
-                (bytes.clone(), "<bytes>".to_string())
+                (bytes, "<bytes>".to_string())
             }
             Some(Source::File(path)) => {
                 let read_error = |source| Error::Read {
                     path: path.clone(),
                     source,
                 };
-                let file = std::fs::File::open(path).map_err(read_error)?;
+                let file = std::fs::File::open(&path).map_err(read_error)?;
                 let origin = path.display().to_string();
                 let size = file.metadata().map_err(read_error)?.len();
                 if size > MAX_MODULE_SIZE {
@@ -95,7 +95,7 @@ impl Program {
     /// Reads, compiles (through `cache`) and checks a program.
     pub(crate) fn load(
         engine: &Engine,
-        source: Option<&Source>,
+        source: Option<Source>,
         name: Option<&str>,
         cache: Option<&ModuleCache>,
     ) -> Result<Program, Error> {

@@ -277,10 +277,11 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Makes the engine, loads and links the program, and makes the queues
     /// and the shared region; also the watchdog, when tasks have a timeout.
+    /// Takes the `Setup` by value, so that module bytes are not copied.
     /// `interruptible`: running wasm code must be stoppable even without a
     /// timeout (processes, which can be terminated).
     pub(crate) fn new(
-        setup: &Setup,
+        setup: Setup,
         allocation: Allocation,
         interruptible: bool,
     ) -> Result<(Runtime, Option<Watchdog>), Error> {
@@ -296,13 +297,8 @@ impl Runtime {
             limits: &setup.limits,
         }
         .build()?;
-        let resources = Arc::new(build_resources(&engine, setup)?);
-        let program = Program::load(
-            &engine,
-            setup.source.as_ref(),
-            setup.name.as_deref(),
-            cache.as_ref(),
-        )?;
+        let resources = Arc::new(build_resources(&engine, &setup)?);
+        let program = Program::load(&engine, setup.source, setup.name.as_deref(), cache.as_ref())?;
         let pre = link(&engine, &program, &resources)?;
         let watchdog = setup
             .limits
@@ -315,7 +311,7 @@ impl Runtime {
                 program,
                 pre,
                 resources,
-                limits: Arc::new(setup.limits.clone()),
+                limits: Arc::new(setup.limits),
             },
             watchdog,
         ))
