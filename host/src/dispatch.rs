@@ -75,8 +75,23 @@ pub(crate) struct Dispatch<'a> {
     cancelled_at: Option<Instant>,
     /// Cancel at the first failure to arrive.
     fail_fast: bool,
+    /// Async workers' wake-up, notified after each batch sent.
+    arrivals: Option<Arc<tokio::sync::Notify>>,
     /// The index of the failure that cancelled the stream.
     failed_at: Option<u64>,
+}
+
+/// How much a stream may have out at once.
+pub(crate) struct Capacity {
+    pub(crate) workers: usize,
+    /// Tasks each worker runs at once (1 but in the async mode).
+    pub(crate) in_flight: usize,
+    /// Inputs out at once.
+    pub(crate) window: usize,
+    /// The output byte budget.
+    pub(crate) budget: usize,
+    /// Notified after each batch sent, in the async mode.
+    pub(crate) arrivals: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl<'a> Dispatch<'a> {
@@ -85,12 +100,18 @@ impl<'a> Dispatch<'a> {
         engine: wasmtime::Engine,
         task: Task,
         input: Inputs<'a>,
-        workers: usize,
-        window: usize,
-        budget: usize,
+        capacity: Capacity,
     ) -> Self {
+        let Capacity {
+            workers,
+            in_flight,
+            window,
+            budget,
+            arrivals,
+        } = capacity;
         let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
         let max_items = window.max(1);
+        let slots = workers * in_flight;
         Dispatch {
             jobs,
             engine,
@@ -107,10 +128,11 @@ impl<'a> Dispatch<'a> {
             next_index: 0,
             batches_out: 0,
             items_out: 0,
-            max_batches: (4 * workers).max(16),
+            max_batches: (4 * slots).max(16),
             max_items,
             // Leave room for every worker to hold a couple of batches.
-            max_batch: (max_items / (4 * workers).max(1)).max(1),
+            max_batch: (max_items / (4 * slots).max(1)).max(1),
+            arrivals,
             nanos_per_item: None,
             out: BTreeMap::new(),
             input_bytes: 0,
@@ -133,6 +155,16 @@ impl<'a> Dispatch<'a> {
     /// inputs remain. The budget counts the input bytes sent and not yet
     /// run as well as the outputs held, so big inputs are bounded too.
     fn fill(&mut self) {
+        let before = self.batches_out;
+        self.fill_window();
+        if self.batches_out != before
+            && let Some(arrivals) = &self.arrivals
+        {
+            arrivals.notify_waiters();
+        }
+    }
+
+    fn fill_window(&mut self) {
         let budget = self.stream.budget;
         while !self.input_done
             && self.batches_out < self.max_batches

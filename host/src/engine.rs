@@ -27,6 +27,18 @@ pub(crate) enum Allocation {
     OnDemand,
 }
 
+/// How guests are run: one task per worker thread at a time, or many
+/// suspended ones on each (`PoolBuilder::concurrency`). Waiting host calls
+/// have a face for each (`wait.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Mode {
+    /// Synchronous calls: a waiting guest holds its thread.
+    #[default]
+    Sync,
+    /// wasmtime's async API: a waiting guest's instance is suspended.
+    Async,
+}
+
 /// How an engine is set up: the only place a wasmtime `Config` is made.
 #[derive(Debug, Clone)]
 pub(crate) struct EngineOptions<'a> {
@@ -37,12 +49,57 @@ pub(crate) struct EngineOptions<'a> {
     /// Whether running wasm code must be stoppable: epoch checks compiled
     /// in (see `limits.rs`).
     pub(crate) interruptible: bool,
+    pub(crate) mode: Mode,
     pub(crate) limits: &'a Limits,
+}
+
+/// The address space the pooling allocator may reserve for linear
+/// memories: most of x86-64's and aarch64's 128 TiB of user space, with room
+/// for everything else a process maps.
+const ADDRESS_SPACE: u64 = 96 << 40;
+/// The guard regions wasmtime puts around each memory slot (its defaults:
+/// 32 MiB after, and as much before).
+const GUARDS: u64 = 64 << 20;
+/// wasmtime's default reservation for a 32-bit memory: its whole 4 GiB, so
+/// that bounds checks are free.
+const FULL_RESERVATION: u64 = 4 << 30;
+
+/// How much address space each memory slot of the pooling allocator
+/// reserves, so that `slots` of them fit: wasmtime's 4 GiB when they fit,
+/// else just `--max-memory` (with explicit bounds checks); an error naming
+/// what to change when even that does not fit.
+pub(crate) fn slot_reservation(slots: u32, limits: &Limits) -> Result<Option<u64>, Error> {
+    let fits = |reservation: u64| u64::from(slots) * (reservation + GUARDS) <= ADDRESS_SPACE;
+    if fits(FULL_RESERVATION) {
+        return Ok(None);
+    }
+    let most = |reservation: u64| ADDRESS_SPACE / (reservation + GUARDS);
+    if let Some(max) = limits.max_memory {
+        let reservation = (max as u64).div_ceil(64 << 10) * (64 << 10);
+        if fits(reservation) {
+            return Ok(Some(reservation));
+        }
+        return Err(Error::Config(format!(
+            "{slots} instance slots do not fit in this machine's address space: each reserves \
+             {} MiB (--max-memory) plus guard pages, and at most {} fit; lower --concurrency \
+             or --max-memory",
+            reservation >> 20,
+            most(reservation)
+        )));
+    }
+    Err(Error::Config(format!(
+        "{slots} instance slots do not fit in this machine's address space: each reserves 4 GiB \
+         for a 32-bit memory, and at most {} fit; lower --concurrency, or set --max-memory \
+         (with --max-memory 64MiB, up to {} fit)",
+        most(FULL_RESERVATION),
+        most(64 << 20)
+    )))
 }
 
 impl EngineOptions<'_> {
     pub(crate) fn build(&self) -> Result<Engine, Error> {
         let mut config = Config::new();
+        let async_mode = self.mode == Mode::Async;
         if let Allocation::Pooling(slots) = self.allocation {
             let mut pooling = PoolingAllocationConfig::default();
             // Each slot reserves address space (not memory) for one linear
@@ -54,10 +111,15 @@ impl EngineOptions<'_> {
                 .total_tables(slots)
                 .table_elements(self.limits.max_table_elements)
                 .total_component_instances(0)
-                // Fiber stacks are only for async calls, which pools do not
-                // make; wasmtime's default of 1000 costs a guard-page mprotect
-                // each, which was most of the CLI's start-up time.
-                .total_stacks(0);
+                // Fiber stacks are only for async calls: one per instance in
+                // the async mode, none otherwise (wasmtime's default of 1000
+                // costs a guard-page mprotect each, which was most of the
+                // CLI's start-up time).
+                .total_stacks(if async_mode { slots } else { 0 });
+            if let Some(reservation) = slot_reservation(slots, self.limits)? {
+                pooling.max_memory_size(reservation as usize);
+                config.memory_reservation(reservation);
+            }
             config
                 .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
                 .memory_init_cow(true);
@@ -69,8 +131,10 @@ impl EngineOptions<'_> {
         // epoch checks: a load and a compare at every loop head and call,
         // which cost call-heavy guests 8-10% (serde tasks, queues, measured),
         // so they are compiled in only where something must stop wasm code.
+        // In the async mode, epoch checks are also where a busy guest yields
+        // to the others on its thread.
         config
-            .epoch_interruption(self.interruptible)
+            .epoch_interruption(self.interruptible || async_mode)
             .consume_fuel(self.limits.fuel.is_some());
         if let Some(bytes) = self.limits.max_stack {
             // wasmtime checks the wasm stack against the async one even when

@@ -270,3 +270,12 @@ pub(crate) struct AbiError {
     pub(crate) function: &'static str,
     pub(crate) message: String,
 }
+
+/// A host function given by the embedder panicked: the task ends with a
+/// [`TaskError`] of kind `host` (the embedder's bug, not the guest's).
+#[derive(Debug, thiserror::Error)]
+#[error("host function {name:?} panicked: {message}")]
+pub(crate) struct HostFnPanic {
+    pub(crate) name: String,
+    pub(crate) message: String,
+}

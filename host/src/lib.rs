@@ -133,6 +133,7 @@ mod abi;
 mod dispatch;
 mod engine;
 mod error;
+mod hostfn;
 mod limits;
 mod module;
 mod numeric;

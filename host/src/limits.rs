@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 
+use crate::engine::Mode;
 use crate::error::{Error, Interrupted, TimedOut};
 use crate::sandbox::StoreData;
 
@@ -219,11 +220,17 @@ impl ResourceLimiter for Limiter {
 }
 
 /// Installs the interruption policy (see the module docs) on a new store.
-pub(crate) fn install(store: &mut Store<StoreData>) {
+/// In the async mode, each epoch tick is also where a busy guest yields to
+/// the others on its thread.
+pub(crate) fn install(store: &mut Store<StoreData>, mode: Mode) {
     store.limiter(|data| &mut data.limiter);
-    store.epoch_deadline_callback(|ctx| {
+    let next = match mode {
+        Mode::Sync => UpdateDeadline::Continue,
+        Mode::Async => UpdateDeadline::Yield,
+    };
+    store.epoch_deadline_callback(move |ctx| {
         check(ctx.data())?;
-        Ok(UpdateDeadline::Continue(1))
+        Ok(next(1))
     });
     store.set_epoch_deadline(1);
 }

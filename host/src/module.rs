@@ -147,6 +147,7 @@ impl ModuleInfo {
     pub fn from_file(path: impl AsRef<Path>, cache: Option<&ModuleCache>) -> Result<Self, Error> {
         let limits = Limits::default();
         let engine = EngineOptions {
+            mode: crate::engine::Mode::Sync,
             allocation: Allocation::OnDemand,
             threads: false,
             interruptible: false,

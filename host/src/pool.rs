@@ -14,7 +14,7 @@ use crossbeam_channel::Sender;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::dispatch::{Decode, Dispatch, Imap, ImapUnordered, Inputs};
+use crate::dispatch::{Capacity, Decode, Dispatch, Imap, ImapUnordered, Inputs};
 use crate::engine::{Allocation, CacheOutcome};
 use crate::error::{Error, TaskError};
 use crate::module::{ModuleInfo, resolve_task};
@@ -170,16 +170,33 @@ impl PoolBuilder {
             .ok()
             .filter(|&n| n <= 65_536)
             .ok_or_else(|| Error::Config(format!("{workers} workers is more than 65536")))?;
-        // Each worker has one instance, and may have a second while its
-        // replacement starts; with a time limit, an abandoned worker keeps
-        // its slot, so leave room for a few.
-        let slots = workers_u32 * 2
-            + 2
-            + if self.setup.limits.timeout.is_some() {
-                16
-            } else {
-                0
-            };
+        // Each worker has one instance (in the async mode, one per task in
+        // flight), and may have a second while its replacement starts;
+        // with a time limit, an abandoned worker keeps its slot, so leave
+        // room for a few.
+        let concurrency = self.setup.concurrency;
+        let per_worker = match concurrency {
+            Some(0) => {
+                return Err(Error::Config("the concurrency must be at least 1".into()));
+            }
+            Some(n) => n,
+            None => 1,
+        };
+        let slots = workers_u32
+            .checked_mul(per_worker)
+            .and_then(|n| n.checked_add(workers_u32 + 2))
+            .and_then(|n| {
+                n.checked_add(if self.setup.limits.timeout.is_some() {
+                    16
+                } else {
+                    0
+                })
+            })
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{workers} workers x {per_worker} tasks in flight is too many instances"
+                ))
+            })?;
         let (runtime, watchdog) = Runtime::new(self.setup, Allocation::Pooling(slots), false)?;
         let origin = runtime.program.origin.clone();
         let (jobs, jobs_rx) = crossbeam_channel::unbounded::<Batch>();
@@ -197,6 +214,8 @@ impl PoolBuilder {
             counters: (0..workers)
                 .map(|_| Arc::new(Counters::default()))
                 .collect(),
+            concurrency,
+            arrivals: Arc::default(),
         });
         let mut pool = Pool {
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
@@ -416,14 +435,24 @@ impl Pool {
             .jobs
             .clone()
             .expect("the job channel lives as long as the pool");
+        // In the async mode, every worker must be able to hold its
+        // `concurrency` tasks in flight, and a few batches waiting.
+        let in_flight = self.shared.concurrency.map_or(1, |n| n as usize);
         Dispatch::new(
             jobs,
             self.shared.runtime.engine.clone(),
             task,
             inputs,
-            self.workers,
-            self.window,
-            self.output_budget,
+            Capacity {
+                workers: self.workers,
+                in_flight,
+                window: self.window.max(2 * self.workers * in_flight),
+                budget: self.output_budget,
+                arrivals: self
+                    .shared
+                    .concurrency
+                    .map(|_| self.shared.arrivals.clone()),
+            },
         )
     }
 
@@ -563,6 +592,7 @@ impl Pool {
         self.shared.runtime.engine.increment_epoch();
         // Closing the channel ends each idle worker's loop.
         self.jobs = None;
+        self.shared.arrivals.notify_waiters();
         // No more replacements once the watchdog is gone.
         self.watchdog = None;
         let threads = take(&self.shared.threads);

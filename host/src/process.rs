@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use futures_util::FutureExt;
+
 use crate::engine::Allocation;
 use crate::error::{Error, TaskError, TaskErrorKind};
 use crate::queue::Queue;
@@ -227,6 +229,13 @@ impl ProcessGroupBuilder {
                 )));
             }
         }
+        let executor = match runtime.concurrency {
+            None => None,
+            Some(0) => {
+                return Err(Error::Config("the concurrency must be at least 1".into()));
+            }
+            Some(n) => Some(Executor::new(n)?),
+        };
         for dir in &self.dirs {
             if !dir.host.is_dir() {
                 return Err(Error::Config(format!(
@@ -246,8 +255,47 @@ impl ProcessGroupBuilder {
                 stdio: self.stdio,
                 entry: self.entry,
                 copies: self.copies,
+                executor,
             }),
         })
+    }
+}
+
+/// Where the processes of an async group run (`ProcessGroupBuilder::concurrency`):
+/// a tokio runtime with one thread per core, and a limit on the processes
+/// running at once (the others wait for a place before they start).
+struct Executor {
+    runtime: Option<tokio::runtime::Runtime>,
+    places: Arc<tokio::sync::Semaphore>,
+}
+
+impl Executor {
+    fn new(concurrency: u32) -> Result<Self, Error> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("wasmpool-process")
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Host(format!("cannot start the async runtime: {e}")))?;
+        let places = (concurrency as usize)
+            .saturating_mul(threads)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        Ok(Executor {
+            runtime: Some(runtime),
+            places: Arc::new(tokio::sync::Semaphore::new(places)),
+        })
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        // The last reference may go away on one of the runtime's own
+        // threads (a process's future holds the group): shut down without
+        // blocking there.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -262,6 +310,8 @@ struct GroupInner {
     stdio: Stdio,
     entry: String,
     copies: Option<u32>,
+    /// `Some` in the async mode.
+    executor: Option<Executor>,
 }
 
 /// A compiled module and what its processes share: queues, a shared region,
@@ -385,7 +435,9 @@ impl ProcessGroup {
         let wasi = wasi.build_p1();
         let interrupt = Arc::new(AtomicBool::new(false));
         let state = Arc::new(State::default());
-        let watch = g.watchdog.as_ref().map(|w| {
+        // The async mode has no thread to abandon: a process's call is
+        // dropped at its deadline instead.
+        let watch = g.watchdog.as_ref().filter(|_| g.executor.is_none()).map(|w| {
             let state = state.clone();
             let limit = g.runtime.limits.timeout.unwrap_or_default();
             w.registry().watch(move |_, _| {
@@ -407,6 +459,57 @@ impl ProcessGroup {
             index,
             count: g.copies.unwrap_or(1),
         };
+        if let Some(executor) = &g.executor {
+            let places = executor.places.clone();
+            let runtime = executor.runtime.as_ref().expect("taken only on drop");
+            runtime.spawn(async move {
+                // Waiting for a place is not running: the time limit starts
+                // with the process.
+                let Ok(_place) = places.acquire_owned().await else {
+                    return;
+                };
+                let deadline = inner.runtime.limits.deadline();
+                let run = async {
+                    let mut guest = inner
+                        .runtime
+                        .guest_async(worker, wasi, interrupt_flag, deadline)
+                        .await?;
+                    guest.run_entry_async(&inner.entry, deadline).await
+                };
+                let result = match deadline.and_then(|d| d.checked_add(GRACE)) {
+                    None => AssertUnwindSafe(run).catch_unwind().await,
+                    Some(at) => {
+                        tokio::time::timeout_at(at.into(), AssertUnwindSafe(run).catch_unwind())
+                            .await
+                            .unwrap_or_else(|_| {
+                                Ok(Err(TaskError::new(
+                                    TaskErrorKind::Timeout,
+                                    format!(
+                                        "the process ran past its time limit of {:?}",
+                                        inner.runtime.limits.timeout.unwrap_or_default()
+                                    ),
+                                )))
+                            })
+                    }
+                }
+                .unwrap_or_else(|_| {
+                    Err(TaskError::new(
+                        TaskErrorKind::Host,
+                        "the host panicked running this process (a bug in wasmpool)",
+                    ))
+                });
+                out.finish();
+                err.finish();
+                st.end(result.map_err(|e| with_panic_message(e, &err)), false);
+            });
+            return Ok(Process {
+                index,
+                engine: self.inner.runtime.engine.clone(),
+                interrupt,
+                state,
+                thread: None,
+            });
+        }
         let thread = std::thread::Builder::new()
             .name(format!("wasmpool-process-{index}"))
             .stack_size(g.runtime.limits.thread_stack())

@@ -20,7 +20,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::wait::{Stop, Waiter, deadline, next_slice};
+use crate::wait::{self, OwnedWaiter, Stop, Waiter, deadline, next_slice};
+
+use event_listener::Event;
 
 /// Why a queue operation did not complete.
 ///
@@ -128,6 +130,10 @@ pub struct Queue {
     state: Mutex<State>,
     not_empty: Condvar,
     not_full: Condvar,
+    /// The async face's wake-ups (`wait.rs`): notified with the condition
+    /// variables; costs one atomic load while no async waiter ever listened.
+    readable: Event,
+    writable: Event,
 }
 
 impl std::fmt::Debug for Queue {
@@ -180,6 +186,8 @@ impl Queue {
             }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
+            readable: Event::new(),
+            writable: Event::new(),
         }
     }
 
@@ -269,6 +277,8 @@ impl Queue {
         self.lock().closed = true;
         self.not_empty.notify_all();
         self.not_full.notify_all();
+        self.readable.notify(usize::MAX);
+        self.writable.notify(usize::MAX);
     }
 
     /// Puts a message, waiting up to `timeout` (`None`: forever) for room.
@@ -291,31 +301,18 @@ impl Queue {
         timeout: Option<Duration>,
         waiter: Waiter<'_>,
     ) -> Result<(), QueueError> {
-        let size = cost(&message);
-        if size > self.max_bytes {
-            return Err(QueueError::TooLarge {
-                len: message.len(),
-                max_bytes: self.max_bytes,
-                message: Some(message),
-            });
-        }
+        let (mut message, size) = self.check_size(message)?;
         let deadline = deadline(timeout);
         let mut spins = 0;
         let mut state = self.lock();
         loop {
-            if state.closed {
-                return Err(QueueError::Closed(Some(message)));
-            }
-            if state.items.len() < self.capacity && state.bytes + size <= self.max_bytes {
-                state.bytes += size;
-                state.items.push_back(message);
-                let wake = state.sleeping_getters > 0;
-                drop(state);
-                if wake {
-                    self.not_empty.notify_one();
+            message = match self.try_put(state, message, size)? {
+                Ok(()) => return Ok(()),
+                Err((back, s)) => {
+                    state = s;
+                    back
                 }
-                return Ok(());
-            }
+            };
             if spins < SPINS {
                 spins += 1;
                 state = self.spin(state);
@@ -330,6 +327,76 @@ impl Queue {
             state = sleep(&self.not_full, state, slice);
             state.sleeping_putters -= 1;
         }
+    }
+
+    /// The async face of [`put_interruptible`](Self::put_interruptible): the
+    /// same attempt, and a suspended task instead of a sleeping thread.
+    pub(crate) async fn put_async(
+        &self,
+        message: Vec<u8>,
+        timeout: Option<Duration>,
+        waiter: &OwnedWaiter,
+    ) -> Result<(), QueueError> {
+        let (message, size) = self.check_size(message)?;
+        let mut message = Some(message);
+        let done = wait::until(&self.writable, deadline(timeout), waiter, || {
+            let m = message.take().expect("put back after every attempt");
+            match self.try_put(self.lock(), m, size) {
+                Ok(Ok(())) => Some(Ok(())),
+                Ok(Err((back, _))) => {
+                    message = Some(back);
+                    None
+                }
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .await;
+        match done {
+            Ok(result) => result,
+            Err(Stop::Timeout) => Err(QueueError::Timeout(message)),
+            Err(Stop::Interrupted) => Err(QueueError::Interrupted(message)),
+        }
+    }
+
+    /// What `message` counts against the byte budget, or why it never fits.
+    fn check_size(&self, message: Vec<u8>) -> Result<(Vec<u8>, usize), QueueError> {
+        let size = cost(&message);
+        if size > self.max_bytes {
+            return Err(QueueError::TooLarge {
+                len: message.len(),
+                max_bytes: self.max_bytes,
+                message: Some(message),
+            });
+        }
+        Ok((message, size))
+    }
+
+    /// One attempt at a put, with the lock held: `Ok(Ok(()))` put (and a
+    /// waiting getter woken), `Ok(Err(..))` no room (the message and the
+    /// lock handed back), `Err` closed. The one copy of the put's rule,
+    /// for both faces.
+    #[allow(clippy::type_complexity)]
+    fn try_put<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        message: Vec<u8>,
+        size: usize,
+    ) -> Result<Result<(), (Vec<u8>, MutexGuard<'a, State>)>, QueueError> {
+        if state.closed {
+            return Err(QueueError::Closed(Some(message)));
+        }
+        if state.items.len() < self.capacity && state.bytes + size <= self.max_bytes {
+            state.bytes += size;
+            state.items.push_back(message);
+            let wake = state.sleeping_getters > 0;
+            drop(state);
+            if wake {
+                self.not_empty.notify_one();
+            }
+            self.readable.notify_additional(1);
+            return Ok(Ok(()));
+        }
+        Ok(Err((message, state)))
     }
 
     /// Takes the oldest message, waiting up to `timeout` (`None`: forever).
@@ -357,18 +424,10 @@ impl Queue {
         let mut spins = 0;
         let mut state = self.lock();
         loop {
-            if let Some(message) = state.items.pop_front() {
-                state.bytes -= cost(&message);
-                let wake = state.sleeping_putters > 0;
-                drop(state);
-                if wake {
-                    self.not_full.notify_one();
-                }
-                return Ok(message);
-            }
-            if state.closed {
-                return Err(QueueError::Closed(None));
-            }
+            state = match self.try_get(state) {
+                Ok(done) => return done,
+                Err(s) => s,
+            };
             if spins < SPINS {
                 spins += 1;
                 state = self.spin(state);
@@ -383,6 +442,47 @@ impl Queue {
             state = sleep(&self.not_empty, state, slice);
             state.sleeping_getters -= 1;
         }
+    }
+
+    /// The async face of [`get_interruptible`](Self::get_interruptible).
+    pub(crate) async fn get_async(
+        &self,
+        timeout: Option<Duration>,
+        waiter: &OwnedWaiter,
+    ) -> Result<Vec<u8>, QueueError> {
+        let done = wait::until(&self.readable, deadline(timeout), waiter, || {
+            self.try_get(self.lock()).ok()
+        })
+        .await;
+        match done {
+            Ok(result) => result,
+            Err(Stop::Timeout) => Err(QueueError::Timeout(None)),
+            Err(Stop::Interrupted) => Err(QueueError::Interrupted(None)),
+        }
+    }
+
+    /// One attempt at a get, with the lock held: `Ok` the message (and a
+    /// waiting putter woken) or `Closed`; `Err` the lock back when empty.
+    /// The one copy of the get's rule, for both faces.
+    #[allow(clippy::type_complexity)]
+    fn try_get<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+    ) -> Result<Result<Vec<u8>, QueueError>, MutexGuard<'a, State>> {
+        if let Some(message) = state.items.pop_front() {
+            state.bytes -= cost(&message);
+            let wake = state.sleeping_putters > 0;
+            drop(state);
+            if wake {
+                self.not_full.notify_one();
+            }
+            self.writable.notify_additional(1);
+            return Ok(Ok(message));
+        }
+        if state.closed {
+            return Ok(Err(QueueError::Closed(None)));
+        }
+        Err(state)
     }
 
     /// Puts a serde value as JSON.

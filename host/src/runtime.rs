@@ -17,8 +17,9 @@ use wasmtime::{Engine, InstancePre, Linker};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::abi;
-use crate::engine::{Allocation, EngineOptions, ModuleCache};
+use crate::engine::{Allocation, EngineOptions, Mode, ModuleCache};
 use crate::error::{Error, TaskError};
+use crate::hostfn::HostFns;
 use crate::limits::Limits;
 use crate::program::{Program, Source};
 use crate::queue::Queue;
@@ -48,6 +49,11 @@ pub(crate) struct Setup {
     pub(crate) limits: Limits,
     pub(crate) queues: Vec<QueueSpec>,
     pub(crate) shared_memory: Option<usize>,
+    /// The embedder's host functions.
+    pub(crate) host_fns: HostFns,
+    /// Tasks in flight at once on each worker (async mode); `None`: the
+    /// synchronous mode.
+    pub(crate) concurrency: Option<u32>,
 }
 
 /// The setters [`PoolBuilder`](crate::PoolBuilder) and
@@ -232,6 +238,79 @@ macro_rules! shared_setters {
                 self
             }
 
+            /// Runs in the async mode, with up to `tasks` tasks in flight at
+            /// once on each worker, each in its own instance (a pool's
+            /// window grows to hold them). A guest that waits (a WASI sleep,
+            /// a queue, a shared-memory wait, a host function) is suspended
+            /// and its worker's thread runs the others; a busy guest yields
+            /// every 10 ms. Default: the synchronous mode, one task per
+            /// worker at a time. See docs/async.md.
+            ///
+            /// ```no_run
+            #[doc = concat!("let builder = wasmpool::", $owner, "::builder().module_file(\"fetch.wasm\").concurrency(1000);")]
+            /// ```
+            pub fn concurrency(mut self, tasks: u32) -> Self {
+                self.setup.concurrency = Some(tasks);
+                self
+            }
+
+            /// Gives guests a host function named `name`, which they call
+            /// with `wasmpool_guest::host::call(name, &input)` (the ABI's
+            /// `host_call`, docs/abi.md). Its input and reply travel as
+            /// JSON; an `Err` reaches the guest as an error it can handle,
+            /// and a panic ends the calling task with kind `host`. It runs
+            /// on the worker's thread: for work that waits, use
+            /// [`host_fn_async`](Self::host_fn_async).
+            ///
+            /// ```
+            #[doc = concat!("let builder = wasmpool::", $owner, "::builder()")]
+            ///     .host_fn("double", |x: i64| Ok::<_, String>(2 * x));
+            /// ```
+            pub fn host_fn<In, Out, E, F>(mut self, name: impl Into<String>, f: F) -> Self
+            where
+                In: serde::de::DeserializeOwned,
+                Out: serde::Serialize,
+                E: std::fmt::Display,
+                F: Fn(In) -> Result<Out, E> + Send + Sync + 'static,
+            {
+                let name = name.into();
+                self.setup
+                    .host_fns
+                    .insert(name.clone(), $crate::hostfn::HostFn::typed(name, f));
+                self
+            }
+
+            /// Gives guests an async host function named `name`: as
+            /// [`host_fn`](Self::host_fn), but the function returns a
+            /// future (a database query, an HTTP call made with the host's
+            /// own client). In the async mode only the calling guest waits
+            /// for it; in the synchronous mode its worker's thread does.
+            /// The future runs on a tokio current-thread runtime with
+            /// timers enabled; it ends at the task's deadline.
+            ///
+            /// ```
+            /// use std::time::Duration;
+            #[doc = concat!("let builder = wasmpool::", $owner, "::builder()")]
+            ///     .host_fn_async("later", |ms: u64| async move {
+            ///         tokio::time::sleep(Duration::from_millis(ms)).await;
+            ///         Ok::<_, String>(ms)
+            ///     });
+            /// ```
+            pub fn host_fn_async<In, Out, E, F, Fut>(mut self, name: impl Into<String>, f: F) -> Self
+            where
+                In: serde::de::DeserializeOwned + Send + 'static,
+                Out: serde::Serialize,
+                E: std::fmt::Display,
+                F: Fn(In) -> Fut + Send + Sync + 'static,
+                Fut: std::future::Future<Output = Result<Out, E>> + Send + 'static,
+            {
+                let name = name.into();
+                self.setup
+                    .host_fns
+                    .insert(name.clone(), $crate::hostfn::HostFn::typed_async(name, f));
+                self
+            }
+
             /// Gives every instance one shared region of at least `bytes`
             /// bytes (rounded up to 64 KiB), reachable through the ABI's
             /// `shm_*` calls and from the host through `shared_region`.
@@ -263,6 +342,10 @@ pub(crate) struct Runtime {
     pub(crate) pre: InstancePre<StoreData>,
     pub(crate) resources: Arc<Resources>,
     pub(crate) limits: Arc<Limits>,
+    /// Tasks in flight at once per worker thread: `Some` in the async mode,
+    /// whose linker holds the async faces and whose guests are made and
+    /// called with wasmtime's async API.
+    pub(crate) concurrency: Option<u32>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -290,20 +373,26 @@ impl Runtime {
             .cache
             .clone()
             .unwrap_or_else(ModuleCache::default_location);
+        let mode = if setup.concurrency.is_some() {
+            Mode::Async
+        } else {
+            Mode::Sync
+        };
         let engine = EngineOptions {
             allocation,
             threads: setup.shared_memory.is_some(),
             interruptible: interruptible || setup.limits.timeout.is_some(),
+            mode,
             limits: &setup.limits,
         }
         .build()?;
         let resources = Arc::new(build_resources(&engine, &setup)?);
         let program = Program::load(&engine, setup.source, setup.name.as_deref(), cache.as_ref())?;
-        let pre = link(&engine, &program, &resources)?;
-        let watchdog = setup
-            .limits
-            .timeout
-            .map(|_| Watchdog::start(&engine))
+        let pre = link(&engine, &program, &resources, mode)?;
+        // The watchdog keeps time for deadlines, and in the async mode it
+        // also drives the epoch ticks at which busy guests yield.
+        let watchdog = (setup.limits.timeout.is_some() || mode == Mode::Async)
+            .then(|| Watchdog::start(&engine))
             .transpose()?;
         Ok((
             Runtime {
@@ -312,6 +401,7 @@ impl Runtime {
                 pre,
                 resources,
                 limits: Arc::new(setup.limits),
+                concurrency: setup.concurrency,
             },
             watchdog,
         ))
@@ -337,6 +427,28 @@ impl Runtime {
             },
             deadline,
         )
+    }
+
+    /// [`guest`](Self::guest)'s async face.
+    pub(crate) async fn guest_async(
+        &self,
+        worker: WorkerId,
+        wasi: WasiP1Ctx,
+        interrupt: Arc<AtomicBool>,
+        deadline: Option<Instant>,
+    ) -> Result<Guest, TaskError> {
+        Guest::new_async(
+            &self.pre,
+            GuestParts {
+                worker,
+                limits: self.limits.clone(),
+                resources: self.resources.clone(),
+                wasi,
+                interrupt,
+            },
+            deadline,
+        )
+        .await
     }
 
     /// The queue declared as `name`.
@@ -370,7 +482,11 @@ fn build_resources(engine: &Engine, setup: &Setup) -> Result<Resources, Error> {
         .shared_memory
         .map(|bytes| SharedRegion::new(engine, bytes))
         .transpose()?;
-    Ok(Resources { queues: list, shm })
+    Ok(Resources {
+        queues: list,
+        shm,
+        host_fns: Arc::new(setup.host_fns.clone()),
+    })
 }
 
 /// Links a program against WASI (with wasmpool's own interruptible
@@ -380,12 +496,19 @@ fn link(
     engine: &Engine,
     program: &Program,
     resources: &Arc<Resources>,
+    mode: Mode,
 ) -> Result<InstancePre<StoreData>, Error> {
     let mut linker = Linker::<StoreData>::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StoreData| &mut s.wasi)
-        .and_then(|()| abi::wasi::add_to_linker(&mut linker))
-        .map_err(|e| Error::Host(format!("cannot link WASI: {e:#}")))?;
-    abi::add_to_linker(&mut linker)
+    fn wasi(s: &mut StoreData) -> &mut WasiP1Ctx {
+        &mut s.wasi
+    }
+    match mode {
+        Mode::Sync => wasmtime_wasi::p1::add_to_linker_sync(&mut linker, wasi),
+        Mode::Async => wasmtime_wasi::p1::add_to_linker_async(&mut linker, wasi),
+    }
+    .and_then(|()| abi::wasi::add_to_linker(&mut linker, mode))
+    .map_err(|e| Error::Host(format!("cannot link WASI: {e:#}")))?;
+    abi::add_to_linker(&mut linker, mode)
         .map_err(|e| Error::Host(format!("cannot link the ABI: {e:#}")))?;
     if let Some(region) = &resources.shm {
         // Offered as the import `wasmpool::shared`, for guests that use the

@@ -23,12 +23,14 @@ use std::time::Instant;
 
 use smallvec::SmallVec;
 use wasmtime::{
-    Func, Instance, InstancePre, Memory, Store, Trap, TypedFunc, ValRaw, WasmBacktrace,
+    Func, Instance, InstancePre, Memory, Store, Trap, TypedFunc, Val, ValRaw, WasmBacktrace,
 };
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use crate::error::{AbiError, Interrupted, TaskError, TaskErrorKind, TimedOut};
+use crate::engine::Mode;
+use crate::error::{AbiError, HostFnPanic, Interrupted, TaskError, TaskErrorKind, TimedOut};
+use crate::hostfn::HostFns;
 use crate::limits::{self, Limiter, Limits};
 use crate::queue::Queue;
 use crate::shm::SharedRegion;
@@ -41,6 +43,8 @@ use crate::task::{Output, Payload, TaskKind, TaskSpec, WasmType, WasmValue};
 pub(crate) struct Resources {
     pub(crate) queues: Vec<Arc<Queue>>,
     pub(crate) shm: Option<SharedRegion>,
+    /// The embedder's host functions (`hostfn.rs`).
+    pub(crate) host_fns: Arc<HostFns>,
 }
 
 /// Which worker an instance belongs to (what `worker_index` returns).
@@ -72,6 +76,9 @@ pub(crate) struct StoreData {
     pub(crate) cancel: Option<Arc<AtomicBool>>,
     /// The message taken by the last `queue_get`, until `queue_message`.
     pub(crate) message: Option<Vec<u8>>,
+    /// The reply (or error message) of the last `host_call`, until
+    /// `host_reply`.
+    pub(crate) reply: Option<Vec<u8>>,
     /// The memory and table caps, and what they refused.
     pub(crate) limiter: Limiter,
     /// When the current task's time is up: wasm code and host calls that
@@ -113,6 +120,7 @@ impl StoreData {
             interrupt: parts.interrupt,
             cancel: None,
             message: None,
+            reply: None,
             limiter: Limiter::new(&parts.limits),
             task_deadline: None,
             limits: parts.limits,
@@ -162,9 +170,7 @@ impl Guest {
         parts: GuestParts,
         deadline: Option<Instant>,
     ) -> Result<Guest, TaskError> {
-        let mut store = Store::new(pre.module().engine(), StoreData::new(parts));
-        limits::install(&mut store);
-        start_task(&mut store, deadline);
+        let mut store = new_store(pre, parts, deadline, Mode::Sync);
         let setup = |store: &mut Store<StoreData>| -> wasmtime::Result<Instance> {
             // A terminate that came before the store existed bumped an epoch
             // this store never saw: check the flag once it exists.
@@ -176,7 +182,38 @@ impl Guest {
             }
             Ok(instance)
         };
-        match setup(&mut store) {
+        let made = setup(&mut store);
+        Guest::made(store, made)
+    }
+
+    /// [`new`](Self::new)'s async face, for the async mode: instantiation
+    /// and `_initialize` may suspend.
+    pub(crate) async fn new_async(
+        pre: &InstancePre<StoreData>,
+        parts: GuestParts,
+        deadline: Option<Instant>,
+    ) -> Result<Guest, TaskError> {
+        let mut store = new_store(pre, parts, deadline, Mode::Async);
+        let made = async {
+            limits::check(store.data())?;
+            let instance = pre.instantiate_async(&mut store).await?;
+            store.data_mut().memory = instance.get_memory(&mut store, "memory");
+            if let Some(init) = instance.get_func(&mut store, "_initialize") {
+                init.typed::<(), ()>(&store)?
+                    .call_async(&mut store, ())
+                    .await?;
+            }
+            Ok(instance)
+        }
+        .await;
+        Guest::made(store, made)
+    }
+
+    fn made(
+        mut store: Store<StoreData>,
+        made: wasmtime::Result<Instance>,
+    ) -> Result<Guest, TaskError> {
+        match made {
             Ok(instance) => Ok(Guest {
                 store,
                 instance,
@@ -241,44 +278,109 @@ impl Guest {
     }
 
     /// Runs one task to completion, ending it by `deadline`. On a trap,
-    /// marks the guest poisoned.
+    /// marks the guest poisoned. The synchronous face of a task's call.
     pub(crate) fn run(
         &mut self,
         task: &TaskSpec,
         payload: Payload,
         deadline: Option<Instant>,
     ) -> Result<Output, TaskError> {
+        let prepared = self.prepare(task, payload, deadline)?;
+        let called = match (&self.resolved[task.id], prepared) {
+            (Some(Resolved::Abi(f)), Prepared::Abi) => {
+                let status = f.call(&mut self.store, ());
+                self.abi_outcome(status)
+            }
+            (Some(Resolved::Numeric(f)), Prepared::Numeric(mut raw)) => {
+                let TaskKind::Numeric { results, .. } = &task.kind else {
+                    unreachable!("a numeric export resolves to Resolved::Numeric")
+                };
+                // SAFETY: `f` is this instance's export named by `task`, and
+                // `resolve` (called by `prepare`) checked its type against
+                // the task's `params` and `results` in this instance (not
+                // only in the module the task was looked up in): its
+                // parameters and results are exactly those, all numbers (no
+                // references to keep alive). `prepare` checked that `raw`
+                // holds one value of the right type per parameter and made
+                // room for every result. The call is not made from inside
+                // another call on this store.
+                let call = unsafe {
+                    f.call_unchecked(&mut self.store, std::ptr::from_mut(raw.as_mut_slice()))
+                };
+                call.map(|()| Ok(numeric_output(results, &raw)))
+            }
+            _ => unreachable!("prepare matched the payload to the export"),
+        };
+        self.finish(called)
+    }
+
+    /// [`run`](Self::run)'s async face: the same preparation and outcome,
+    /// with the call suspended while the guest waits (and at its epoch
+    /// yields). Dropping the future cancels the call; the guest is then
+    /// poisoned.
+    pub(crate) async fn run_async(
+        &mut self,
+        task: &TaskSpec,
+        payload: Payload,
+        deadline: Option<Instant>,
+    ) -> Result<Output, TaskError> {
+        let prepared = self.prepare(task, payload, deadline)?;
+        // Poisoned unless the call comes back: a dropped future leaves the
+        // instance mid-call.
+        self.poisoned = true;
+        let called = match (&self.resolved[task.id], prepared) {
+            (Some(Resolved::Abi(f)), Prepared::Abi) => {
+                let f = f.clone();
+                let status = f.call_async(&mut self.store, ()).await;
+                self.abi_outcome(status)
+            }
+            (Some(Resolved::Numeric(f)), Prepared::Numeric(raw)) => {
+                let f = *f;
+                let TaskKind::Numeric { params, results } = &task.kind else {
+                    unreachable!("a numeric export resolves to Resolved::Numeric")
+                };
+                let args: SmallVec<[Val; 8]> = params
+                    .iter()
+                    .zip(&raw)
+                    .map(|(&t, r)| WasmValue::from_raw(t, r).to_val())
+                    .collect();
+                let mut out: SmallVec<[Val; 8]> = results.iter().map(|_| Val::I32(0)).collect();
+                f.call_async(&mut self.store, &args, &mut out)
+                    .await
+                    .map(|()| {
+                        Ok(Output::Values(
+                            out.iter().filter_map(WasmValue::from_val).collect(),
+                        ))
+                    })
+            }
+            _ => unreachable!("prepare matched the payload to the export"),
+        };
+        self.poisoned = false;
+        self.finish(called)
+    }
+
+    /// Everything before a task's call: resolves its export, checks the
+    /// payload against it, resets the per-task state and arms the limits.
+    fn prepare(
+        &mut self,
+        task: &TaskSpec,
+        payload: Payload,
+        deadline: Option<Instant>,
+    ) -> Result<Prepared, TaskError> {
         self.resolve(task)?;
-        let func = self.resolved[task.id].as_ref().expect("resolved above");
-        self.tasks_run += 1;
-        start_task(&mut self.store, deadline);
-        let result = match (func, payload) {
-            (Resolved::Abi(f), Payload::Bytes(input)) => {
+        let prepared = match (&task.kind, payload) {
+            (TaskKind::Abi, Payload::Bytes(input)) => {
                 if i32::try_from(input.len()).is_err() {
                     return Err(TaskError::new(
                         TaskErrorKind::Input,
                         "the input is larger than 2 GiB",
                     ));
                 }
+                start_task(&mut self.store, deadline);
                 self.store.data_mut().input = input;
-                let status = f.call(&mut self.store, ());
-                let data = self.store.data_mut();
-                let output = std::mem::take(&mut data.output);
-                // The input buffer was allocated on the caller's thread: it
-                // becomes the next task's output buffer and goes back there with
-                // that result, instead of being freed here. Buffers then stay
-                // with the thread that allocated them, which spares the
-                // allocator's cross-thread locks (a third of the time of tiny
-                // SDK tasks, measured).
-                let mut spare = std::mem::take(&mut data.input);
-                spare.clear();
-                data.output = spare;
-                status.map(|status| abi_outcome(status, output))
+                Prepared::Abi
             }
-            (Resolved::Numeric(f), Payload::Values(args)) => {
-                let TaskKind::Numeric { params, results } = &task.kind else {
-                    unreachable!("a numeric export resolves to Resolved::Numeric")
-                };
+            (TaskKind::Numeric { params, results }, Payload::Values(args)) => {
                 if args.len() != params.len()
                     || !args.iter().zip(params).all(|(a, &t)| a.has_type(t))
                 {
@@ -289,36 +391,50 @@ impl Guest {
                 }
                 let mut raw: SmallVec<[ValRaw; 8]> = args.iter().map(|a| a.to_raw()).collect();
                 raw.resize(params.len().max(results.len()), ValRaw::i32(0));
-                // SAFETY: `f` is this instance's export named by `task`, and
-                // `resolve` checked its type against `params` and `results` in
-                // this instance (not only in the module the task was looked up
-                // in): its parameters are exactly `params` and its results
-                // exactly `results`, all numbers (no references to keep
-                // alive). `raw` holds one value of the right type per
-                // parameter (checked just above) and has room for every
-                // result. The call is not made from inside another call on
-                // this store.
-                let call = unsafe {
-                    f.call_unchecked(&mut self.store, std::ptr::from_mut(raw.as_mut_slice()))
-                };
-                call.map(|()| {
-                    Ok(Output::Values(
-                        results
-                            .iter()
-                            .zip(&raw)
-                            .map(|(&t, r)| WasmValue::from_raw(t, r))
-                            .collect(),
-                    ))
-                })
+                start_task(&mut self.store, deadline);
+                Prepared::Numeric(raw)
             }
-            (_, payload) => Err(wasmtime::Error::msg(format!(
-                "payload {payload:?} does not fit task {} ({})",
-                task.name,
-                task.kind.describe()
-            ))),
+            (_, payload) => {
+                return Err(TaskError::new(
+                    TaskErrorKind::Host,
+                    format!(
+                        "payload {payload:?} does not fit task {} ({})",
+                        task.name,
+                        task.kind.describe()
+                    ),
+                ));
+            }
         };
+        self.tasks_run += 1;
+        Ok(prepared)
+    }
+
+    /// An ABI task's status and output. The input buffer was allocated on
+    /// the caller's thread: it becomes the next task's output buffer and
+    /// goes back there with that result, instead of being freed here.
+    /// Buffers then stay with the thread that allocated them, which spares
+    /// the allocator's cross-thread locks (a third of the time of tiny SDK
+    /// tasks, measured).
+    fn abi_outcome(
+        &mut self,
+        status: wasmtime::Result<i32>,
+    ) -> wasmtime::Result<Result<Output, TaskError>> {
+        let data = self.store.data_mut();
+        let output = std::mem::take(&mut data.output);
+        let mut spare = std::mem::take(&mut data.input);
+        spare.clear();
+        data.output = spare;
+        status.map(|status| abi_outcome(status, output))
+    }
+
+    /// Everything after a task's call: its error classified once, and the
+    /// guest poisoned after a trap.
+    fn finish(
+        &mut self,
+        called: wasmtime::Result<Result<Output, TaskError>>,
+    ) -> Result<Output, TaskError> {
         self.store.data_mut().task_deadline = None;
-        match result {
+        match called {
             Ok(outcome) => outcome,
             Err(e) => {
                 let error = classify(e, self.store.data_mut());
@@ -343,9 +459,65 @@ impl Guest {
                 .call(&mut *store, ())
         };
         let result = call(&mut self.store, self.instance);
-        self.poisoned = true;
-        result.map_err(|e| classify(e, self.store.data_mut()))
+        entry_outcome(self, result)
     }
+
+    /// [`run_entry`](Self::run_entry)'s async face.
+    pub(crate) async fn run_entry_async(
+        &mut self,
+        entry: &str,
+        deadline: Option<Instant>,
+    ) -> Result<(), TaskError> {
+        start_task(&mut self.store, deadline);
+        self.poisoned = true;
+        let result = async {
+            self.instance
+                .get_typed_func::<(), ()>(&mut self.store, entry)?
+                .call_async(&mut self.store, ())
+                .await
+        }
+        .await;
+        entry_outcome(self, result)
+    }
+}
+
+/// A store for a new guest, under the interruption policy of `mode` and
+/// the limits of a task that must end by `deadline`.
+fn new_store(
+    pre: &InstancePre<StoreData>,
+    parts: GuestParts,
+    deadline: Option<Instant>,
+    mode: Mode,
+) -> Store<StoreData> {
+    let mut store = Store::new(pre.module().engine(), StoreData::new(parts));
+    limits::install(&mut store, mode);
+    start_task(&mut store, deadline);
+    store
+}
+
+/// A task's call, ready to be made.
+enum Prepared {
+    /// The input is in the store.
+    Abi,
+    /// The arguments, with room for the results.
+    Numeric(SmallVec<[ValRaw; 8]>),
+}
+
+/// A numeric task's results, read back from the raw values.
+fn numeric_output(results: &[WasmType], raw: &[ValRaw]) -> Output {
+    Output::Values(
+        results
+            .iter()
+            .zip(raw)
+            .map(|(&t, r)| WasmValue::from_raw(t, r))
+            .collect(),
+    )
+}
+
+/// An entry point's outcome: a guest that ran an entry cannot run again.
+fn entry_outcome(guest: &mut Guest, result: wasmtime::Result<()>) -> Result<(), TaskError> {
+    guest.poisoned = true;
+    result.map_err(|e| classify(e, guest.store.data_mut()))
 }
 
 /// Maps an ABI task's status and output bytes to its result.
@@ -372,6 +544,7 @@ fn start_task(store: &mut Store<StoreData>, deadline: Option<Instant>) {
     let data = store.data_mut();
     data.trap_message = None;
     data.message = None;
+    data.reply = None;
     data.input.clear();
     data.output.clear();
     data.limiter.refused = None;
@@ -431,6 +604,13 @@ pub(crate) fn classify(e: wasmtime::Error, data: &mut StoreData) -> TaskError {
         return TaskError::new(
             TaskErrorKind::OutOfMemory,
             format!("the guest tried to grow its memory to {wanted} bytes, past the limit of {cap} bytes"),
+        )
+        .with_backtrace(backtrace);
+    }
+    if let Some(panic) = e.downcast_ref::<HostFnPanic>() {
+        return TaskError::new(
+            TaskErrorKind::Host,
+            bounded(panic.to_string(), MAX_BACKTRACE),
         )
         .with_backtrace(backtrace);
     }

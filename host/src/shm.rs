@@ -19,7 +19,12 @@ use std::time::Duration;
 use wasmtime::{Engine, MemoryType, SharedMemory, WaitResult};
 
 use crate::error::Error;
-use crate::wait::{Stop, Waiter, deadline, next_slice};
+use crate::wait::{OwnedWaiter, Stop, Waiter, deadline, next_slice};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use event_listener::Event;
 
 /// A bad offset or size for the shared region.
 ///
@@ -79,6 +84,9 @@ pub struct SharedRegion {
     /// `SharedMemory::data_size` takes a lock that every atomic call would
     /// otherwise contend on.
     len: usize,
+    /// The async face's waiters, by offset (`wait.rs`): what `notify` wakes
+    /// besides wasmtime's own waiters. An entry lives while someone waits.
+    async_waiters: Arc<Mutex<HashMap<u64, Arc<Event>>>>,
 }
 
 impl std::fmt::Debug for SharedRegion {
@@ -108,7 +116,11 @@ impl SharedRegion {
         let mem = SharedMemory::new(engine, MemoryType::shared(pages, pages))
             .map_err(|e| Error::Host(format!("cannot create the shared region: {e:#}")))?;
         let len = mem.data_size();
-        Ok(SharedRegion { mem, len })
+        Ok(SharedRegion {
+            mem,
+            len,
+            async_waiters: Arc::default(),
+        })
     }
 
     /// A standalone region, for examples and tests of the region itself.
@@ -433,6 +445,60 @@ impl SharedRegion {
         }
     }
 
+    /// The async face of [`wait_i32_for`](Self::wait_i32_for): the guest's
+    /// instance is suspended until [`notify`](Self::notify) wakes this
+    /// offset or the value changes. A wasm `memory.atomic.notify` executed
+    /// by a guest reaches only the blocking face; an async waiter sees its
+    /// value change within a wait slice (`wait::SLICE`) instead.
+    pub(crate) async fn wait_i32_async(
+        &self,
+        offset: u64,
+        expected: i32,
+        timeout: Option<Duration>,
+        waiter: &OwnedWaiter,
+    ) -> Result<Wake, ShmError> {
+        let cell = self.atomic_i32(offset)?;
+        if cell.load(Ordering::SeqCst) != expected {
+            return Ok(Wake::Mismatch);
+        }
+        let event = self
+            .async_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(offset)
+            .or_default()
+            .clone();
+        // One listener for the whole wait: a notification after this point
+        // is never lost. A changed value is as good as a notification.
+        let listener = event.listen();
+        tokio::pin!(listener);
+        let deadline = deadline(timeout);
+        let done = loop {
+            if cell.load(Ordering::SeqCst) != expected {
+                break Ok(());
+            }
+            let slice = match next_slice(deadline, waiter.borrow()) {
+                Ok(slice) => slice,
+                Err(stop) => break Err(stop),
+            };
+            if tokio::time::timeout(slice, listener.as_mut()).await.is_ok() {
+                break Ok(());
+            }
+        };
+        {
+            let mut map = self.async_waiters.lock().unwrap_or_else(|e| e.into_inner());
+            // Two references: the map's and ours; no other waiter.
+            if Arc::strong_count(&event) == 2 {
+                map.remove(&offset);
+            }
+        }
+        match done {
+            Ok(()) => Ok(Wake::Notified),
+            Err(Stop::Timeout) => Ok(Wake::TimedOut),
+            Err(Stop::Interrupted) => Ok(Wake::Interrupted),
+        }
+    }
+
     /// Wakes every waiter on the region, at every address: how the watchdog
     /// gets back a worker it abandoned in a wasm `memory.atomic.wait` (the
     /// wait returns, and the guest's next epoch check ends it). Other
@@ -456,12 +522,25 @@ impl SharedRegion {
     /// ```
     pub fn notify(&self, offset: u64, count: u32) -> Result<u32, ShmError> {
         self.atomic_i32(offset)?;
-        self.mem
+        let woken = self
+            .mem
             .atomic_notify(offset, count)
             .map_err(|_| ShmError::OutOfBounds {
                 offset,
                 len: 4,
                 size: self.len() as u64,
-            })
+            })?;
+        let left = count - woken.min(count);
+        if left == 0 {
+            return Ok(woken);
+        }
+        let event = self
+            .async_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&offset)
+            .cloned();
+        let more = event.map_or(0, |e| e.notify_additional(left as usize));
+        Ok(woken + more.min(u32::MAX as usize) as u32)
     }
 }

@@ -93,6 +93,26 @@ impl WasmValue {
         }
     }
 
+    pub(crate) fn to_val(self) -> wasmtime::Val {
+        match self {
+            WasmValue::I32(v) => wasmtime::Val::I32(v),
+            WasmValue::I64(v) => wasmtime::Val::I64(v),
+            WasmValue::F32(v) => wasmtime::Val::F32(v.to_bits()),
+            WasmValue::F64(v) => wasmtime::Val::F64(v.to_bits()),
+        }
+    }
+
+    /// A numeric `Val` as a value; `None` for references.
+    pub(crate) fn from_val(val: &wasmtime::Val) -> Option<Self> {
+        Some(match *val {
+            wasmtime::Val::I32(v) => WasmValue::I32(v),
+            wasmtime::Val::I64(v) => WasmValue::I64(v),
+            wasmtime::Val::F32(v) => WasmValue::F32(f32::from_bits(v)),
+            wasmtime::Val::F64(v) => WasmValue::F64(f64::from_bits(v)),
+            _ => return None,
+        })
+    }
+
     /// Whether the value has type `ty`.
     pub(crate) fn has_type(&self, ty: WasmType) -> bool {
         matches!(

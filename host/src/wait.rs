@@ -1,9 +1,20 @@
 //! The one rule every waiting host call follows: wait in slices of at most
 //! [`SLICE`], so that a deadline or an interruption (a terminated guest) is
 //! noticed promptly even when nothing wakes the waiter.
+//!
+//! Each waiting call is written once, as an *attempt* (take a message, see
+//! a changed value, see the time pass) that either succeeds or says to
+//! wait, and waits through one of two faces of the same rule: the blocking
+//! face (a thread sleeps on a condition variable, a futex or a timer, in the
+//! synchronous mode) and the async face ([`until`], [`sleep_until_async`]:
+//! the guest's instance is suspended and its thread runs others, in the
+//! async mode).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use event_listener::Event;
 
 /// The longest a waiter sleeps before it looks at its deadline and its
 /// interruption flag again.
@@ -59,4 +70,85 @@ pub(crate) fn next_slice(deadline: Option<Instant>, waiter: Waiter<'_>) -> Resul
         slice = slice.min(left);
     }
     Ok(slice)
+}
+
+/// A [`Waiter`] that owns what it looks at, for async waits: their futures
+/// outlive any borrow of the store.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OwnedWaiter {
+    pub(crate) interrupt: Option<Arc<AtomicBool>>,
+    pub(crate) cancel: Option<Arc<AtomicBool>>,
+    pub(crate) task_deadline: Option<Instant>,
+}
+
+impl OwnedWaiter {
+    pub(crate) fn borrow(&self) -> Waiter<'_> {
+        Waiter {
+            interrupt: self.interrupt.as_deref(),
+            cancel: self.cancel.as_deref(),
+            task_deadline: self.task_deadline,
+        }
+    }
+}
+
+/// The async face of a wait: polls `attempt` until it yields, sleeping on
+/// `event` (which the other side notifies when the condition may have
+/// changed) in slices of the same rule as the blocking face, so that a
+/// missed notification costs at most a slice and a deadline or an
+/// interruption is noticed in time.
+pub(crate) async fn until<T>(
+    event: &Event,
+    deadline: Option<Instant>,
+    waiter: &OwnedWaiter,
+    mut attempt: impl FnMut() -> Option<T>,
+) -> Result<T, Stop> {
+    loop {
+        if let Some(done) = attempt() {
+            return Ok(done);
+        }
+        let slice = next_slice(deadline, waiter.borrow())?;
+        // Listen before the second look: a notification between the look
+        // and the sleep is not lost.
+        let listener = event.listen();
+        if let Some(done) = attempt() {
+            return Ok(done);
+        }
+        let _ = tokio::time::timeout(slice, listener).await;
+    }
+}
+
+/// Sleeps until `at`, in slices: `Err(Stop::Interrupted)` if the waiter is
+/// interrupted or its task's time is up first. The blocking face.
+pub(crate) fn sleep_until(at: Instant, waiter: Waiter<'_>) -> Result<(), Stop> {
+    loop {
+        match next_slice(Some(at), waiter) {
+            Ok(slice) => std::thread::sleep(slice),
+            Err(Stop::Timeout) => return Ok(()),
+            Err(Stop::Interrupted) => return Err(Stop::Interrupted),
+        }
+    }
+}
+
+/// [`sleep_until`]'s async face: the same rule, a timer instead of a
+/// thread's sleep.
+pub(crate) async fn sleep_until_async(at: Instant, waiter: &OwnedWaiter) -> Result<(), Stop> {
+    loop {
+        match next_slice(Some(at), waiter.borrow()) {
+            Ok(slice) => tokio::time::sleep(slice).await,
+            Err(Stop::Timeout) => return Ok(()),
+            Err(Stop::Interrupted) => return Err(Stop::Interrupted),
+        }
+    }
+}
+
+/// Resolves when `waiter` must stop waiting: interrupted, or its task's
+/// time is up. Raced against a wait that has no condition of its own to
+/// re-check (a host function's future).
+pub(crate) async fn stopped(waiter: &OwnedWaiter) -> Stop {
+    loop {
+        match next_slice(None, waiter.borrow()) {
+            Ok(slice) => tokio::time::sleep(slice).await,
+            Err(stop) => return stop,
+        }
+    }
 }

@@ -35,6 +35,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+mod concurrent;
+
 use crate::error::{TaskError, TaskErrorKind};
 use crate::runtime::Runtime;
 use crate::sandbox::{Guest, WorkerId, sealed_wasi};
@@ -97,6 +99,12 @@ pub(crate) struct Shared {
     /// The threads the watchdog abandoned: not worth waiting for.
     pub(crate) abandoned: Mutex<Vec<std::thread::ThreadId>>,
     pub(crate) counters: Vec<Arc<Counters>>,
+    /// Tasks in flight at once on each worker: `Some` in the async mode
+    /// (`worker/concurrent.rs`).
+    pub(crate) concurrency: Option<u32>,
+    /// Notified when a batch is sent or the job channel closes: how an
+    /// async worker that is running tasks learns of new work.
+    pub(crate) arrivals: Arc<tokio::sync::Notify>,
 }
 
 /// Counters one worker keeps, read by [`Pool::worker_stats`](crate::Pool::worker_stats).
@@ -307,6 +315,9 @@ pub(crate) fn spawn(
     registry: Option<&Registry>,
     ready: Option<Sender<Result<(), TaskError>>>,
 ) -> std::io::Result<()> {
+    if let Some(concurrency) = shared.concurrency {
+        return spawn_async(shared, index, concurrency, ready);
+    }
     let watched = registry.map(|registry| {
         let progress: Arc<Mutex<Progress>> = Arc::default();
         let watch = registry.watch({
@@ -349,6 +360,60 @@ pub(crate) fn spawn(
         .unwrap_or_else(|e| e.into_inner())
         .push(handle);
     Ok(())
+}
+
+/// Starts worker `index` of the async mode: a thread with its own
+/// current-thread runtime (`worker/concurrent.rs`).
+fn spawn_async(
+    shared: &Arc<Shared>,
+    index: u32,
+    concurrency: u32,
+    ready: Option<Sender<Result<(), TaskError>>>,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let mut worker = concurrent::AsyncWorker {
+        index,
+        concurrency: concurrency as usize,
+        shared: shared.clone(),
+        counters: shared.counters[index as usize].clone(),
+        idle: Vec::new(),
+    };
+    let handle = std::thread::Builder::new()
+        .name(format!("wasmpool-worker-{index}"))
+        .stack_size(shared.runtime.limits.thread_stack())
+        .spawn(move || {
+            runtime.block_on(async move {
+                if let Some(ready) = ready {
+                    let made = worker.prepare().await;
+                    let ok = made.is_ok();
+                    let _ = ready.send(made);
+                    if !ok {
+                        return;
+                    }
+                }
+                worker.run().await;
+            });
+        })?;
+    shared
+        .threads
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(handle);
+    Ok(())
+}
+
+/// The error of a task whose fresh instance could not be made.
+fn fresh_instance_error(e: TaskError) -> TaskError {
+    TaskError::new(
+        if e.kind() == TaskErrorKind::Timeout {
+            TaskErrorKind::Timeout
+        } else {
+            TaskErrorKind::Instantiate
+        },
+        format!("cannot create a fresh instance: {e}"),
+    )
 }
 
 fn shared_deadline(shared: &Shared) -> Option<Instant> {
@@ -511,16 +576,7 @@ impl Worker {
         deadline: Option<Instant>,
     ) -> Result<Output, TaskError> {
         if self.guest.is_none() {
-            self.make_guest(deadline).map_err(|e| {
-                TaskError::new(
-                    if e.kind() == TaskErrorKind::Timeout {
-                        TaskErrorKind::Timeout
-                    } else {
-                        TaskErrorKind::Instantiate
-                    },
-                    format!("cannot create a fresh instance: {e}"),
-                )
-            })?;
+            self.make_guest(deadline).map_err(fresh_instance_error)?;
             self.counters.instances.fetch_add(1, Ordering::Relaxed);
         }
         let guest = self.guest.as_mut().expect("made above");

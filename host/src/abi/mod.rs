@@ -9,15 +9,17 @@
 //! wait takes a deadline and honours the store's interruption flag, so that
 //! one place can gain async versions later.
 
+mod host;
 pub(crate) mod mem;
 mod sync;
 pub(crate) mod wasi;
 
 use wasmtime::{Caller, Linker};
 
+use crate::engine::Mode;
 use crate::error::{AbiError, Interrupted, TimedOut};
 use crate::sandbox::StoreData;
-use crate::wait::Waiter;
+use crate::wait::{OwnedWaiter, Waiter};
 
 /// The import module name.
 pub(crate) const MODULE: &str = "wasmpool";
@@ -57,6 +59,8 @@ pub(crate) const IMPORTS: &[&str] = &[
     "shm_wait_i32",
     "shm_notify",
     "shared",
+    "host_call",
+    "host_reply",
 ];
 
 /// Who waits: the store's interruption flag and its task's deadline.
@@ -64,6 +68,15 @@ fn waiter(data: &StoreData) -> Waiter<'_> {
     Waiter {
         interrupt: Some(&data.interrupt),
         cancel: data.cancel.as_deref(),
+        task_deadline: data.task_deadline,
+    }
+}
+
+/// [`waiter`], owned: for the async face, whose futures outlive borrows.
+fn owned_waiter(data: &StoreData) -> OwnedWaiter {
+    OwnedWaiter {
+        interrupt: Some(data.interrupt.clone()),
+        cancel: data.cancel.clone(),
         task_deadline: data.task_deadline,
     }
 }
@@ -88,8 +101,9 @@ fn memory<'a>(
     Ok(memory.data_and_store_mut(caller))
 }
 
-/// Adds every `wasmpool` import to `linker`.
-pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
+/// Adds every `wasmpool` import to `linker`, those that wait with the face
+/// `mode` needs.
+pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>, mode: Mode) -> wasmtime::Result<()> {
     linker.func_wrap(
         MODULE,
         "input_len",
@@ -150,7 +164,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
         "worker_count",
         |caller: Caller<'_, StoreData>| -> i32 { caller.data().worker.count as i32 },
     )?;
-    sync::add_to_linker(linker)
+    sync::add_to_linker(linker, mode)?;
+    host::add_to_linker(linker, mode)
 }
 
 /// `Err(AbiError)` for `function`.

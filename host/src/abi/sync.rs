@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use wasmtime::{Caller, Linker};
 
-use super::{MODULE, abi_error, mem, memory, stopped, waiter};
-use crate::queue::QueueError;
+use std::sync::Arc;
+
+use super::{MODULE, abi_error, mem, memory, owned_waiter, stopped, waiter};
+use crate::engine::Mode;
+use crate::queue::{Queue, QueueError};
 use crate::sandbox::StoreData;
 use crate::shm::{SharedRegion, ShmError, Wake};
 
@@ -48,7 +51,70 @@ fn shm<T>(function: &'static str, r: Result<T, ShmError>) -> wasmtime::Result<T>
     r.or_else(|e| abi_error(function, e.to_string()))
 }
 
-pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
+/// `queue_put`'s arguments: the queue, and the message copied out of the
+/// guest's memory (checked against the queue's byte budget first).
+fn put_args<'a>(
+    caller: &'a mut Caller<'_, StoreData>,
+    q: i32,
+    ptr: i32,
+    len: i32,
+) -> wasmtime::Result<(&'a Arc<Queue>, Vec<u8>, &'a StoreData)> {
+    let (mem, state) = memory(caller, "queue_put")?;
+    let src = mem::slice("queue_put", mem, ptr, len)?;
+    let queue = queue(state, "queue_put", q)?;
+    if crate::queue::cost(src) > queue.max_bytes() {
+        // Checked before copying: the message could never fit.
+        return abi_error(
+            "queue_put",
+            format!(
+                "a message of {} bytes is larger than queue {:?}'s byte budget of {} bytes",
+                src.len(),
+                queue.name(),
+                queue.max_bytes()
+            ),
+        );
+    }
+    Ok((queue, src.to_vec(), state))
+}
+
+/// `queue_put`'s status: 0 put, 1 timed out, 2 closed.
+fn put_status(state: &StoreData, put: Result<(), QueueError>) -> wasmtime::Result<i32> {
+    match put {
+        Ok(()) => Ok(0),
+        Err(QueueError::Timeout(_)) => Ok(1),
+        Err(QueueError::Interrupted(_)) => Err(stopped(state)),
+        Err(_) => Ok(2),
+    }
+}
+
+/// `queue_get`'s result: the message's length (held for `queue_message`),
+/// -1 timed out, -2 closed.
+fn get_status(state: &mut StoreData, got: Result<Vec<u8>, QueueError>) -> wasmtime::Result<i64> {
+    match got {
+        Ok(message) => {
+            let len = message.len() as i64;
+            state.message = Some(message);
+            Ok(len)
+        }
+        Err(QueueError::Timeout(_)) => Ok(-1),
+        Err(QueueError::Interrupted(_)) => Err(stopped(state)),
+        Err(_) => Ok(-2),
+    }
+}
+
+/// `shm_wait_i32`'s status: 0 woken, 1 value differed, 2 timed out.
+fn wait_status(data: &StoreData, wake: Result<Wake, ShmError>) -> wasmtime::Result<i32> {
+    match shm("shm_wait_i32", wake)? {
+        Wake::Notified => Ok(0),
+        Wake::Mismatch => Ok(1),
+        Wake::TimedOut => Ok(2),
+        Wake::Interrupted => Err(stopped(data)),
+    }
+}
+
+/// Adds the queue and shared-region imports; the waiting ones with the
+/// face `mode` needs (`wait.rs`).
+pub(super) fn add_to_linker(linker: &mut Linker<StoreData>, mode: Mode) -> wasmtime::Result<()> {
     // ---- queues ----
     linker.func_wrap(
         MODULE,
@@ -64,56 +130,61 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
             Ok(found.map_or(-1, |i| i as i32))
         },
     )?;
-    linker.func_wrap(
-        MODULE,
-        "queue_put",
-        |mut caller: Caller<'_, StoreData>,
-         q: i32,
-         ptr: i32,
-         len: i32,
-         ms: i64|
-         -> wasmtime::Result<i32> {
-            let (mem, state) = memory(&mut caller, "queue_put")?;
-            let src = mem::slice("queue_put", mem, ptr, len)?;
-            let queue = queue(state, "queue_put", q)?;
-            if crate::queue::cost(src) > queue.max_bytes() {
-                // Checked before copying: the message could never fit.
-                return abi_error(
-                    "queue_put",
-                    format!(
-                        "a message of {} bytes is larger than queue {:?}'s byte budget of {} bytes",
-                        src.len(),
-                        queue.name(),
-                        queue.max_bytes()
-                    ),
-                );
-            }
-            match queue.put_interruptible(src.to_vec(), timeout(ms), waiter(state)) {
-                Ok(()) => Ok(0),
-                Err(QueueError::Timeout(_)) => Ok(1),
-                Err(QueueError::Interrupted(_)) => Err(stopped(state)),
-                Err(_) => Ok(2),
-            }
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "queue_get",
-        |mut caller: Caller<'_, StoreData>, q: i32, ms: i64| -> wasmtime::Result<i64> {
-            let state = caller.data_mut();
-            let queue = queue(state, "queue_get", q)?.clone();
-            match queue.get_interruptible(timeout(ms), waiter(state)) {
-                Ok(message) => {
-                    let len = message.len() as i64;
-                    state.message = Some(message);
-                    Ok(len)
-                }
-                Err(QueueError::Timeout(_)) => Ok(-1),
-                Err(QueueError::Interrupted(_)) => Err(stopped(state)),
-                Err(_) => Ok(-2),
-            }
-        },
-    )?;
+    match mode {
+        Mode::Sync => {
+            linker.func_wrap(
+                MODULE,
+                "queue_put",
+                |mut caller: Caller<'_, StoreData>,
+                 q: i32,
+                 ptr: i32,
+                 len: i32,
+                 ms: i64|
+                 -> wasmtime::Result<i32> {
+                    let (queue, message, state) = put_args(&mut caller, q, ptr, len)?;
+                    let put = queue.put_interruptible(message, timeout(ms), waiter(state));
+                    put_status(state, put)
+                },
+            )?;
+            linker.func_wrap(
+                MODULE,
+                "queue_get",
+                |mut caller: Caller<'_, StoreData>, q: i32, ms: i64| -> wasmtime::Result<i64> {
+                    let state = caller.data_mut();
+                    let queue = queue(state, "queue_get", q)?;
+                    let got = queue.get_interruptible(timeout(ms), waiter(state));
+                    get_status(state, got)
+                },
+            )?;
+        }
+        Mode::Async => {
+            linker.func_wrap_async(
+                MODULE,
+                "queue_put",
+                |mut caller: Caller<'_, StoreData>, (q, ptr, len, ms): (i32, i32, i32, i64)| {
+                    Box::new(async move {
+                        let (queue, message, state) = put_args(&mut caller, q, ptr, len)?;
+                        let (queue, waiter) = (queue.clone(), owned_waiter(state));
+                        let put = queue.put_async(message, timeout(ms), &waiter).await;
+                        put_status(caller.data(), put)
+                    })
+                },
+            )?;
+            linker.func_wrap_async(
+                MODULE,
+                "queue_get",
+                |mut caller: Caller<'_, StoreData>, (q, ms): (i32, i64)| {
+                    Box::new(async move {
+                        let state = caller.data();
+                        let queue = queue(state, "queue_get", q)?.clone();
+                        let waiter = owned_waiter(state);
+                        let got = queue.get_async(timeout(ms), &waiter).await;
+                        get_status(caller.data_mut(), got)
+                    })
+                },
+            )?;
+        }
+    }
     linker.func_wrap(
         MODULE,
         "queue_message",
@@ -246,33 +317,39 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
         fetch_add_i64,
         compare_exchange_i64
     );
-    linker.func_wrap(
-        MODULE,
-        "shm_wait_i32",
-        |caller: Caller<'_, StoreData>,
-         off: i64,
-         expected: i32,
-         ms: i64|
-         -> wasmtime::Result<i32> {
-            let data = caller.data();
-            let region = region(data, "shm_wait_i32")?;
-            let wake = shm(
-                "shm_wait_i32",
-                region.wait_i32_for(
-                    offset("shm_wait_i32", off)?,
-                    expected,
-                    timeout(ms),
-                    waiter(data),
-                ),
-            )?;
-            match wake {
-                Wake::Notified => Ok(0),
-                Wake::Mismatch => Ok(1),
-                Wake::TimedOut => Ok(2),
-                Wake::Interrupted => Err(stopped(data)),
-            }
-        },
-    )?;
+    match mode {
+        Mode::Sync => linker.func_wrap(
+            MODULE,
+            "shm_wait_i32",
+            |caller: Caller<'_, StoreData>,
+             off: i64,
+             expected: i32,
+             ms: i64|
+             -> wasmtime::Result<i32> {
+                let data = caller.data();
+                let region = region(data, "shm_wait_i32")?;
+                let off = offset("shm_wait_i32", off)?;
+                let wake = region.wait_i32_for(off, expected, timeout(ms), waiter(data));
+                wait_status(data, wake)
+            },
+        )?,
+        Mode::Async => linker.func_wrap_async(
+            MODULE,
+            "shm_wait_i32",
+            |caller: Caller<'_, StoreData>, (off, expected, ms): (i64, i32, i64)| {
+                Box::new(async move {
+                    let data = caller.data();
+                    let region = region(data, "shm_wait_i32")?.clone();
+                    let off = offset("shm_wait_i32", off)?;
+                    let waiter = owned_waiter(data);
+                    let wake = region
+                        .wait_i32_async(off, expected, timeout(ms), &waiter)
+                        .await;
+                    wait_status(caller.data(), wake)
+                })
+            },
+        )?,
+    };
     linker.func_wrap(
         MODULE,
         "shm_notify",

@@ -14,19 +14,23 @@
 //!   guest has (its sinks, files, an empty or inherited stdin) never block a
 //!   write, and a read that then blocks (an inherited stdin with no data)
 //!   waits under the watchdog;
+//! - in the async mode, the same call suspends the guest's instance on a
+//!   timer instead of sleeping its thread (`wait.rs`'s two faces);
 //! - the subscriptions and events are read and written through the one
 //!   bounds checker: a bad range traps with kind `abi`.
 
+use std::future::Future;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Caller, Linker};
 use wasmtime_wasi::HostMonotonicClock;
 
-use super::{mem, stopped, waiter};
+use super::{mem, owned_waiter, stopped, waiter};
+use crate::engine::Mode;
 use crate::error::AbiError;
 use crate::sandbox::StoreData;
-use crate::wait::{Stop, next_slice};
+use crate::wait;
 
 const WASI: &str = "wasi_snapshot_preview1";
 
@@ -63,9 +67,12 @@ impl HostMonotonicClock for MonotonicClock {
 
 /// Replaces wasmtime-wasi's `poll_oneoff` (already in `linker`) with
 /// wasmpool's.
-pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>, mode: Mode) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    linker.func_wrap(WASI, "poll_oneoff", poll_oneoff)?;
+    match mode {
+        Mode::Sync => linker.func_wrap(WASI, "poll_oneoff", poll_oneoff)?,
+        Mode::Async => linker.func_wrap_async(WASI, "poll_oneoff", poll_oneoff_async)?,
+    };
     linker.allow_shadowing(false);
     Ok(())
 }
@@ -120,37 +127,32 @@ fn subscriptions(subs: &[u8]) -> Result<Vec<Subscription>, i32> {
         .collect()
 }
 
-fn poll_oneoff(
-    mut caller: Caller<'_, StoreData>,
+/// `poll_oneoff`'s arguments: the subscriptions, and when the first one
+/// fires (`Err(errno)` for a set the guest gets an error for).
+type Polled = Result<(Vec<Subscription>, Instant), i32>;
+
+fn poll_args(
+    caller: &mut Caller<'_, StoreData>,
     subs_ptr: i32,
     events_ptr: i32,
     count: i32,
     nevents_ptr: i32,
-) -> wasmtime::Result<i32> {
+) -> wasmtime::Result<Polled> {
     const NAME: &str = "poll_oneoff";
     if count == 0 {
-        return Ok(ERRNO_INVAL);
+        return Ok(Err(ERRNO_INVAL));
     }
-    let bytes = |size: usize| {
-        usize::try_from(count)
-            .ok()
-            .and_then(|n| n.checked_mul(size))
-            .and_then(|n| i32::try_from(n).ok())
-            .ok_or_else(|| AbiError {
-                function: NAME,
-                message: format!("{count} subscriptions do not fit in memory"),
-            })
-    };
-    let (subs_len, events_len) = (bytes(SUBSCRIPTION)?, bytes(EVENT)?);
-    let set = {
-        let (memory, _) = super::memory(&mut caller, NAME)?;
-        // Both ranges are checked before anything waits.
-        mem::slice_mut(NAME, memory, events_ptr, events_len)?;
-        mem::slice_mut(NAME, memory, nevents_ptr, 4)?;
-        match subscriptions(mem::slice(NAME, memory, subs_ptr, subs_len)?) {
-            Ok(set) => set,
-            Err(errno) => return Ok(errno),
-        }
+    let (subs_len, events_len) = (
+        event_bytes(count, SUBSCRIPTION)?,
+        event_bytes(count, EVENT)?,
+    );
+    let (memory, _) = super::memory(caller, NAME)?;
+    // Both ranges are checked before anything waits.
+    mem::slice_mut(NAME, memory, events_ptr, events_len)?;
+    mem::slice_mut(NAME, memory, nevents_ptr, 4)?;
+    let set = match subscriptions(mem::slice(NAME, memory, subs_ptr, subs_len)?) {
+        Ok(set) => set,
+        Err(errno) => return Ok(Err(errno)),
     };
     // Anything ready at once (an fd) means no wait at all.
     let first = set
@@ -159,21 +161,36 @@ fn poll_oneoff(
         .min()
         .expect("count > 0")
         .unwrap_or_else(Instant::now);
-    loop {
-        let data = caller.data();
-        match next_slice(Some(first), waiter(data)) {
-            Ok(slice) => std::thread::sleep(slice),
-            Err(Stop::Timeout) => break,
-            Err(Stop::Interrupted) => return Err(stopped(data)),
-        }
-    }
+    Ok(Ok((set, first)))
+}
+
+fn event_bytes(count: i32, size: usize) -> Result<i32, AbiError> {
+    usize::try_from(count)
+        .ok()
+        .and_then(|n| n.checked_mul(size))
+        .and_then(|n| i32::try_from(n).ok())
+        .ok_or_else(|| AbiError {
+            function: "poll_oneoff",
+            message: format!("{count} subscriptions do not fit in memory"),
+        })
+}
+
+/// Writes the events of the subscriptions that fired by now.
+fn poll_events(
+    caller: &mut Caller<'_, StoreData>,
+    set: &[Subscription],
+    events_ptr: i32,
+    count: i32,
+    nevents_ptr: i32,
+) -> wasmtime::Result<i32> {
+    const NAME: &str = "poll_oneoff";
     let now = Instant::now();
     let fired: Vec<&Subscription> = set
         .iter()
         .filter(|s| s.at.is_none_or(|at| at <= now))
         .collect();
-    let (memory, _) = super::memory(&mut caller, NAME)?;
-    let events = mem::slice_mut(NAME, memory, events_ptr, events_len)?;
+    let (memory, _) = super::memory(caller, NAME)?;
+    let events = mem::slice_mut(NAME, memory, events_ptr, event_bytes(count, EVENT)?)?;
     for (event, sub) in events.chunks_exact_mut(EVENT).zip(&fired) {
         event.fill(0); // error 0 (success), no fd fields
         event[..8].copy_from_slice(&sub.userdata.to_le_bytes());
@@ -182,4 +199,40 @@ fn poll_oneoff(
     let nevents = mem::slice_mut(NAME, memory, nevents_ptr, 4)?;
     nevents.copy_from_slice(&(fired.len() as u32).to_le_bytes());
     Ok(ERRNO_SUCCESS)
+}
+
+/// The blocking face: the thread sleeps, in slices.
+fn poll_oneoff(
+    mut caller: Caller<'_, StoreData>,
+    subs_ptr: i32,
+    events_ptr: i32,
+    count: i32,
+    nevents_ptr: i32,
+) -> wasmtime::Result<i32> {
+    let (set, first) = match poll_args(&mut caller, subs_ptr, events_ptr, count, nevents_ptr)? {
+        Ok(polled) => polled,
+        Err(errno) => return Ok(errno),
+    };
+    if wait::sleep_until(first, waiter(caller.data())).is_err() {
+        return Err(stopped(caller.data()));
+    }
+    poll_events(&mut caller, &set, events_ptr, count, nevents_ptr)
+}
+
+/// The async face: the instance is suspended on a timer.
+fn poll_oneoff_async(
+    mut caller: Caller<'_, StoreData>,
+    (subs_ptr, events_ptr, count, nevents_ptr): (i32, i32, i32, i32),
+) -> Box<dyn Future<Output = wasmtime::Result<i32>> + Send + '_> {
+    Box::new(async move {
+        let (set, first) = match poll_args(&mut caller, subs_ptr, events_ptr, count, nevents_ptr)? {
+            Ok(polled) => polled,
+            Err(errno) => return Ok(errno),
+        };
+        let waiter = owned_waiter(caller.data());
+        if wait::sleep_until_async(first, &waiter).await.is_err() {
+            return Err(stopped(caller.data()));
+        }
+        poll_events(&mut caller, &set, events_ptr, count, nevents_ptr)
+    })
 }

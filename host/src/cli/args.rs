@@ -87,6 +87,8 @@ pub(crate) struct RunArgs {
     pub(crate) shared_memory: Option<usize>,
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
+    #[command(flatten)]
+    pub(crate) mode: ModeArgs,
     /// Arguments for the guest (after `--`).
     #[arg(last = true, value_name = "ARGS")]
     pub(crate) args: Vec<String>,
@@ -159,6 +161,8 @@ pub(crate) struct MapArgs {
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
     #[command(flatten)]
+    pub(crate) mode: ModeArgs,
+    #[command(flatten)]
     pub(crate) pool: PoolArgs,
     /// Stop as soon as a task fails: tasks still running or waiting (even
     /// blocked for good) are cancelled and reported as `terminated`; every
@@ -219,6 +223,16 @@ impl LimitArgs {
         }
         limits
     }
+}
+
+/// The async mode, the same for `map` and `run` (see docs/async.md).
+#[derive(Debug, clap::Args)]
+pub(crate) struct ModeArgs {
+    /// Run up to N tasks (or copies) at once on each worker thread, each in
+    /// its own instance: a guest that waits (sleeps, queues, host calls) is
+    /// suspended instead of holding a thread. For I/O-bound work.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) concurrency: Option<u32>,
 }
 
 /// How a pool's instances live.

@@ -28,6 +28,9 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
     if let Some(bytes) = args.shared_memory {
         builder = builder.shared_memory(bytes);
     }
+    if let Some(n) = args.mode.concurrency {
+        builder = builder.concurrency(n);
+    }
     builder = args.pool.apply(builder.limits(args.limits.to_limits()));
     let pool = builder.build()?;
     let task = pool.task(&args.task)?;

@@ -42,6 +42,9 @@ pub(crate) fn run(common: &Common, verbose: u8, args: RunArgs) -> anyhow::Result
     if let Some(bytes) = args.shared_memory {
         builder = builder.shared_memory(bytes);
     }
+    if let Some(n) = args.mode.concurrency {
+        builder = builder.concurrency(n);
+    }
     let group = builder.build()?;
     let processes = (0..copies)
         .map(|i| group.spawn(i))

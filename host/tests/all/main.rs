@@ -5,6 +5,7 @@
 mod abi;
 mod cache;
 mod cli;
+mod concurrency;
 mod hostile;
 mod hostile_cli;
 mod pool;

@@ -1,0 +1,346 @@
+//! The async mode's worker (`PoolBuilder::concurrency`): one thread with a
+//! current-thread tokio runtime, running up to `concurrency` tasks at once,
+//! each in its own instance, with wasmtime's async API. A task that waits
+//! (a WASI sleep, a queue, a host function) suspends its instance and the
+//! thread runs the others; a busy one yields at every epoch tick.
+//!
+//! It takes batches from the same job channel as the synchronous worker and
+//! answers each with the same [`Running`], so ordering, budgets, counters
+//! and cancellation are shared: the only difference is that a batch's
+//! tasks may run side by side, so their results are put back in order
+//! ([`Open::pending`]) before they are pushed.
+//!
+//! Invariants:
+//! - at most `concurrency` tasks in flight, and at most that many instances
+//!   alive (in flight or idle) on this worker;
+//! - every batch taken is answered once all the inputs it started are
+//!   finished; a panic in a task's future ends that task with `host`;
+//! - a task's call is dropped (its instance with it) at its deadline plus
+//!   [`GRACE`] if neither an epoch check nor a wait noticed the deadline
+//!   first (a host function's future that never ends, say).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::TryRecvError;
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use super::{Batch, Counters, FLUSH_BYTES, Running, Shared, fresh_instance_error, host_panic};
+use crate::error::{TaskError, TaskErrorKind};
+use crate::sandbox::{Guest, WorkerId, sealed_wasi};
+use crate::task::{Output, Payload, TaskSpec};
+use crate::watchdog::GRACE;
+
+/// A batch being run: its answer, and the results that came back out of
+/// order.
+struct Open {
+    running: Running,
+    /// Inputs taken from the batch so far.
+    taken: usize,
+    /// Results finished ahead of an earlier one, by offset in the batch.
+    pending: BTreeMap<usize, Result<Output, TaskError>>,
+    /// Tasks of this batch in flight.
+    in_flight: usize,
+    /// No more inputs are taken: all were, or the batch was cut short.
+    exhausted: bool,
+}
+
+impl Open {
+    fn new(batch: Batch, counters: Arc<Counters>) -> Self {
+        Open {
+            running: Running::new(batch, counters),
+            taken: 0,
+            pending: BTreeMap::new(),
+            in_flight: 0,
+            exhausted: false,
+        }
+    }
+
+    /// The next input to start, with its offset; `None` when no more
+    /// should start (cancelled: the rest are `terminated`; or past the
+    /// stream's byte budget: the rest go back with the answer).
+    fn take(&mut self) -> Option<(usize, Result<Payload, TaskError>)> {
+        if self.exhausted {
+            return None;
+        }
+        let r = &mut self.running;
+        if r.stream.cancelled.load(Ordering::Relaxed) {
+            while r.items.next().is_some() {
+                self.pending.insert(
+                    self.taken,
+                    Err(TaskError::new(
+                        TaskErrorKind::Terminated,
+                        "the stream was cancelled before this task started",
+                    )),
+                );
+                self.taken += 1;
+            }
+            self.exhausted = true;
+            self.flush();
+            return None;
+        }
+        if r.unreported >= FLUSH_BYTES {
+            let total = r.stream.bytes.fetch_add(r.unreported, Ordering::Relaxed);
+            r.unreported = 0;
+            if total > r.stream.budget && self.taken > 0 {
+                self.exhausted = true;
+                return None;
+            }
+        }
+        match r.items.next() {
+            Some(item) => {
+                self.taken += 1;
+                self.in_flight += 1;
+                Some((self.taken - 1, item))
+            }
+            None => {
+                self.exhausted = true;
+                None
+            }
+        }
+    }
+
+    /// Records the result at `offset`, pushing every result now in order.
+    fn put(&mut self, offset: usize, result: Result<Output, TaskError>) {
+        self.in_flight -= 1;
+        self.pending.insert(offset, result);
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() != self.running.results.len() {
+                break;
+            }
+            self.running.push(entry.remove());
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.exhausted && self.in_flight == 0
+    }
+}
+
+/// What a finished task hands back to the worker.
+struct Finished {
+    batch: u64,
+    offset: usize,
+    /// Its instance, unless it must not run again.
+    guest: Option<Guest>,
+    result: Result<Output, TaskError>,
+    /// Whether the task made a fresh instance.
+    made: bool,
+}
+
+type TaskFuture = Pin<Box<dyn Future<Output = Finished>>>;
+
+pub(crate) struct AsyncWorker {
+    pub(crate) index: u32,
+    pub(crate) concurrency: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) counters: Arc<Counters>,
+    /// Instances ready for a task.
+    pub(crate) idle: Vec<Guest>,
+}
+
+impl AsyncWorker {
+    fn id(&self) -> WorkerId {
+        WorkerId {
+            index: self.index,
+            count: self.shared.workers,
+        }
+    }
+
+    /// Makes one instance before the first task, so that a module that
+    /// cannot be instantiated fails the pool's `build`.
+    pub(crate) async fn prepare(&mut self) -> Result<(), TaskError> {
+        let deadline = self.shared.runtime.limits.deadline();
+        let made = AssertUnwindSafe(self.shared.runtime.guest_async(
+            self.id(),
+            sealed_wasi(),
+            self.shared.stop.clone(),
+            deadline,
+        ))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(host_panic(panic.as_ref(), "creating an instance")))?;
+        self.counters.instances.fetch_add(1, Ordering::Relaxed);
+        self.idle.push(made);
+        Ok(())
+    }
+
+    /// Runs batches until the pool closes its job channel and every task in
+    /// flight has finished.
+    pub(crate) async fn run(mut self) {
+        let jobs = self.shared.jobs.clone();
+        let arrivals = self.shared.arrivals.clone();
+        let mut open: BTreeMap<u64, Open> = BTreeMap::new();
+        let mut next_batch = 0u64;
+        let mut tasks: FuturesUnordered<TaskFuture> = FuturesUnordered::new();
+        let mut closed = false;
+        loop {
+            // Start tasks while there is room: open batches first, in order.
+            while tasks.len() < self.concurrency {
+                let started = open.iter_mut().find_map(|(&id, o)| {
+                    o.take().map(|(offset, item)| {
+                        let cancel = o.running.stream.cancelled.clone();
+                        (id, o.running.task.clone(), cancel, offset, item)
+                    })
+                });
+                if let Some((id, task, cancel, offset, item)) = started {
+                    tasks.push(self.start(id, task, cancel, offset, item));
+                    continue;
+                }
+                if closed {
+                    break;
+                }
+                match jobs.try_recv() {
+                    Ok(batch) => {
+                        open.insert(next_batch, Open::new(batch, self.counters.clone()));
+                        next_batch += 1;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => closed = true,
+                }
+            }
+            answer_done(&mut open);
+            let room = tasks.len() < self.concurrency && !closed;
+            if tasks.is_empty() && closed {
+                return;
+            }
+            // Listen before the last look at the channel, so that a batch
+            // sent in between is not missed.
+            let notified = arrivals.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if room && !jobs.is_empty() {
+                continue;
+            }
+            if tasks.is_empty() {
+                // Nothing runs: wait for a batch, or for the pool to close.
+                match jobs.try_recv() {
+                    Ok(batch) => {
+                        open.insert(next_batch, Open::new(batch, self.counters.clone()));
+                        next_batch += 1;
+                    }
+                    Err(TryRecvError::Disconnected) => closed = true,
+                    Err(TryRecvError::Empty) => notified.await,
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                Some(finished) = tasks.next() => self.finished(&mut open, finished),
+                () = &mut notified, if room => {}
+            }
+            // Take every other task that finished meanwhile.
+            while let Some(Some(finished)) = tasks.next().now_or_never() {
+                self.finished(&mut open, finished);
+            }
+        }
+    }
+
+    fn finished(&mut self, open: &mut BTreeMap<u64, Open>, f: Finished) {
+        if f.made {
+            self.counters.instances.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(guest) = f.guest {
+            self.idle.push(guest);
+        }
+        if let Some(o) = open.get_mut(&f.batch) {
+            o.put(f.offset, f.result);
+        }
+        answer_done(open);
+    }
+
+    /// The future of one task: takes an idle instance or makes one, runs
+    /// the task in it under its deadline, and hands the instance back.
+    fn start(
+        &mut self,
+        batch: u64,
+        task: Arc<TaskSpec>,
+        cancel: Arc<AtomicBool>,
+        offset: usize,
+        item: Result<Payload, TaskError>,
+    ) -> TaskFuture {
+        let finished = move |result, guest, made| Finished {
+            batch,
+            offset,
+            guest,
+            result,
+            made,
+        };
+        let payload = match item {
+            Ok(payload) => payload,
+            Err(e) => return Box::pin(std::future::ready(finished(Err(e), None, false))),
+        };
+        let guest = self.idle.pop();
+        let shared = self.shared.clone();
+        let id = self.id();
+        Box::pin(async move {
+            let run = async {
+                let deadline = shared.runtime.limits.deadline();
+                let (mut guest, made) = match guest {
+                    Some(guest) => (guest, false),
+                    None => {
+                        let made = shared
+                            .runtime
+                            .guest_async(id, sealed_wasi(), shared.stop.clone(), deadline)
+                            .await;
+                        match made {
+                            Ok(guest) => (guest, true),
+                            Err(e) => return (Err(fresh_instance_error(e)), None, false),
+                        }
+                    }
+                };
+                guest.set_cancel(&cancel);
+                let call = guest.run_async(&task, payload, deadline);
+                let result = match deadline.and_then(|d| d.checked_add(GRACE)) {
+                    None => call.await,
+                    Some(at) => tokio::time::timeout_at(at.into(), call)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(TaskError::new(
+                                TaskErrorKind::Timeout,
+                                format!(
+                                    "the task ran past its time limit of {:?}",
+                                    shared.runtime.limits.timeout.unwrap_or_default()
+                                ),
+                            ))
+                        }),
+                };
+                let worn_out = shared.recycle_after.is_some_and(|n| guest.tasks_run >= n);
+                let keep = !(guest.poisoned || worn_out);
+                (result, keep.then_some(guest), made)
+            };
+            match AssertUnwindSafe(run).catch_unwind().await {
+                Ok((result, guest, made)) => finished(result, guest, made),
+                Err(panic) => finished(
+                    Err(host_panic(panic.as_ref(), "running this task")),
+                    None,
+                    false,
+                ),
+            }
+        })
+    }
+}
+
+/// Answers every batch whose tasks all finished.
+fn answer_done(open: &mut BTreeMap<u64, Open>) {
+    let done: Vec<u64> = open
+        .iter()
+        .filter(|(_, o)| o.done())
+        .map(|(&id, _)| id)
+        .collect();
+    for id in done {
+        if let Some(mut o) = open.remove(&id) {
+            o.flush();
+            o.running.finish();
+        }
+    }
+}
