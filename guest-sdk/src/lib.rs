@@ -66,6 +66,29 @@
 //! [`SharedArray`] are atomic integers in the shared region; [`Lock`],
 //! [`Event`], [`Barrier`] and [`Semaphore`] are built on its wait/notify.
 //!
+//! # Host functions
+//!
+//! A task can call a function its embedder gave the pool by name (a database
+//! lookup, an HTTP request): [`host::call`] sends a serde value as JSON and
+//! decodes the JSON reply; the host function's own error comes back as a
+//! [`host::HostError`], which a task can pass on with `?`.
+//!
+//! ```
+//! use serde::Deserialize;
+//! use wasmpool_guest::host::{self, HostError};
+//!
+//! #[derive(Deserialize)]
+//! struct Rate {
+//!     eur: f64,
+//! }
+//!
+//! #[wasmpool_guest::task]
+//! pub fn to_eur(usd: f64) -> Result<f64, HostError> {
+//!     let rate: Rate = host::call("exchange_rate", "USD")?;
+//!     Ok(usd * rate.eur)
+//! }
+//! ```
+//!
 //! # The ABI underneath
 //!
 //! All of this is a thin layer over the documented ABI in `docs/abi.md`, which
@@ -75,6 +98,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![doc(test(attr(allow(dead_code, unused_variables, unused_mut))))]
 
+pub mod host;
 mod queue;
 mod shared;
 mod sys;

@@ -52,6 +52,18 @@ unsafe extern "C" {
     pub(crate) safe fn shm_wait_i32(offset: i64, expected: i32, timeout_ms: i64) -> i32;
     /// Wakes up to `count` waiters; returns how many woke.
     pub(crate) safe fn shm_notify(offset: i64, count: i32) -> i32;
+
+    /// Calls the host function named by the bytes at `name_ptr` with the
+    /// input at `in_ptr`: the reply's length (held for `host_reply`), or
+    /// `-1 - len` for an error message of `len` bytes (held likewise).
+    pub(crate) fn host_call(
+        name_ptr: *const u8,
+        name_len: i32,
+        in_ptr: *const u8,
+        in_len: i32,
+    ) -> i64;
+    /// Copies the held reply (or error message) to `ptr` and releases it.
+    pub(crate) fn host_reply(ptr: *mut u8, len: i32) -> i32;
 }
 
 #[cfg(not(target_family = "wasm"))]
@@ -141,6 +153,17 @@ mod native {
         outside()
     }
     pub(crate) fn shm_notify(_offset: i64, _count: i32) -> i32 {
+        outside()
+    }
+    pub(crate) unsafe fn host_call(
+        _name_ptr: *const u8,
+        _name_len: i32,
+        _in_ptr: *const u8,
+        _in_len: i32,
+    ) -> i64 {
+        outside()
+    }
+    pub(crate) unsafe fn host_reply(_ptr: *mut u8, _len: i32) -> i32 {
         outside()
     }
 }

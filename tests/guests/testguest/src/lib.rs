@@ -233,3 +233,70 @@ pub fn sleep_ms(ms: u64) -> u64 {
     std::thread::sleep(std::time::Duration::from_millis(ms));
     ms
 }
+
+// ---- host functions (host_fn tests) ----
+
+use wasmpool_guest::host::{self, HostError};
+// serde_json itself, through the SDK's re-export: the SDK and this guest move
+// in lockstep, and a direct dependency would change Cargo.lock.
+use wasmpool_guest::__private::serde_json::Value as Json;
+
+/// A host call: the function's name and its JSON input (`null` if absent).
+#[derive(Debug, Deserialize)]
+pub struct HostCall {
+    /// The host function's name.
+    pub name: String,
+    /// Its input.
+    #[serde(default)]
+    pub input: Json,
+}
+
+/// Calls host function `name` with `input` and returns its reply; the host
+/// function's error is the task's (kind `guest`). Input `{"name": "...",
+/// "input": <json>}`. (host_fn::*)
+#[task]
+pub fn call_host(call: HostCall) -> Result<Json, HostError> {
+    host::call::<Json, Json>(&call.name, &call.input)
+}
+
+/// Calls host function `name` twice with the same `input` and returns both
+/// replies, `[first, second]`: each call's reply is its own. Input as
+/// `call_host`. (host_fn::*)
+#[task]
+pub fn call_host_twice(call: HostCall) -> Result<(Json, Json), HostError> {
+    let first = host::call::<Json, Json>(&call.name, &call.input)?;
+    let second = host::call::<Json, Json>(&call.name, &call.input)?;
+    Ok((first, second))
+}
+
+/// Hostile raw calls of the host-function imports, past the SDK. Only for
+/// wasm: natively the imports do not exist.
+#[cfg(target_family = "wasm")]
+mod raw_host {
+    use wasmpool_guest::task;
+
+    #[link(wasm_import_module = "wasmpool")]
+    unsafe extern "C" {
+        fn host_call(name_ptr: i32, name_len: i32, in_ptr: i32, in_len: i32) -> i64;
+        fn host_reply(ptr: i32, len: i32) -> i32;
+    }
+
+    /// Calls `host_reply` with nothing held: an `abi` trap. Returns what the
+    /// call returned if the host lets it through. (hostile::*)
+    #[task]
+    pub(crate) fn host_reply_without_call() -> i32 {
+        let mut buf = [0u8; 16];
+        // SAFETY: `buf` is 16 live bytes on the stack for the call.
+        unsafe { host_reply(buf.as_mut_ptr() as i32, buf.len() as i32) }
+    }
+
+    /// Calls host function `name` with an input range outside memory
+    /// (`in_ptr = -16`, `in_len = 64`): an `abi` trap. Returns what the call
+    /// returned if the host lets it through. (hostile::*)
+    #[task]
+    pub(crate) fn host_call_bad_pointer(name: String) -> i64 {
+        // SAFETY: the name is live for the call; the input range is
+        // deliberately out of bounds, which the host must check, not use.
+        unsafe { host_call(name.as_ptr() as i32, name.len() as i32, -16, 64) }
+    }
+}
