@@ -6,6 +6,7 @@ largest child). The kernels are the same as examples/kernels/src/lib.rs,
 written the way the seed article uses multiprocessing.
 """
 
+import asyncio
 import json
 import resource
 import sys
@@ -139,6 +140,19 @@ def main(name):
         counter = Value("i", 0, lock=False)
         run_processes([(unlocked_increments, (counter, n))] * 2)
         check, items = counter.value, 2 * n
+    elif name == "async/python-sleep":
+        # asyncio's answer to the same workload: 10,000 coroutines that each
+        # sleep 10 ms, gathered on one event loop.
+        n = 10_000
+
+        async def task():
+            await asyncio.sleep(0.01)
+            return 10
+
+        async def run():
+            return sum(await asyncio.gather(*(task() for _ in range(n))))
+
+        check, items = asyncio.run(run()), n
     else:
         raise SystemExit(f"unknown workload {name}")
     secs = time.perf_counter() - start

@@ -12,6 +12,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("primes", "PRIMES"),
     ("mandelbrot", "MANDELBROT"),
     ("testguest", "TESTGUEST"),
+    ("asyncio", "ASYNCIO"),
 ];
 
 /// The WASI commands of packages `commands` and `seed`: (binary, constant name).

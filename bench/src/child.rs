@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use wasmpool::{Isolation, Pool};
 use wasmpool_kernels::{mandelbrot_row, primes_in_block};
-use wasmpool_tests::{MANDELBROT, PRIMES, SQUARE, TESTGUEST};
+use wasmpool_tests::{ASYNCIO, MANDELBROT, PRIMES, SQUARE, TESTGUEST};
 
 /// What one child run reports.
 #[derive(Debug, Serialize)]
@@ -50,6 +50,25 @@ fn pool(module: &str, workers: usize) -> Pool {
         .workers(workers)
         .build()
         .expect("pool")
+}
+
+/// Iterations of the asyncio guest's `burn` task (a few milliseconds of
+/// arithmetic), and how many of them the CPU-bound async workloads run.
+pub(crate) const BURN: u64 = 2_000_000;
+pub(crate) const BURN_TASKS: u64 = 400;
+
+/// An async-mode pool over the asyncio example guest with room for `in_flight` tasks
+/// in flight across `workers` workers.
+fn async_builder(workers: usize, in_flight: u64) -> wasmpool::PoolBuilder {
+    let per_worker = in_flight.div_ceil(workers as u64) as u32;
+    Pool::builder()
+        .module_file(ASYNCIO)
+        .workers(workers)
+        .concurrency(per_worker)
+}
+
+fn async_pool(workers: usize, in_flight: u64) -> Pool {
+    async_builder(workers, in_flight).build().expect("pool")
 }
 
 fn timed(items: u64, f: impl FnOnce() -> i64) -> Sample {
@@ -247,6 +266,66 @@ pub(crate) fn run(name: &str) -> Sample {
                     .map(|r| r.expect("pingpong") as i64)
                     .sum::<i64>()
                     / 2
+            })
+        }
+        // The async mode: 10,000 tasks that each sleep 10 ms (a WASI sleep
+        // in the guest), all in flight at once on the workers' threads.
+        "async/sleep" => {
+            let n = 10_000u64;
+            let p = async_pool(workers, n);
+            timed(n, || {
+                p.map::<u64, u64>("sleep_ms", vec![10; n as usize])
+                    .expect("sleep_ms")
+                    .into_iter()
+                    .map(|r| r.expect("slept") as i64)
+                    .sum()
+            })
+        }
+        // 10,000 tasks that each call an async host function that waits
+        // 10 ms before it answers.
+        "async/hostfn" => {
+            let n = 10_000u64;
+            let p = async_builder(workers, n)
+                .host_fn_async("wait", |ms: u64| async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    Ok::<_, String>(ms)
+                })
+                .build()
+                .expect("pool");
+            timed(n, || {
+                p.map::<u64, i64>("ask_host", vec![10; n as usize])
+                    .expect("ask_host")
+                    .into_iter()
+                    .map(|r| r.expect("answered"))
+                    .sum()
+            })
+        }
+        // CPU-bound tasks in the async mode, alone (`async/cpu`) and beside
+        // 20,000 sleeping tasks on the same pool (`async/mixed`): the time
+        // is the CPU-bound stream's, to show it still has every core.
+        "async/cpu" | "async/mixed" => {
+            let p = async_pool(workers, 2_000);
+            let burn = || {
+                p.map::<u64, u64>("burn", vec![BURN; BURN_TASKS as usize])
+                    .expect("burn")
+                    .into_iter()
+                    .map(|r| r.expect("burnt") as i64)
+                    .sum::<i64>()
+            };
+            if prefix == "async/cpu" {
+                return timed(BURN_TASKS, burn);
+            }
+            std::thread::scope(|s| {
+                let sleepers = s.spawn(|| {
+                    p.map::<u64, u64>("sleep_ms", vec![50; 20_000])
+                        .expect("sleep_ms")
+                        .len()
+                });
+                // Let the sleepers fill the workers first.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let sample = timed(BURN_TASKS, burn);
+                assert_eq!(sleepers.join().expect("sleepers"), 20_000);
+                sample
             })
         }
         // 2 workers x 1,000,000 atomic increments.

@@ -224,6 +224,27 @@ fn specs(quick: bool) -> Vec<Spec> {
         py_runs,
         None,
     );
+    add(
+        format!("async/sleep@{cores}"),
+        Runner::Rust,
+        runs,
+        Some(100_000),
+    );
+    add(
+        "async/python-sleep".into(),
+        Runner::Python,
+        py_runs,
+        Some(100_000),
+    );
+    add(
+        format!("async/hostfn@{cores}"),
+        Runner::Rust,
+        runs,
+        Some(100_000),
+    );
+    let burnt = Some((child::BURN_TASKS * child::BURN) as i64);
+    add(format!("async/cpu@{cores}"), Runner::Rust, runs, burnt);
+    add(format!("async/mixed@{cores}"), Runner::Rust, runs, burnt);
     add("cli/cold".into(), Runner::Rust, runs, Some(49));
     add("cli/warm".into(), Runner::Rust, runs, Some(49));
     v

@@ -177,6 +177,21 @@ fn targets(r: &[Stats], cores: usize) -> Vec<Target> {
             met: extra <= 3.0,
         });
     }
+    if let Some(a) = find(r, &format!("async/sleep@{cores}")) {
+        t.push(Target {
+            what: "async mode: 10,000 tasks each sleeping 10 ms".into(),
+            goal: "≤ 0.25 s".into(),
+            measured: format!("{:.3} s", a.median),
+            met: a.median <= 0.25,
+        });
+        let per_task = per_suspended_kib(r, a);
+        t.push(Target {
+            what: "async mode: peak memory per suspended task".into(),
+            goal: "≤ 64 KiB".into(),
+            measured: format!("{per_task:.1} KiB"),
+            met: per_task <= 64.0,
+        });
+    }
     if let Some(w) = find(r, "cli/warm") {
         t.push(Target {
             what: "warm CLI start (cached module, one task)".into(),
@@ -186,6 +201,13 @@ fn targets(r: &[Stats], cores: usize) -> Vec<Target> {
         });
     }
     t
+}
+
+/// The peak memory of `async/sleep` over that of one SDK pool doing no
+/// waiting (`tiny/sdk`), per suspended task.
+fn per_suspended_kib(r: &[Stats], sleep: &Stats) -> f64 {
+    let base = find(r, "instance/reused").map_or(0, |s| s.peak_kib);
+    sleep.peak_kib.saturating_sub(base) as f64 / sleep.items as f64
 }
 
 /// Writes the report and the plots into `dir`.
@@ -384,6 +406,58 @@ pub(crate) fn write(
                 mib(s.peak_kib)
             );
         }
+    }
+
+    let _ = writeln!(
+        md,
+        "\n## Async mode (`--concurrency`)\n\nEvery task in flight at once, each in its own instance, on {cores} worker threads \
+         (`concurrency` = tasks / workers); Python runs the same sleeps as asyncio coroutines on one event loop. \
+         Memory per task is the run's peak over that of a one-worker pool (`instance/reused`), divided by the tasks.\n\n\
+         | workload | tasks | time | per task memory | peak memory |\n|---|---|---|---|---|"
+    );
+    for (name, label) in [
+        (
+            format!("async/sleep@{cores}"),
+            "wasmpool: WASI sleep of 10 ms (`sleep_ms`)",
+        ),
+        (
+            "async/python-sleep".to_string(),
+            "Python asyncio: `asyncio.sleep(0.01)`",
+        ),
+        (
+            format!("async/hostfn@{cores}"),
+            "wasmpool: async host function that waits 10 ms",
+        ),
+    ] {
+        if let Some(s) = find(r, &name) {
+            let per_task = if name.starts_with("async/python") {
+                "".to_string()
+            } else {
+                format!("{:.1} KiB", per_suspended_kib(r, s))
+            };
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} | {per_task} | {} |",
+                s.items,
+                time(s),
+                mib(s.peak_kib)
+            );
+        }
+    }
+    if let (Some(cpu), Some(mixed)) = (
+        find(r, &format!("async/cpu@{cores}")),
+        find(r, &format!("async/mixed@{cores}")),
+    ) {
+        let _ = writeln!(
+            md,
+            "\nCPU-bound tasks (`burn`, {} of them) on the same async pool: {} alone, {} beside 20,000 tasks sleeping \
+             50 ms each ({:.2}x). A busy guest yields at every epoch tick (10 ms), so the sleepers never wait for it long, \
+             and it still has every core.",
+            cpu.items,
+            time(cpu),
+            time(mixed),
+            mixed.median / cpu.median
+        );
     }
 
     let _ = writeln!(

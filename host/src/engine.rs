@@ -122,7 +122,7 @@ impl EngineOptions<'_> {
             }
             config
                 .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
-                .memory_init_cow(true);
+                .memory_init_cow(!async_mode);
         }
         if self.threads {
             config.wasm_threads(true).shared_memory(true);

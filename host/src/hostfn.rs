@@ -44,7 +44,7 @@ pub(crate) enum HostFn {
 
 impl HostFn {
     /// A synchronous host function over serde types.
-    pub(crate) fn typed<In, Out, E, F>(name: String, f: F) -> HostFn
+    pub(crate) fn typed<In, Out, E, F>(f: F) -> HostFn
     where
         In: serde::de::DeserializeOwned,
         Out: serde::Serialize,
@@ -52,13 +52,13 @@ impl HostFn {
         F: Fn(In) -> Result<Out, E> + Send + Sync + 'static,
     {
         HostFn::Sync(Arc::new(move |input: &[u8]| {
-            let input = decode(&name, input)?;
-            encode(&name, f(input))
+            let input = decode(input)?;
+            encode(f(input))
         }))
     }
 
     /// An async host function over serde types.
-    pub(crate) fn typed_async<In, Out, E, F, Fut>(name: String, f: F) -> HostFn
+    pub(crate) fn typed_async<In, Out, E, F, Fut>(f: F) -> HostFn
     where
         In: serde::de::DeserializeOwned + Send + 'static,
         Out: serde::Serialize,
@@ -66,29 +66,23 @@ impl HostFn {
         F: Fn(In) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Out, E>> + Send + 'static,
     {
-        let name: Arc<str> = name.into();
-        HostFn::Async(Arc::new(move |input: Vec<u8>| {
-            let name = name.clone();
-            match decode::<In>(&name, &input) {
-                Ok(input) => {
-                    let future = f(input);
-                    Box::pin(async move { encode(&name, future.await) })
-                }
-                Err(e) => Box::pin(std::future::ready(Err(e))),
+        HostFn::Async(Arc::new(move |input: Vec<u8>| match decode::<In>(&input) {
+            Ok(input) => {
+                let future = f(input);
+                Box::pin(async move { encode(future.await) })
             }
+            Err(e) => Box::pin(std::future::ready(Err(e))),
         }))
     }
 }
 
-fn decode<In: serde::de::DeserializeOwned>(name: &str, input: &[u8]) -> Result<In, String> {
-    serde_json::from_slice(input)
-        .map_err(|e| format!("host function {name:?}: the input does not fit its type: {e}"))
+fn decode<In: serde::de::DeserializeOwned>(input: &[u8]) -> Result<In, String> {
+    serde_json::from_slice(input).map_err(|e| format!("the input does not fit its type: {e}"))
 }
 
-fn encode<Out: serde::Serialize, E: std::fmt::Display>(name: &str, reply: Result<Out, E>) -> Reply {
+fn encode<Out: serde::Serialize, E: std::fmt::Display>(reply: Result<Out, E>) -> Reply {
     let reply = reply.map_err(|e| e.to_string())?;
-    serde_json::to_vec(&reply)
-        .map_err(|e| format!("host function {name:?}: its reply does not serialize as JSON: {e}"))
+    serde_json::to_vec(&reply).map_err(|e| format!("its reply does not serialize as JSON: {e}"))
 }
 
 /// Every host function of a pool or process group, by name.

@@ -273,10 +273,9 @@ macro_rules! shared_setters {
                 E: std::fmt::Display,
                 F: Fn(In) -> Result<Out, E> + Send + Sync + 'static,
             {
-                let name = name.into();
                 self.setup
                     .host_fns
-                    .insert(name.clone(), $crate::hostfn::HostFn::typed(name, f));
+                    .insert(name.into(), $crate::hostfn::HostFn::typed(f));
                 self
             }
 
@@ -304,10 +303,9 @@ macro_rules! shared_setters {
                 F: Fn(In) -> Fut + Send + Sync + 'static,
                 Fut: std::future::Future<Output = Result<Out, E>> + Send + 'static,
             {
-                let name = name.into();
                 self.setup
                     .host_fns
-                    .insert(name.clone(), $crate::hostfn::HostFn::typed_async(name, f));
+                    .insert(name.into(), $crate::hostfn::HostFn::typed_async(f));
                 self
             }
 

@@ -12,5 +12,5 @@ include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 /// Every guest path, for tests that check them all.
 pub const ALL: &[&str] = &[
     SQUARE, PRIMES, MANDELBROT, TESTGUEST, HELLO, COUNTER, SPIN, READFILE, PRODUCER, CONSUMER,
-    CLOCKRAND, UPCASE, PANIC,
+    CLOCKRAND, UPCASE, PANIC, ASYNCIO,
 ];

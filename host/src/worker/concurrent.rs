@@ -179,20 +179,13 @@ impl AsyncWorker {
     pub(crate) async fn run(mut self) {
         let jobs = self.shared.jobs.clone();
         let arrivals = self.shared.arrivals.clone();
-        let mut open: BTreeMap<u64, Open> = BTreeMap::new();
-        let mut next_batch = 0u64;
+        let mut batches = Batches::default();
         let mut tasks: FuturesUnordered<TaskFuture> = FuturesUnordered::new();
         let mut closed = false;
         loop {
             // Start tasks while there is room: open batches first, in order.
             while tasks.len() < self.concurrency {
-                let started = open.iter_mut().find_map(|(&id, o)| {
-                    o.take().map(|(offset, item)| {
-                        let cancel = o.running.stream.cancelled.clone();
-                        (id, o.running.task.clone(), cancel, offset, item)
-                    })
-                });
-                if let Some((id, task, cancel, offset, item)) = started {
+                if let Some((id, task, cancel, offset, item)) = batches.take() {
                     tasks.push(self.start(id, task, cancel, offset, item));
                     continue;
                 }
@@ -200,15 +193,11 @@ impl AsyncWorker {
                     break;
                 }
                 match jobs.try_recv() {
-                    Ok(batch) => {
-                        open.insert(next_batch, Open::new(batch, self.counters.clone()));
-                        next_batch += 1;
-                    }
+                    Ok(batch) => batches.open(Open::new(batch, self.counters.clone())),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => closed = true,
                 }
             }
-            answer_done(&mut open);
             let room = tasks.len() < self.concurrency && !closed;
             if tasks.is_empty() && closed {
                 return;
@@ -224,10 +213,7 @@ impl AsyncWorker {
             if tasks.is_empty() {
                 // Nothing runs: wait for a batch, or for the pool to close.
                 match jobs.try_recv() {
-                    Ok(batch) => {
-                        open.insert(next_batch, Open::new(batch, self.counters.clone()));
-                        next_batch += 1;
-                    }
+                    Ok(batch) => batches.open(Open::new(batch, self.counters.clone())),
                     Err(TryRecvError::Disconnected) => closed = true,
                     Err(TryRecvError::Empty) => notified.await,
                 }
@@ -235,27 +221,24 @@ impl AsyncWorker {
             }
             tokio::select! {
                 biased;
-                Some(finished) = tasks.next() => self.finished(&mut open, finished),
+                Some(finished) = tasks.next() => self.finished(&mut batches, finished),
                 () = &mut notified, if room => {}
             }
             // Take every other task that finished meanwhile.
             while let Some(Some(finished)) = tasks.next().now_or_never() {
-                self.finished(&mut open, finished);
+                self.finished(&mut batches, finished);
             }
         }
     }
 
-    fn finished(&mut self, open: &mut BTreeMap<u64, Open>, f: Finished) {
+    fn finished(&mut self, batches: &mut Batches, f: Finished) {
         if f.made {
             self.counters.instances.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(guest) = f.guest {
             self.idle.push(guest);
         }
-        if let Some(o) = open.get_mut(&f.batch) {
-            o.put(f.offset, f.result);
-        }
-        answer_done(open);
+        batches.put(f.batch, f.offset, f.result);
     }
 
     /// The future of one task: takes an idle instance or makes one, runs
@@ -330,15 +313,62 @@ impl AsyncWorker {
     }
 }
 
-/// Answers every batch whose tasks all finished.
-fn answer_done(open: &mut BTreeMap<u64, Open>) {
-    let done: Vec<u64> = open
-        .iter()
-        .filter(|(_, o)| o.done())
-        .map(|(&id, _)| id)
-        .collect();
-    for id in done {
-        if let Some(mut o) = open.remove(&id) {
+/// The batches a worker has open: by id, and in the order they may still
+/// start tasks. Every operation is logarithmic in the number open (an
+/// async worker can have thousands).
+#[derive(Default)]
+struct Batches {
+    open: BTreeMap<u64, Open>,
+    /// Batches that may still have inputs to start, oldest first.
+    startable: std::collections::VecDeque<u64>,
+    next_id: u64,
+}
+
+type Start = (
+    u64,
+    Arc<TaskSpec>,
+    Arc<AtomicBool>,
+    usize,
+    Result<Payload, TaskError>,
+);
+
+impl Batches {
+    fn open(&mut self, o: Open) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.open.insert(id, o);
+        self.startable.push_back(id);
+    }
+
+    /// The next input to start, from the oldest batch that has one.
+    fn take(&mut self) -> Option<Start> {
+        while let Some(&id) = self.startable.front() {
+            let Some(o) = self.open.get_mut(&id) else {
+                self.startable.pop_front();
+                continue;
+            };
+            if let Some((offset, item)) = o.take() {
+                let cancel = o.running.stream.cancelled.clone();
+                return Some((id, o.running.task.clone(), cancel, offset, item));
+            }
+            self.startable.pop_front();
+            self.answer_if_done(id);
+        }
+        None
+    }
+
+    /// Records a finished task's result, and answers its batch once every
+    /// task of it finished.
+    fn put(&mut self, id: u64, offset: usize, result: Result<Output, TaskError>) {
+        if let Some(o) = self.open.get_mut(&id) {
+            o.put(offset, result);
+            self.answer_if_done(id);
+        }
+    }
+
+    fn answer_if_done(&mut self, id: u64) {
+        if self.open.get(&id).is_some_and(Open::done) {
+            let mut o = self.open.remove(&id).expect("checked above");
             o.flush();
             o.running.finish();
         }
