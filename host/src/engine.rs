@@ -64,12 +64,52 @@ const GUARDS: u64 = 64 << 20;
 /// that bounds checks are free.
 const FULL_RESERVATION: u64 = 4 << 30;
 
-/// How much address space each memory slot of the pooling allocator
-/// reserves, so that `slots` of them fit: wasmtime's 4 GiB when they fit,
-/// else just `--max-memory` (with explicit bounds checks); an error naming
-/// what to change when even that does not fit.
-pub(crate) fn slot_reservation(slots: u32, limits: &Limits) -> Result<Option<u64>, Error> {
-    let fits = |reservation: u64| u64::from(slots) * (reservation + GUARDS) <= ADDRESS_SPACE;
+/// How many memory mappings each slot of the pooling allocator may add
+/// once used: its memory's and its table's accessible part (each splits the
+/// pool's reservation in three) and, in the async mode, its fiber stack
+/// and guard page.
+fn maps_per_slot(fibers: bool) -> u64 {
+    if fibers { 6 } else { 4 }
+}
+
+/// Mappings left for the rest of the process (code, heaps, threads).
+const OTHER_MAPS: u64 = 4096;
+
+/// The most memory mappings a process may have (`vm.max_map_count`, 65530
+/// by default on Linux).
+fn max_map_count() -> u64 {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65_530)
+}
+
+/// Checks that `slots` instance slots fit the machine, and says how much
+/// address space each memory slot reserves: wasmtime's 4 GiB when they fit,
+/// else just `--max-memory` (with explicit bounds checks). Two limits
+/// bind: the number of memory mappings a process may have, and the address
+/// space; an error names the limit and what to change.
+pub(crate) fn fit_slots(slots: u32, limits: &Limits, fibers: bool) -> Result<Option<u64>, Error> {
+    fit_slots_in(slots, limits, fibers, max_map_count())
+}
+
+fn fit_slots_in(
+    slots: u32,
+    limits: &Limits,
+    fibers: bool,
+    max_maps: u64,
+) -> Result<Option<u64>, Error> {
+    let slots64 = u64::from(slots);
+    let most_by_maps = max_maps.saturating_sub(OTHER_MAPS) / maps_per_slot(fibers);
+    if slots64 > most_by_maps {
+        return Err(Error::Config(format!(
+            "{slots} instance slots need about {} memory mappings, but this machine allows \
+             {max_maps} per process (vm.max_map_count), enough for about {most_by_maps} slots; \
+             lower --concurrency or --workers, or raise vm.max_map_count",
+            slots64 * maps_per_slot(fibers)
+        )));
+    }
+    let fits = |reservation: u64| slots64 * (reservation + GUARDS) <= ADDRESS_SPACE;
     if fits(FULL_RESERVATION) {
         return Ok(None);
     }
@@ -116,7 +156,7 @@ impl EngineOptions<'_> {
                 // costs a guard-page mprotect each, which was most of the
                 // CLI's start-up time).
                 .total_stacks(if async_mode { slots } else { 0 });
-            if let Some(reservation) = slot_reservation(slots, self.limits)? {
+            if let Some(reservation) = fit_slots(slots, self.limits, async_mode)? {
                 pooling.max_memory_size(reservation as usize);
                 config.memory_reservation(reservation);
             }
@@ -340,4 +380,27 @@ fn check_magic(bytes: &[u8], origin: &str) -> Result<(), Error> {
     Err(not_wasm(
         "it does not start with the \\0asm magic number, and it is not text (WAT)",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_fit_the_mappings_and_the_address_space_or_say_which_does_not() {
+        let limits = Limits::default();
+        assert_eq!(fit_slots_in(1000, &limits, true, 65_530).unwrap(), None);
+        let err = fit_slots_in(20_000, &limits, true, 65_530).unwrap_err();
+        assert!(err.to_string().contains("vm.max_map_count"), "{err}");
+        // With mappings to spare, the address space binds: 4 GiB a slot.
+        let err = fit_slots_in(40_000, &limits, true, u64::MAX).unwrap_err();
+        assert!(err.to_string().contains("--max-memory 64MiB"), "{err}");
+        // A memory limit shrinks each slot's reservation to it.
+        let mut small = Limits::default();
+        small.max_memory = Some((1 << 20) + 1);
+        assert_eq!(
+            fit_slots_in(40_000, &small, true, u64::MAX).unwrap(),
+            Some(17 * 64 << 10)
+        );
+    }
 }

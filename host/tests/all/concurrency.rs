@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use wasmpool_tests::TESTGUEST;
+use wasmpool_tests::{ASYNCIO, HELLO, SPIN, TESTGUEST};
 
 use crate::util::builder;
 
@@ -32,4 +32,147 @@ fn results_keep_input_order_when_tasks_finish_out_of_order() {
     let out = pool.map::<u64, u64>("sleep_ms", inputs.clone()).unwrap();
     let got: Vec<u64> = out.into_iter().map(Result::unwrap).collect();
     assert_eq!(got, inputs);
+}
+
+#[test]
+fn a_busy_guest_yields_so_sleeping_tasks_on_its_thread_still_finish() {
+    // One worker thread: four guests burning CPU for seconds and a stream of
+    // sleepers share it; the sleepers finish long before the burners.
+    let pool = builder(ASYNCIO, 1).concurrency(64).build().unwrap();
+    std::thread::scope(|s| {
+        let burners = s.spawn(|| {
+            let start = Instant::now();
+            let out = pool.map::<u64, u64>("burn", vec![400_000_000; 4]).unwrap();
+            assert!(out.iter().all(Result::is_ok));
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let start = Instant::now();
+        let out = pool.map::<u64, u64>("sleep_ms", vec![20; 40]).unwrap();
+        let sleepers = start.elapsed();
+        assert!(out.iter().all(Result::is_ok));
+        let burners = burners.join().unwrap();
+        assert!(
+            sleepers * 3 < burners,
+            "sleepers took {sleepers:?}, burners {burners:?}: a busy guest starved them"
+        );
+    });
+}
+
+#[test]
+fn more_instances_than_the_machine_holds_is_a_clear_error_not_a_crash() {
+    // 2 x 200,000 slots: past both the mappings a process may have and the
+    // address space, whatever the machine's settings.
+    let err = builder(ASYNCIO, 2)
+        .concurrency(200_000)
+        .build()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("vm.max_map_count") || text.contains("address space"),
+        "{text}"
+    );
+    assert!(text.contains("--concurrency"), "{text}");
+}
+
+#[test]
+fn limits_hold_in_the_async_mode() {
+    let pool = builder(TESTGUEST, 2)
+        .concurrency(8)
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let out = pool.map::<u64, u64>("sleep_ms", [10, 5_000, 10]).unwrap();
+    assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
+    let err = out[1].as_ref().unwrap_err();
+    assert_eq!(err.kind(), wasmpool::TaskErrorKind::Timeout, "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// Runs the real binary with a private cache, bounded in time.
+fn cli(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmpool"))
+        .args(args)
+        .env("WASMPOOL_CACHE_DIR", cache.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+#[test]
+fn map_with_concurrency_runs_waiting_tasks_side_by_side_in_order() {
+    let input: String = (0..300).map(|i| format!("{}\n", 100 + i % 3)).collect();
+    let start = Instant::now();
+    let out = cli(
+        &[
+            "map",
+            ASYNCIO,
+            "--task",
+            "sleep_ms",
+            "-j",
+            "2",
+            "--concurrency",
+            "150",
+            "--values",
+        ],
+        &input,
+    );
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: String = (0..300).map(|i| format!("{}\n", 100 + i % 3)).collect();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+    // One after another: 30 s; 150 at a time on each of 2 workers: ~0.1 s.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[test]
+fn run_with_concurrency_runs_copies_on_a_few_threads_with_limits() {
+    let out = cli(&["run", HELLO, "-n", "40", "--concurrency", "10"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut greeted: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("hello from process"))
+        .collect();
+    greeted.sort_unstable();
+    greeted.dedup();
+    assert_eq!(greeted.len(), 40, "{text}");
+    // A copy that never ends is stopped at its deadline (exit 124).
+    let start = Instant::now();
+    let out = cli(
+        &["run", SPIN, "--concurrency", "4", "--timeout", "300ms"],
+        "",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
 }

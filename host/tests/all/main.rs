@@ -6,6 +6,7 @@ mod abi;
 mod cache;
 mod cli;
 mod concurrency;
+mod hostfn;
 mod hostile;
 mod hostile_cli;
 mod pool;
