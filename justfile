@@ -3,7 +3,7 @@
 # Build the example and test guests for wasm32-wasip1 into target/wasm32-wasip1.
 guests:
     rustup target add wasm32-wasip1
-    cargo build --release --target wasm32-wasip1 -p square -p primes -p mandelbrot -p testguest
+    cargo build --release --target wasm32-wasip1 -p square -p primes -p mandelbrot -p testguest -p asyncio
 
 # The whole test suite, exactly as CI runs it.
 test:
@@ -22,6 +22,7 @@ doc:
 examples:
     cargo run --release --example demo
     cargo run --release --example embed
+    cargo run --release --example asyncio
 
 # The demo.
 demo:

@@ -110,6 +110,30 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # The async mode and host functions
+//!
+//! For I/O-bound work, [`PoolBuilder::concurrency`] runs many tasks at once
+//! on each worker thread, each in its own instance: a guest that waits (a
+//! sleep, a queue, a host call) is suspended instead of holding its thread.
+//! [`PoolBuilder::host_fn`] and [`PoolBuilder::host_fn_async`] give guests
+//! functions of the host (a database lookup, an HTTP call), which they call
+//! with `wasmpool_guest::host::call`. See `docs/async.md`.
+//!
+//! ```
+//! # fn main() -> Result<(), wasmpool::Error> {
+//! use std::time::Duration;
+//! let pool = wasmpool::Pool::builder()
+//!     .module_bytes(r#"(module (func (export "_start")))"#)
+//!     .concurrency(100)
+//!     .host_fn_async("wait", |ms: u64| async move {
+//!         tokio::time::sleep(Duration::from_millis(ms)).await;
+//!         Ok::<_, String>(ms)
+//!     })
+//!     .cache(None)
+//!     .build()?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Errors
 //!
 //! Setting up a pool fails with an [`Error`] naming the module and what is

@@ -176,3 +176,37 @@ fn run_with_concurrency_runs_copies_on_a_few_threads_with_limits() {
     );
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn the_seeds_asyncio_example_runs_as_documented() {
+    // examples/README.md, example 5: 1,000 tasks that each wait one second.
+    let input: String = (0..1000).map(|i| format!("{i}\n")).collect();
+    let start = Instant::now();
+    let out = cli(
+        &[
+            "map",
+            ASYNCIO,
+            "--task",
+            "fetch",
+            "-j",
+            "2",
+            "--concurrency",
+            "500",
+            "--values",
+        ],
+        &input,
+    );
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1000);
+    assert_eq!(lines[0], r#""task 0 done""#);
+    assert_eq!(lines[999], r#""task 999 done""#);
+    // About one second; one at a time per worker it would be 500 s.
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
