@@ -396,11 +396,13 @@ mod tests {
         let err = fit_slots_in(40_000, &limits, true, u64::MAX).unwrap_err();
         assert!(err.to_string().contains("--max-memory 64MiB"), "{err}");
         // A memory limit shrinks each slot's reservation to it.
-        let mut small = Limits::default();
-        small.max_memory = Some((1 << 20) + 1);
+        let small = Limits {
+            max_memory: Some((1 << 20) + 1),
+            ..Limits::default()
+        };
         assert_eq!(
             fit_slots_in(40_000, &small, true, u64::MAX).unwrap(),
-            Some(17 * 64 << 10)
+            Some(17 * (64 << 10))
         );
     }
 }
