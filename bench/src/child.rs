@@ -281,6 +281,18 @@ pub(crate) fn run(name: &str) -> Sample {
                     .sum()
             })
         }
+        // The same pool as `async/sleep`, running two tasks: the memory of
+        // the pool itself, which the per-task figure leaves out.
+        "async/idle" => {
+            let p = async_pool(workers, 10_000);
+            timed(2, || {
+                p.map::<u64, u64>("sleep_ms", [10, 10])
+                    .expect("sleep_ms")
+                    .into_iter()
+                    .map(|r| r.expect("slept") as i64)
+                    .sum()
+            })
+        }
         // 10,000 tasks that each call an async host function that waits
         // 10 ms before it answers.
         "async/hostfn" => {

@@ -230,6 +230,7 @@ fn specs(quick: bool) -> Vec<Spec> {
         runs,
         Some(100_000),
     );
+    add(format!("async/idle@{cores}"), Runner::Rust, runs, Some(20));
     add(
         "async/python-sleep".into(),
         Runner::Python,

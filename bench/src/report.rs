@@ -203,11 +203,13 @@ fn targets(r: &[Stats], cores: usize) -> Vec<Target> {
     t
 }
 
-/// The peak memory of `async/sleep` over that of one SDK pool doing no
-/// waiting (`tiny/sdk`), per suspended task.
-fn per_suspended_kib(r: &[Stats], sleep: &Stats) -> f64 {
-    let base = find(r, "instance/reused").map_or(0, |s| s.peak_kib);
-    sleep.peak_kib.saturating_sub(base) as f64 / sleep.items as f64
+/// The peak memory of an async workload over that of the same pool
+/// running two tasks (`async/idle`: the pool's own reservations and
+/// threads), per suspended task.
+fn per_suspended_kib(r: &[Stats], run: &Stats) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let base = find(r, &format!("async/idle@{cores}")).map_or(0, |s| s.peak_kib);
+    run.peak_kib.saturating_sub(base) as f64 / run.items as f64
 }
 
 /// Writes the report and the plots into `dir`.
@@ -412,7 +414,7 @@ pub(crate) fn write(
         md,
         "\n## Async mode (`--concurrency`)\n\nEvery task in flight at once, each in its own instance, on {cores} worker threads \
          (`concurrency` = tasks / workers); Python runs the same sleeps as asyncio coroutines on one event loop. \
-         Memory per task is the run's peak over that of a one-worker pool (`instance/reused`), divided by the tasks.\n\n\
+         Memory per task is the run's peak over that of the same pool running two tasks (`async/idle`), divided by the tasks.\n\n\
          | workload | tasks | time | per task memory | peak memory |\n|---|---|---|---|---|"
     );
     for (name, label) in [

@@ -162,7 +162,7 @@ impl EngineOptions<'_> {
             }
             config
                 .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
-                .memory_init_cow(!async_mode);
+                .memory_init_cow(true);
         }
         if self.threads {
             config.wasm_threads(true).shared_memory(true);
