@@ -384,6 +384,7 @@ fn spawn_async(
         .name(format!("wasmpool-worker-{index}"))
         .stack_size(shared.runtime.limits.thread_stack())
         .spawn(move || {
+            reserve_heap(concurrency as usize * HEAP_PER_TASK);
             runtime.block_on(async move {
                 if let Some(ready) = ready {
                     let made = worker.prepare().await;
@@ -402,6 +403,29 @@ fn spawn_async(
         .unwrap_or_else(|e| e.into_inner())
         .push(handle);
     Ok(())
+}
+
+/// About what each task in flight of the async mode holds on the host's
+/// heap (its store, instance and future; measured at 11-15 KiB).
+const HEAP_PER_TASK: usize = 16 << 10;
+
+/// Grows this thread's malloc heap to `bytes` once, and gives it back.
+///
+/// glibc grows a thread's heap (a non-main arena) one `mprotect` at a
+/// time, page by page, as it fills, and never needs to again for space it
+/// made accessible once. An async worker makes thousands of instances in a
+/// burst, and with thousands of mappings in the process each of those
+/// `mprotect`s (taking the address-space lock) cost as much as the
+/// instantiation itself: most of the time of the first 10,000 tasks. So the
+/// worker asks for its heap in one go before its first task; freeing it
+/// returns the memory (glibc trims it), not the accessible range. With
+/// another allocator this is one short burst of allocations and no more.
+fn reserve_heap(bytes: usize) {
+    const BLOCK: usize = 64 << 10; // under glibc's mmap threshold
+    let blocks: Vec<Vec<u8>> = (0..bytes.div_ceil(BLOCK).min(4096))
+        .map(|_| Vec::with_capacity(BLOCK))
+        .collect();
+    drop(std::hint::black_box(blocks));
 }
 
 /// The error of a task whose fresh instance could not be made.
