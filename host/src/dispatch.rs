@@ -63,6 +63,8 @@ pub(crate) struct Dispatch<'a> {
     next_index: u64,
     batches_out: usize,
     items_out: usize,
+    /// Batches out at once. Each runs at least one input, budget or not,
+    /// so this many outputs is what a stream can hold past its budget.
     max_batches: usize,
     max_items: usize,
     max_batch: usize,
@@ -128,7 +130,11 @@ impl<'a> Dispatch<'a> {
             next_index: 0,
             batches_out: 0,
             items_out: 0,
-            max_batches: (4 * slots).max(16),
+            // A batch for every task in flight and three more waiting per
+            // worker: not four per task in flight, which in the async mode
+            // would let the outputs held past the budget grow with the
+            // concurrency.
+            max_batches: (slots + 3 * workers).max(16),
             max_items,
             // Leave room for every worker to hold a couple of batches.
             max_batch: (max_items / (4 * slots).max(1)).max(1),

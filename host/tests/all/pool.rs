@@ -1,4 +1,5 @@
 //! The library: ordered results, streams, failures at their own index.
+//! Every test runs in both modes (synchronous and async, `both_modes!`).
 
 use std::collections::BTreeSet;
 
@@ -6,319 +7,322 @@ use wasmpool::{TaskErrorKind, TryNext};
 use wasmpool_kernels::{MANDELBROT_TOTAL, PRIMES_64_TOTAL, PRIMES_640_TOTAL};
 use wasmpool_tests::{MANDELBROT, PRIMES, SQUARE, TESTGUEST};
 
-use crate::util::{builder, pool};
+use crate::util::{both_modes, builder, pool};
 
-#[test]
-fn primes_64_tasks_sum_to_checksum() {
-    let pool = pool(PRIMES, 2);
-    let counts: Vec<u64> = pool
-        .map("primes", 0..64u64)
-        .unwrap()
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(counts[0], 2262);
-    assert_eq!(counts.iter().sum::<u64>(), PRIMES_64_TOTAL);
-    // The numeric export gives the same numbers.
-    let numeric: Vec<u64> = pool
-        .map("primes_i64", 0..64u64)
-        .unwrap()
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(numeric, counts);
-}
-
-#[test]
-fn primes_640_and_mandelbrot_match_their_checksums() {
-    let primes = pool(PRIMES, 2);
-    let total: u64 = primes
-        .imap::<u64, u64>("primes", 0..640)
-        .unwrap()
-        .map(Result::unwrap)
-        .sum();
-    assert_eq!(total, PRIMES_640_TOTAL);
-    let mandel = pool(MANDELBROT, 2);
-    let total: u64 = mandel
-        .imap::<u64, u64>("row", 0..512)
-        .unwrap()
-        .map(Result::unwrap)
-        .sum();
-    assert_eq!(total, MANDELBROT_TOTAL);
-}
-
-#[test]
-fn results_come_in_input_order_with_many_more_tasks_than_workers() {
-    let pool = pool(SQUARE, 3);
-    for task in ["square", "square_i64"] {
-        let results: Vec<i64> = pool
-            .imap::<i64, i64>(task, 0..100_000)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(results.len(), 100_000);
-        for (i, r) in results.iter().enumerate() {
-            assert_eq!(*r, (i * i) as i64, "{task} result {i}");
-        }
-    }
-}
-
-#[test]
-fn unordered_stream_yields_each_index_once() {
-    let pool = pool(SQUARE, 2);
-    let mut seen = vec![false; 20_000];
-    for (index, r) in pool
-        .imap_unordered::<i64, i64>("square", 0..20_000)
-        .unwrap()
-    {
-        assert!(!seen[index], "index {index} twice");
-        seen[index] = true;
-        assert_eq!(r.unwrap(), (index * index) as i64);
-    }
-    assert!(seen.iter().all(|&s| s));
-}
-
-#[test]
-fn worker_count_is_honoured() {
-    for workers in [1, 3] {
-        let pool = pool(TESTGUEST, workers);
-        assert_eq!(pool.workers(), workers);
-        let who: Vec<(u32, u32)> = pool
-            .map("whoami", vec![5u64; 8 * workers])
+both_modes! {
+    #[test]
+    fn primes_64_tasks_sum_to_checksum() {
+        let pool = pool(PRIMES, 2);
+        let counts: Vec<u64> = pool
+            .map("primes", 0..64u64)
             .unwrap()
             .into_iter()
             .map(Result::unwrap)
             .collect();
-        let indexes: BTreeSet<u32> = who.iter().map(|&(i, _)| i).collect();
-        assert!(who.iter().all(|&(_, n)| n as usize == workers), "{who:?}");
-        assert_eq!(
-            indexes,
-            (0..workers as u32).collect(),
-            "every worker ran tasks, and no other"
-        );
-        let stats = pool.worker_stats();
-        assert_eq!(stats.len(), workers);
-        assert_eq!(
-            stats.iter().map(|s| s.tasks).sum::<u64>(),
-            8 * workers as u64
-        );
+        assert_eq!(counts[0], 2262);
+        assert_eq!(counts.iter().sum::<u64>(), PRIMES_64_TOTAL);
+        // The numeric export gives the same numbers.
+        let numeric: Vec<u64> = pool
+            .map("primes_i64", 0..64u64)
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(numeric, counts);
     }
-}
 
-#[test]
-fn failure_stays_at_its_index() {
-    let pool = pool(TESTGUEST, 2);
-    let results = pool.map::<u64, u64>("fail_on_tens", 1..=25).unwrap();
-    for (i, r) in results.iter().enumerate() {
-        let x = i as u64 + 1;
-        if x.is_multiple_of(10) {
-            let err = r.as_ref().unwrap_err();
-            assert_eq!(err.kind(), TaskErrorKind::Guest);
-            assert_eq!(err.message(), format!("{x} is a multiple of ten"));
-        } else {
-            assert_eq!(r.as_ref().unwrap(), &(x * 2));
+    #[test]
+    fn primes_640_and_mandelbrot_match_their_checksums() {
+        let primes = pool(PRIMES, 2);
+        let total: u64 = primes
+            .imap::<u64, u64>("primes", 0..640)
+            .unwrap()
+            .map(Result::unwrap)
+            .sum();
+        assert_eq!(total, PRIMES_640_TOTAL);
+        let mandel = pool(MANDELBROT, 2);
+        let total: u64 = mandel
+            .imap::<u64, u64>("row", 0..512)
+            .unwrap()
+            .map(Result::unwrap)
+            .sum();
+        assert_eq!(total, MANDELBROT_TOTAL);
+    }
+
+    #[test]
+    fn results_come_in_input_order_with_many_more_tasks_than_workers() {
+        let pool = pool(SQUARE, 3);
+        for task in ["square", "square_i64"] {
+            let results: Vec<i64> = pool
+                .imap::<i64, i64>(task, 0..100_000)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(results.len(), 100_000);
+            for (i, r) in results.iter().enumerate() {
+                assert_eq!(*r, (i * i) as i64, "{task} result {i}");
+            }
         }
     }
-}
 
-#[test]
-fn panic_is_a_trap_with_its_message_and_the_instance_is_replaced() {
-    let pool = pool(TESTGUEST, 1);
-    let results = pool.map::<u64, u64>("panic_on_13", 10..17).unwrap();
-    let err = results[3].as_ref().unwrap_err();
-    assert_eq!(err.kind(), TaskErrorKind::Trap);
-    assert!(err.message().contains("unlucky 13"), "{err}");
-    assert!(
-        err.backtrace().is_some_and(|bt| bt.contains("panic_on_13")),
-        "{:?}",
-        err.backtrace()
-    );
-    let ok: Vec<u64> = results
-        .iter()
-        .filter_map(|r| r.as_ref().ok().copied())
-        .collect();
-    assert_eq!(ok, [10, 11, 12, 14, 15, 16]);
-    assert_eq!(
-        pool.worker_stats()[0].instances,
-        2,
-        "the trapped instance was replaced once"
-    );
-}
-
-#[test]
-fn instance_state_persists_until_a_trap() {
-    let pool = pool(TESTGUEST, 1);
-    let calls: Vec<u64> = pool
-        .map("calls", vec![(); 3])
-        .unwrap()
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(
-        calls,
-        [1, 2, 3],
-        "one instance per worker, reused across tasks"
-    );
-    assert!(pool.map::<u64, u64>("panic_on_13", [13]).unwrap()[0].is_err());
-    let calls: Vec<u64> = pool
-        .map("calls", [()])
-        .unwrap()
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(calls, [1], "a fresh instance after the trap");
-}
-
-#[test]
-fn several_parameters_take_an_array() {
-    let pool = pool(TESTGUEST, 2);
-    let sums = pool
-        .map::<(i64, i64), i64>("add", [(1, 2), (40, 2)])
-        .unwrap();
-    assert_eq!(sums, [Ok(3), Ok(42)]);
-}
-
-#[test]
-fn serde_structs_cross_the_boundary() {
-    #[derive(serde::Serialize)]
-    struct Point {
-        x: f64,
-        y: f64,
+    #[test]
+    fn unordered_stream_yields_each_index_once() {
+        let pool = pool(SQUARE, 2);
+        let mut seen = vec![false; 20_000];
+        for (index, r) in pool
+            .imap_unordered::<i64, i64>("square", 0..20_000)
+            .unwrap()
+        {
+            assert!(!seen[index], "index {index} twice");
+            seen[index] = true;
+            assert_eq!(r.unwrap(), (index * index) as i64);
+        }
+        assert!(seen.iter().all(|&s| s));
     }
-    let pool = pool(TESTGUEST, 2);
-    let norms = pool
-        .map::<Point, f64>("norm", [Point { x: 3.0, y: 4.0 }])
-        .unwrap();
-    assert_eq!(norms, [Ok(5.0)]);
-    let wrong = pool.map::<&str, f64>("norm", ["not a point"]).unwrap();
-    let err = wrong[0].as_ref().unwrap_err();
-    assert_eq!(err.kind(), TaskErrorKind::Input);
-    assert!(err.message().contains("input does not match"), "{err}");
-}
 
-#[test]
-fn output_of_the_wrong_type_is_an_output_error() {
-    let pool = pool(TESTGUEST, 1);
-    let r = pool.map::<usize, u64>("big", [3]).unwrap();
-    let err = r[0].as_ref().unwrap_err();
-    assert_eq!(err.kind(), TaskErrorKind::Output);
-    assert!(err.message().contains("does not decode as u64"), "{err}");
-}
-
-#[test]
-fn proc_exit_is_reported_with_its_code() {
-    let pool = pool(TESTGUEST, 1);
-    let r = pool.map::<i32, u32>("exit_with", [3]).unwrap();
-    let err = r[0].as_ref().unwrap_err();
-    assert_eq!(err.kind(), TaskErrorKind::Exit);
-    assert_eq!(err.exit_code(), Some(3));
-}
-
-#[test]
-fn output_limit_is_enforced() {
-    let pool = builder(TESTGUEST, 1).max_output(1000).build().unwrap();
-    let r = pool.map::<usize, String>("big", [10, 5000, 20]).unwrap();
-    assert_eq!(r[0].as_deref(), Ok("xxxxxxxxxx"));
-    let err = r[1].as_ref().unwrap_err();
-    assert_eq!(err.kind(), TaskErrorKind::Abi);
-    assert!(
-        err.message().contains("exceed the limit of 1000 bytes"),
-        "{err}"
-    );
-    assert_eq!(r[2].as_ref().map(String::len), Ok(20));
-}
-
-#[test]
-fn numeric_inputs_that_do_not_fit_fail_alone() {
-    let pool = pool(SQUARE, 2);
-    let inputs = vec![
-        serde_json::json!(2),
-        serde_json::json!("two"),
-        serde_json::json!([1, 2]),
-        serde_json::json!(1.5),
-    ];
-    let r = pool.map::<_, i64>("square_i64", inputs).unwrap();
-    assert_eq!(r[0], Ok(4));
-    for (i, expect) in [
-        (1, "expected a number or an array of numbers"),
-        (2, "takes 1 parameter"),
-        (3, "expected an integer"),
-    ] {
-        let err = r[i].as_ref().unwrap_err();
-        assert_eq!(err.kind(), TaskErrorKind::Input);
-        assert!(err.message().contains(expect), "{i}: {err}");
+    #[test]
+    fn worker_count_is_honoured() {
+        for workers in [1, 3] {
+            let pool = pool(TESTGUEST, workers);
+            assert_eq!(pool.workers(), workers);
+            let who: Vec<(u32, u32)> = pool
+                .map("whoami", vec![5u64; 8 * workers])
+                .unwrap()
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            let indexes: BTreeSet<u32> = who.iter().map(|&(i, _)| i).collect();
+            assert!(who.iter().all(|&(_, n)| n as usize == workers), "{who:?}");
+            assert_eq!(
+                indexes,
+                (0..workers as u32).collect(),
+                "every worker ran tasks, and no other"
+            );
+            let stats = pool.worker_stats();
+            assert_eq!(stats.len(), workers);
+            assert_eq!(
+                stats.iter().map(|s| s.tasks).sum::<u64>(),
+                8 * workers as u64
+            );
+        }
     }
-}
 
-#[test]
-fn missing_task_is_a_clear_error() {
-    let pool = pool(SQUARE, 1);
-    let err = pool.map::<i64, i64>("cube", [1]).unwrap_err();
-    let text = err.to_string();
-    assert!(
-        text.contains(SQUARE) && text.contains(r#"no task named "cube""#),
-        "{text}"
-    );
-    assert!(
-        text.contains("square_i64") && text.contains("square"),
-        "lists the tasks it has: {text}"
-    );
-}
+    #[test]
+    fn failure_stays_at_its_index() {
+        let pool = pool(TESTGUEST, 2);
+        let results = pool.map::<u64, u64>("fail_on_tens", 1..=25).unwrap();
+        for (i, r) in results.iter().enumerate() {
+            let x = i as u64 + 1;
+            if x.is_multiple_of(10) {
+                let err = r.as_ref().unwrap_err();
+                assert_eq!(err.kind(), TaskErrorKind::Guest);
+                assert_eq!(err.message(), format!("{x} is a multiple of ten"));
+            } else {
+                assert_eq!(r.as_ref().unwrap(), &(x * 2));
+            }
+        }
+    }
 
-#[test]
-fn ordered_stream_memory_is_bounded_by_the_window() {
-    // An endless input: the stream must only read as far as the window.
-    let pool = builder(SQUARE, 2).window(64).build().unwrap();
-    let pulled = std::cell::Cell::new(0u64);
-    let inputs = (0i64..).inspect(|_| pulled.set(pulled.get() + 1));
-    let mut stream = pool.imap::<i64, i64>("square", inputs).unwrap();
-    for i in 0..10_000i64 {
-        assert_eq!(stream.next().unwrap().unwrap(), i * i);
+    #[test]
+    fn panic_is_a_trap_with_its_message_and_the_instance_is_replaced() {
+        let pool = pool(TESTGUEST, 1);
+        let results = pool.map::<u64, u64>("panic_on_13", 10..17).unwrap();
+        let err = results[3].as_ref().unwrap_err();
+        assert_eq!(err.kind(), TaskErrorKind::Trap);
+        assert!(err.message().contains("unlucky 13"), "{err}");
         assert!(
-            pulled.get() <= i as u64 + 1 + 64,
-            "read {} inputs ahead at {i}",
-            pulled.get()
+            err.backtrace().is_some_and(|bt| bt.contains("panic_on_13")),
+            "{:?}",
+            err.backtrace()
+        );
+        let ok: Vec<u64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        assert_eq!(ok, [10, 11, 12, 14, 15, 16]);
+        // One instance, and one in its place after the trap; in the async
+        // mode, up to one per task in flight besides.
+        let instances = pool.worker_stats()[0].instances;
+        let per_worker = u64::from(crate::util::mode().unwrap_or(1));
+        assert!(
+            (2..=per_worker + 1).contains(&instances),
+            "the trapped instance was replaced once: {instances} instances"
         );
     }
-}
 
-#[test]
-fn try_next_never_blocks_and_ends() {
-    let pool = pool(SQUARE, 2);
-    let mut stream = pool.imap::<i64, i64>("square", 0..100).unwrap();
-    let mut got = Vec::new();
-    loop {
-        match stream.try_next() {
-            TryNext::Ready(r) => got.push(r.unwrap()),
-            TryNext::Pending => std::thread::yield_now(),
-            TryNext::Done => break,
+    #[test]
+    fn instance_state_persists_until_a_trap() {
+        let pool = pool(TESTGUEST, 1);
+        // One task at a time, so that the async mode too has one instance.
+        let calls: Vec<u64> = (0..3)
+            .map(|_| pool.map("calls", [()]).unwrap().pop().unwrap().unwrap())
+            .collect();
+        assert_eq!(
+            calls,
+            [1, 2, 3],
+            "one instance per worker, reused across tasks"
+        );
+        assert!(pool.map::<u64, u64>("panic_on_13", [13]).unwrap()[0].is_err());
+        let calls: Vec<u64> = pool
+            .map("calls", [()])
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(calls, [1], "a fresh instance after the trap");
+    }
+
+    #[test]
+    fn several_parameters_take_an_array() {
+        let pool = pool(TESTGUEST, 2);
+        let sums = pool
+            .map::<(i64, i64), i64>("add", [(1, 2), (40, 2)])
+            .unwrap();
+        assert_eq!(sums, [Ok(3), Ok(42)]);
+    }
+
+    #[test]
+    fn serde_structs_cross_the_boundary() {
+        #[derive(serde::Serialize)]
+        struct Point {
+            x: f64,
+            y: f64,
+        }
+        let pool = pool(TESTGUEST, 2);
+        let norms = pool
+            .map::<Point, f64>("norm", [Point { x: 3.0, y: 4.0 }])
+            .unwrap();
+        assert_eq!(norms, [Ok(5.0)]);
+        let wrong = pool.map::<&str, f64>("norm", ["not a point"]).unwrap();
+        let err = wrong[0].as_ref().unwrap_err();
+        assert_eq!(err.kind(), TaskErrorKind::Input);
+        assert!(err.message().contains("input does not match"), "{err}");
+    }
+
+    #[test]
+    fn output_of_the_wrong_type_is_an_output_error() {
+        let pool = pool(TESTGUEST, 1);
+        let r = pool.map::<usize, u64>("big", [3]).unwrap();
+        let err = r[0].as_ref().unwrap_err();
+        assert_eq!(err.kind(), TaskErrorKind::Output);
+        assert!(err.message().contains("does not decode as u64"), "{err}");
+    }
+
+    #[test]
+    fn proc_exit_is_reported_with_its_code() {
+        let pool = pool(TESTGUEST, 1);
+        let r = pool.map::<i32, u32>("exit_with", [3]).unwrap();
+        let err = r[0].as_ref().unwrap_err();
+        assert_eq!(err.kind(), TaskErrorKind::Exit);
+        assert_eq!(err.exit_code(), Some(3));
+    }
+
+    #[test]
+    fn output_limit_is_enforced() {
+        let pool = builder(TESTGUEST, 1).max_output(1000).build().unwrap();
+        let r = pool.map::<usize, String>("big", [10, 5000, 20]).unwrap();
+        assert_eq!(r[0].as_deref(), Ok("xxxxxxxxxx"));
+        let err = r[1].as_ref().unwrap_err();
+        assert_eq!(err.kind(), TaskErrorKind::Abi);
+        assert!(
+            err.message().contains("exceed the limit of 1000 bytes"),
+            "{err}"
+        );
+        assert_eq!(r[2].as_ref().map(String::len), Ok(20));
+    }
+
+    #[test]
+    fn numeric_inputs_that_do_not_fit_fail_alone() {
+        let pool = pool(SQUARE, 2);
+        let inputs = vec![
+            serde_json::json!(2),
+            serde_json::json!("two"),
+            serde_json::json!([1, 2]),
+            serde_json::json!(1.5),
+        ];
+        let r = pool.map::<_, i64>("square_i64", inputs).unwrap();
+        assert_eq!(r[0], Ok(4));
+        for (i, expect) in [
+            (1, "expected a number or an array of numbers"),
+            (2, "takes 1 parameter"),
+            (3, "expected an integer"),
+        ] {
+            let err = r[i].as_ref().unwrap_err();
+            assert_eq!(err.kind(), TaskErrorKind::Input);
+            assert!(err.message().contains(expect), "{i}: {err}");
         }
     }
-    assert_eq!(got, (0..100).map(|i| i * i).collect::<Vec<_>>());
-}
 
-#[test]
-fn dropping_a_stream_early_leaves_the_pool_usable() {
-    let pool = pool(PRIMES, 2);
-    {
-        let mut stream = pool.imap::<u64, u64>("primes", 0..640).unwrap();
-        assert_eq!(stream.next().unwrap().unwrap(), 2262);
+    #[test]
+    fn missing_task_is_a_clear_error() {
+        let pool = pool(SQUARE, 1);
+        let err = pool.map::<i64, i64>("cube", [1]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(SQUARE) && text.contains(r#"no task named "cube""#),
+            "{text}"
+        );
+        assert!(
+            text.contains("square_i64") && text.contains("square"),
+            "lists the tasks it has: {text}"
+        );
     }
-    let r = pool.map::<u64, u64>("primes", [0]).unwrap();
-    assert_eq!(r, [Ok(2262)]);
-}
 
-#[test]
-fn empty_input_gives_empty_results() {
-    let pool = pool(SQUARE, 2);
-    assert!(pool.map::<i64, i64>("square", []).unwrap().is_empty());
-}
+    #[test]
+    fn ordered_stream_memory_is_bounded_by_the_window() {
+        // An endless input: the stream must only read as far as the window.
+        let pool = builder(SQUARE, 2).window(64).build().unwrap();
+        let pulled = std::cell::Cell::new(0u64);
+        let inputs = (0i64..).inspect(|_| pulled.set(pulled.get() + 1));
+        let mut stream = pool.imap::<i64, i64>("square", inputs).unwrap();
+        for i in 0..10_000i64 {
+            assert_eq!(stream.next().unwrap().unwrap(), i * i);
+            assert!(
+                pulled.get() <= i as u64 + 1 + 64,
+                "read {} inputs ahead at {i}",
+                pulled.get()
+            );
+        }
+    }
 
-#[test]
-fn zero_workers_is_a_config_error() {
-    let err = builder(SQUARE, 0).build().unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "invalid configuration: the number of workers must be at least 1"
-    );
+    #[test]
+    fn try_next_never_blocks_and_ends() {
+        let pool = pool(SQUARE, 2);
+        let mut stream = pool.imap::<i64, i64>("square", 0..100).unwrap();
+        let mut got = Vec::new();
+        loop {
+            match stream.try_next() {
+                TryNext::Ready(r) => got.push(r.unwrap()),
+                TryNext::Pending => std::thread::yield_now(),
+                TryNext::Done => break,
+            }
+        }
+        assert_eq!(got, (0..100).map(|i| i * i).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn dropping_a_stream_early_leaves_the_pool_usable() {
+        let pool = pool(PRIMES, 2);
+        {
+            let mut stream = pool.imap::<u64, u64>("primes", 0..640).unwrap();
+            assert_eq!(stream.next().unwrap().unwrap(), 2262);
+        }
+        let r = pool.map::<u64, u64>("primes", [0]).unwrap();
+        assert_eq!(r, [Ok(2262)]);
+    }
+
+    #[test]
+    fn empty_input_gives_empty_results() {
+        let pool = pool(SQUARE, 2);
+        assert!(pool.map::<i64, i64>("square", []).unwrap().is_empty());
+    }
+
+    #[test]
+    fn zero_workers_is_a_config_error() {
+        let err = builder(SQUARE, 0).build().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: the number of workers must be at least 1"
+        );
+    }
 }
