@@ -316,7 +316,7 @@ pub(crate) fn spawn(
     ready: Option<Sender<Result<(), TaskError>>>,
 ) -> std::io::Result<()> {
     if let Some(concurrency) = shared.concurrency {
-        return spawn_async(shared, index, concurrency, ready);
+        return spawn_async(shared, index, concurrency, registry, ready);
     }
     let watched = registry.map(|registry| {
         let progress: Arc<Mutex<Progress>> = Arc::default();
@@ -368,8 +368,23 @@ fn spawn_async(
     shared: &Arc<Shared>,
     index: u32,
     concurrency: u32,
+    registry: Option<&Registry>,
     ready: Option<Sender<Result<(), TaskError>>>,
 ) -> std::io::Result<()> {
+    // Only a wasm atomic wait on the shared region can block an async
+    // worker's thread; only a time limit says when to rescue it.
+    let watch = match (registry, shared.runtime.shared_region()) {
+        (Some(registry), Some(region)) if shared.runtime.limits.timeout.is_some() => {
+            let polls = Arc::new(AtomicU64::new(0));
+            let watch = registry.watch(concurrent::PollWatch::on_overdue(
+                region.clone(),
+                polls.clone(),
+                shared.stop.clone(),
+            ));
+            Some(concurrent::PollWatch { watch, polls })
+        }
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
@@ -379,6 +394,8 @@ fn spawn_async(
         shared: shared.clone(),
         counters: shared.counters[index as usize].clone(),
         idle: Vec::new(),
+        watch,
+        deadlines: std::collections::BTreeMap::new(),
     };
     let handle = std::thread::Builder::new()
         .name(format!("wasmpool-worker-{index}"))

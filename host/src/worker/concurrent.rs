@@ -24,7 +24,8 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 use crossbeam_channel::TryRecvError;
 use futures_util::FutureExt;
@@ -33,8 +34,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use super::{Batch, Counters, FLUSH_BYTES, Running, Shared, fresh_instance_error, host_panic};
 use crate::error::{TaskError, TaskErrorKind};
 use crate::sandbox::{Guest, WorkerId, sealed_wasi};
+use crate::shm::SharedRegion;
 use crate::task::{Output, Payload, TaskSpec};
-use crate::watchdog::GRACE;
+use crate::watchdog::{GRACE, Registry, TICK, Watch};
 
 /// A batch being run: its answer, and the results that came back out of
 /// order.
@@ -135,6 +137,8 @@ struct Finished {
     result: Result<Output, TaskError>,
     /// Whether the task made a fresh instance.
     made: bool,
+    /// Its deadline, counted in the worker's `deadlines`.
+    deadline: Option<Instant>,
 }
 
 type TaskFuture = Pin<Box<dyn Future<Output = Finished>>>;
@@ -146,6 +150,49 @@ pub(crate) struct AsyncWorker {
     pub(crate) counters: Arc<Counters>,
     /// Instances ready for a task.
     pub(crate) idle: Vec<Guest>,
+    /// With a time limit and a shared region: the watch over this
+    /// thread's polls (see [`PollWatch`]).
+    pub(crate) watch: Option<PollWatch>,
+    /// The deadlines of the tasks in flight (a multiset: deadline -> count).
+    pub(crate) deadlines: BTreeMap<Instant, usize>,
+}
+
+/// What rescues an async worker whose thread is blocked inside a poll: the
+/// one wait the async mode cannot suspend is a wasm `memory.atomic.wait`
+/// on the shared region, executed by the guest's own code. Each poll is
+/// armed with the earliest deadline in flight; past it (and the watchdog's
+/// grace), a reclaim thread wakes every waiter of the region each tick until
+/// the poll returns, so the stuck guest gets back to wasm code, where its
+/// epoch check ends it at its deadline (`limits.rs`).
+pub(crate) struct PollWatch {
+    pub(crate) watch: Arc<Watch>,
+    /// Bumped after every poll: how the reclaim thread sees it returned.
+    pub(crate) polls: Arc<AtomicU64>,
+}
+
+impl PollWatch {
+    /// The handler the watchdog runs for an overdue poll.
+    pub(crate) fn on_overdue(
+        region: SharedRegion,
+        polls: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+    ) -> impl Fn(u64, &Registry) + Send + Sync + 'static {
+        move |_, _| {
+            let (region, polls, stop) = (region.clone(), polls.clone(), stop.clone());
+            let seen = polls.load(Ordering::SeqCst);
+            let _ = std::thread::Builder::new()
+                .name("wasmpool-reclaim".into())
+                .spawn(move || {
+                    while polls.load(Ordering::SeqCst) == seen {
+                        region.wake_all();
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        std::thread::sleep(TICK);
+                    }
+                });
+        }
+    }
 }
 
 impl AsyncWorker {
@@ -193,7 +240,14 @@ impl AsyncWorker {
                     break;
                 }
                 match jobs.try_recv() {
-                    Ok(batch) => batches.open(Open::new(batch, self.counters.clone())),
+                    Ok(batch) => {
+                        batches.open(Open::new(batch, self.counters.clone()));
+                        // Run what was started up to its first wait before
+                        // taking more: a busy task then keeps this thread
+                        // for a while, and the other workers take the next
+                        // batches instead of this one taking them all.
+                        self.drain(&mut tasks, &mut batches);
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => closed = true,
                 }
@@ -219,19 +273,56 @@ impl AsyncWorker {
                 }
                 continue;
             }
+            self.arm();
             tokio::select! {
                 biased;
-                Some(finished) = tasks.next() => self.finished(&mut batches, finished),
-                () = &mut notified, if room => {}
+                Some(finished) = tasks.next() => {
+                    self.disarm();
+                    self.finished(&mut batches, finished);
+                }
+                () = &mut notified, if room => self.disarm(),
             }
             // Take every other task that finished meanwhile.
-            while let Some(Some(finished)) = tasks.next().now_or_never() {
-                self.finished(&mut batches, finished);
+            self.drain(&mut tasks, &mut batches);
+        }
+    }
+
+    /// Polls the tasks that can run now, and takes those that finished.
+    fn drain(&mut self, tasks: &mut FuturesUnordered<TaskFuture>, batches: &mut Batches) {
+        loop {
+            self.arm();
+            let next = tasks.next().now_or_never();
+            self.disarm();
+            match next {
+                Some(Some(finished)) => self.finished(batches, finished),
+                _ => return,
             }
         }
     }
 
+    /// Arms the poll watch with the earliest deadline in flight.
+    fn arm(&self) {
+        if let (Some(w), Some((&d, _))) = (&self.watch, self.deadlines.first_key_value()) {
+            w.watch.arm(d);
+        }
+    }
+
+    fn disarm(&self) {
+        if let Some(w) = &self.watch {
+            w.watch.disarm();
+            w.polls.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     fn finished(&mut self, batches: &mut Batches, f: Finished) {
+        if let Some(d) = f.deadline
+            && let std::collections::btree_map::Entry::Occupied(mut e) = self.deadlines.entry(d)
+        {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
         if f.made {
             self.counters.instances.fetch_add(1, Ordering::Relaxed);
         }
@@ -251,12 +342,17 @@ impl AsyncWorker {
         offset: usize,
         item: Result<Payload, TaskError>,
     ) -> TaskFuture {
+        let deadline = self.shared.runtime.limits.deadline();
+        if let Some(d) = deadline {
+            *self.deadlines.entry(d).or_default() += 1;
+        }
         let finished = move |result, guest, made| Finished {
             batch,
             offset,
             guest,
             result,
             made,
+            deadline,
         };
         let payload = match item {
             Ok(payload) => payload,
@@ -267,7 +363,6 @@ impl AsyncWorker {
         let id = self.id();
         Box::pin(async move {
             let run = async {
-                let deadline = shared.runtime.limits.deadline();
                 let (mut guest, made) = match guest {
                     Some(guest) => (guest, false),
                     None => {
@@ -283,20 +378,31 @@ impl AsyncWorker {
                 };
                 guest.set_cancel(&cancel);
                 let call = guest.run_async(&task, payload, deadline);
-                let result = match deadline.and_then(|d| d.checked_add(GRACE)) {
+                let limit = shared.runtime.limits.timeout.unwrap_or_default();
+                let mut result = match deadline.and_then(|d| d.checked_add(GRACE)) {
                     None => call.await,
                     Some(at) => tokio::time::timeout_at(at.into(), call)
                         .await
                         .unwrap_or_else(|_| {
                             Err(TaskError::new(
                                 TaskErrorKind::Timeout,
-                                format!(
-                                    "the task ran past its time limit of {:?}",
-                                    shared.runtime.limits.timeout.unwrap_or_default()
-                                ),
+                                format!("the task ran past its time limit of {limit:?}"),
                             ))
                         }),
                 };
+                // Back only after the grace: the thread was blocked in a
+                // wait nothing suspends, and the poll watch woke it. Its
+                // result is late, and the instance was woken mid-wait.
+                if deadline.is_some_and(|d| Instant::now() > d + GRACE) && result.is_ok() {
+                    guest.poisoned = true;
+                    result = Err(TaskError::new(
+                        TaskErrorKind::Timeout,
+                        format!(
+                            "the task ran past its time limit of {limit:?}, in a wait nothing could \
+                             interrupt; its instance was discarded"
+                        ),
+                    ));
+                }
                 let worn_out = shared.recycle_after.is_some_and(|n| guest.tasks_run >= n);
                 let keep = !(guest.poisoned || worn_out);
                 (result, keep.then_some(guest), made)

@@ -210,3 +210,48 @@ fn the_seeds_asyncio_example_runs_as_documented() {
     // About one second; one at a time per worker it would be 500 s.
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
+
+/// A guest waiting where the async mode cannot suspend it: a wasm atomic
+/// wait on the imported shared region, forever, or again and again.
+const ATOMIC_WAIT: &str = r#"(module
+    (import "wasmpool" "shared" (memory 1 1 shared))
+    (func (export "wasmpool_abi_v1"))
+    (func (export "ok") (param i64) (result i64) local.get 0)
+    (func (export "wait_forever") (param i64) (result i64)
+        (i64.extend_i32_u (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))))
+    (func (export "wait_in_a_loop") (param i64) (result i64)
+        (loop (drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))) (br 0))
+        (local.get 0)))"#;
+
+#[test]
+fn a_wasm_atomic_wait_that_blocks_the_thread_still_ends_at_its_deadline() {
+    let pool = wasmpool::Pool::builder()
+        .module_bytes(ATOMIC_WAIT)
+        .name("atomic_wait.wat")
+        .workers(1)
+        .concurrency(4)
+        .shared_memory(1 << 16)
+        .timeout(Duration::from_millis(200))
+        .cache(None)
+        .build()
+        .unwrap();
+    for task in ["wait_forever", "wait_in_a_loop"] {
+        let start = Instant::now();
+        let out = pool.map::<i64, i64>(task, [1, 2]).unwrap();
+        let took = start.elapsed();
+        for r in &out {
+            let err = r.as_ref().unwrap_err();
+            assert_eq!(
+                err.kind(),
+                wasmpool::TaskErrorKind::Timeout,
+                "{task}: {err}"
+            );
+        }
+        assert!(took < Duration::from_secs(5), "{task}: took {took:?}");
+        // The thread is free again: the worker serves.
+        assert_eq!(
+            pool.map::<i64, i64>("ok", 0..50).unwrap(),
+            (0..50).map(Ok).collect::<Vec<_>>()
+        );
+    }
+}
