@@ -151,6 +151,9 @@ pub(crate) struct Guest {
     pub(crate) poisoned: bool,
     /// Tasks run in this instance (for recycling).
     pub(crate) tasks_run: u64,
+    /// A numeric task's arguments, then its results; reused from task to
+    /// task.
+    raw: SmallVec<[ValRaw; 8]>,
 }
 
 impl std::fmt::Debug for Guest {
@@ -220,6 +223,7 @@ impl Guest {
                 resolved: Vec::new(),
                 poisoned: false,
                 tasks_run: 0,
+                raw: SmallVec::new(),
             }),
             Err(e) => Err(classify(e, store.data_mut())),
         }
@@ -285,13 +289,16 @@ impl Guest {
         payload: Payload,
         deadline: Option<Instant>,
     ) -> Result<Output, TaskError> {
-        let prepared = self.prepare(task, payload, deadline)?;
-        let called = match (&self.resolved[task.id], prepared) {
-            (Some(Resolved::Abi(f)), Prepared::Abi) => {
+        self.prepare(task, payload, deadline)?;
+        // `prepare` resolved the export, whose kind is the task's, and
+        // checked the payload against it.
+        let called = match &self.resolved[task.id] {
+            Some(Resolved::Abi(f)) => {
                 let status = f.call(&mut self.store, ());
                 self.abi_outcome(status)
             }
-            (Some(Resolved::Numeric(f)), Prepared::Numeric(mut raw)) => {
+            Some(Resolved::Numeric(f)) => {
+                let raw = &mut self.raw;
                 let TaskKind::Numeric { results, .. } = &task.kind else {
                     unreachable!("a numeric export resolves to Resolved::Numeric")
                 };
@@ -307,9 +314,9 @@ impl Guest {
                 let call = unsafe {
                     f.call_unchecked(&mut self.store, std::ptr::from_mut(raw.as_mut_slice()))
                 };
-                call.map(|()| Ok(numeric_output(results, &raw)))
+                call.map(|()| Ok(numeric_output(results, raw)))
             }
-            _ => unreachable!("prepare matched the payload to the export"),
+            None => unreachable!("prepare resolved the export"),
         };
         self.finish(called)
     }
@@ -324,24 +331,25 @@ impl Guest {
         payload: Payload,
         deadline: Option<Instant>,
     ) -> Result<Output, TaskError> {
-        let prepared = self.prepare(task, payload, deadline)?;
+        self.prepare(task, payload, deadline)?;
         // Poisoned unless the call comes back: a dropped future leaves the
         // instance mid-call.
         self.poisoned = true;
-        let called = match (&self.resolved[task.id], prepared) {
-            (Some(Resolved::Abi(f)), Prepared::Abi) => {
+        let called = match &self.resolved[task.id] {
+            Some(Resolved::Abi(f)) => {
                 let f = f.clone();
                 let status = f.call_async(&mut self.store, ()).await;
                 self.abi_outcome(status)
             }
-            (Some(Resolved::Numeric(f)), Prepared::Numeric(raw)) => {
+            Some(Resolved::Numeric(f)) => {
+                let raw = &self.raw;
                 let f = *f;
                 let TaskKind::Numeric { params, results } = &task.kind else {
                     unreachable!("a numeric export resolves to Resolved::Numeric")
                 };
                 let args: SmallVec<[Val; 8]> = params
                     .iter()
-                    .zip(&raw)
+                    .zip(raw)
                     .map(|(&t, r)| WasmValue::from_raw(t, r).to_val())
                     .collect();
                 let mut out: SmallVec<[Val; 8]> = results.iter().map(|_| Val::I32(0)).collect();
@@ -353,7 +361,7 @@ impl Guest {
                         ))
                     })
             }
-            _ => unreachable!("prepare matched the payload to the export"),
+            None => unreachable!("prepare resolved the export"),
         };
         self.poisoned = false;
         self.finish(called)
@@ -361,14 +369,15 @@ impl Guest {
 
     /// Everything before a task's call: resolves its export, checks the
     /// payload against it, resets the per-task state and arms the limits.
+    #[inline]
     fn prepare(
         &mut self,
         task: &TaskSpec,
         payload: Payload,
         deadline: Option<Instant>,
-    ) -> Result<Prepared, TaskError> {
+    ) -> Result<(), TaskError> {
         self.resolve(task)?;
-        let prepared = match (&task.kind, payload) {
+        match (&task.kind, payload) {
             (TaskKind::Abi, Payload::Bytes(input)) => {
                 if i32::try_from(input.len()).is_err() {
                     return Err(TaskError::new(
@@ -378,7 +387,6 @@ impl Guest {
                 }
                 start_task(&mut self.store, deadline);
                 self.store.data_mut().input = input;
-                Prepared::Abi
             }
             (TaskKind::Numeric { params, results }, Payload::Values(args)) => {
                 if args.len() != params.len()
@@ -389,10 +397,11 @@ impl Guest {
                         format!("arguments {args:?} do not fit {}", task.kind.describe()),
                     ));
                 }
-                let mut raw: SmallVec<[ValRaw; 8]> = args.iter().map(|a| a.to_raw()).collect();
-                raw.resize(params.len().max(results.len()), ValRaw::i32(0));
+                self.raw.clear();
+                self.raw.extend(args.iter().map(|a| a.to_raw()));
+                self.raw
+                    .resize(params.len().max(results.len()), ValRaw::i32(0));
                 start_task(&mut self.store, deadline);
-                Prepared::Numeric(raw)
             }
             (_, payload) => {
                 return Err(TaskError::new(
@@ -404,9 +413,9 @@ impl Guest {
                     ),
                 ));
             }
-        };
+        }
         self.tasks_run += 1;
-        Ok(prepared)
+        Ok(())
     }
 
     /// An ABI task's status and output. The input buffer was allocated on
@@ -415,6 +424,7 @@ impl Guest {
     /// Buffers then stay with the thread that allocated them, which spares
     /// the allocator's cross-thread locks (a third of the time of tiny SDK
     /// tasks, measured).
+    #[inline]
     fn abi_outcome(
         &mut self,
         status: wasmtime::Result<i32>,
@@ -429,6 +439,7 @@ impl Guest {
 
     /// Everything after a task's call: its error classified once, and the
     /// guest poisoned after a trap.
+    #[inline]
     fn finish(
         &mut self,
         called: wasmtime::Result<Result<Output, TaskError>>,
@@ -493,14 +504,6 @@ fn new_store(
     limits::install(&mut store, mode);
     start_task(&mut store, deadline);
     store
-}
-
-/// A task's call, ready to be made.
-enum Prepared {
-    /// The input is in the store.
-    Abi,
-    /// The arguments, with room for the results.
-    Numeric(SmallVec<[ValRaw; 8]>),
 }
 
 /// A numeric task's results, read back from the raw values.
