@@ -42,9 +42,14 @@ fn all_imports_fixture_instantiates_and_runs() {
         .workers(2)
         .queue("q", 4)
         .shared_memory(1 << 16)
+        .host_fn("echo", |v: serde_json::Value| Ok::<_, String>(v))
         .cache(None)
         .build()
         .unwrap();
+    let r = pool
+        .map::<serde_json::Value, serde_json::Value>("host_echo", [serde_json::json!([1, "two"])])
+        .unwrap();
+    assert_eq!(r[0].as_ref().unwrap(), &serde_json::json!([1, "two"]));
     let r = pool
         .map::<&str, String>("queue_roundtrip", ["through the queue"])
         .unwrap();
@@ -91,8 +96,8 @@ fn all_imports_fixture_covers_every_import() {
     }
     assert_eq!(
         names.len(),
-        26,
-        "the fixture imports all 26 names: {names:?}"
+        28,
+        "the fixture imports all 28 names: {names:?}"
     );
 }
 
