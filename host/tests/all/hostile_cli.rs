@@ -582,12 +582,25 @@ both_modes! {
 
 /// Spawns `wasmpool args...` (in the current mode) with a stdin
 /// pipe that stays open (nothing is ever written to it), and returns the
-/// child and that pipe.
+/// child and that pipe. The child gets SIGINT's default action back: a
+/// test run in the background of a shell inherits it ignored, and the
+/// Ctrl-C test would then measure the harness, not wasmpool.
 fn spawn_with_open_stdin(
     dir: &Path,
     args: &[&str],
 ) -> (std::process::Child, std::process::ChildStdin) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmpool"))
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_wasmpool"));
+    // SAFETY: runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed; `signal` is one, and it touches
+    // nothing but the child's own signal disposition.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = command
         .args(mode_args(args))
         .env("WASMPOOL_CACHE_DIR", dir.join("cache"))
         .stdin(std::process::Stdio::piped())
