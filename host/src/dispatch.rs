@@ -161,16 +161,6 @@ impl<'a> Dispatch<'a> {
     /// inputs remain. The budget counts the input bytes sent and not yet
     /// run as well as the outputs held, so big inputs are bounded too.
     fn fill(&mut self) {
-        let before = self.batches_out;
-        self.fill_window();
-        if self.batches_out != before
-            && let Some(arrivals) = &self.arrivals
-        {
-            arrivals.notify_waiters();
-        }
-    }
-
-    fn fill_window(&mut self) {
         let budget = self.stream.budget;
         while !self.input_done
             && self.batches_out < self.max_batches
@@ -226,6 +216,11 @@ impl<'a> Dispatch<'a> {
             self.batches_out += 1;
             self.input_bytes += bytes;
             self.out.insert(first_index, (len, bytes));
+            // An async worker with tasks in flight, or parked, learns of
+            // the batch from this, whether it is new or a rest sent again.
+            if let Some(arrivals) = &self.arrivals {
+                arrivals.notify_waiters();
+            }
         }
         sent
     }

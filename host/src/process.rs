@@ -34,7 +34,7 @@ use crate::runtime::{Runtime, Setup, shared_setters};
 use crate::sandbox::WorkerId;
 use crate::shm::SharedRegion;
 use crate::stdio::{LineSink, Stdio, Target};
-use crate::watchdog::{GRACE, Watchdog};
+use crate::watchdog::{GRACE, Watchdog, WatchedPolls};
 
 /// The exit code of a process that trapped (as `wasmtime run`: 128 + SIGABRT).
 pub const EXIT_TRAP: i32 = 134;
@@ -435,9 +435,12 @@ impl ProcessGroup {
         let wasi = wasi.build_p1();
         let interrupt = Arc::new(AtomicBool::new(false));
         let state = Arc::new(State::default());
-        // The async mode has no thread to abandon: a process's call is
-        // dropped at its deadline instead.
-        let watch = g.watchdog.as_ref().filter(|_| g.executor.is_none()).map(|w| {
+        // In the async mode the watch is armed around each poll of the
+        // process's future (a thread blocked in a wasm atomic wait cannot
+        // reach its timer), and the shared region is woken so that the
+        // blocked runtime thread comes back.
+        let region = g.executor.as_ref().and(g.runtime.shared_region().cloned());
+        let watch = g.watchdog.as_ref().filter(|_| g.runtime.limits.timeout.is_some()).map(|w| {
             let state = state.clone();
             let limit = g.runtime.limits.timeout.unwrap_or_default();
             w.registry().watch(move |_, _| {
@@ -450,6 +453,11 @@ impl ProcessGroup {
                     )),
                     true,
                 );
+                if let Some(region) = region.clone() {
+                    let _ = std::thread::Builder::new()
+                        .name("wasmpool-reclaim".into())
+                        .spawn(move || region.wake_all());
+                }
             })
         });
         let inner = self.inner.clone();
@@ -469,12 +477,16 @@ impl ProcessGroup {
                     return;
                 };
                 let deadline = inner.runtime.limits.deadline();
-                let run = async {
-                    let mut guest = inner
-                        .runtime
-                        .guest_async(worker, wasi, interrupt_flag, deadline)
-                        .await?;
-                    guest.run_entry_async(&inner.entry, deadline).await
+                let run = WatchedPolls {
+                    inner: Box::pin(async {
+                        let mut guest = inner
+                            .runtime
+                            .guest_async(worker, wasi, interrupt_flag, deadline)
+                            .await?;
+                        guest.run_entry_async(&inner.entry, deadline).await
+                    }),
+                    watch: watch.clone(),
+                    deadline,
                 };
                 let result = match deadline.and_then(|d| d.checked_add(GRACE)) {
                     None => AssertUnwindSafe(run).catch_unwind().await,

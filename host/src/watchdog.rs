@@ -168,3 +168,31 @@ impl Drop for Watchdog {
         }
     }
 }
+
+/// A future whose every poll is watched: armed with `deadline` while it
+/// runs, disarmed when it returns. An async task's poll that does not
+/// return past its deadline and the grace is blocked in a wait no future
+/// can suspend (a wasm atomic wait), and its watch's handler rescues it.
+pub(crate) struct WatchedPolls<F> {
+    pub(crate) inner: std::pin::Pin<Box<F>>,
+    pub(crate) watch: Option<Arc<Watch>>,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl<F: std::future::Future> std::future::Future for WatchedPolls<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        if let (Some(w), Some(d)) = (&self.watch, self.deadline) {
+            w.arm(d);
+        }
+        let polled = self.inner.as_mut().poll(cx);
+        if let Some(w) = &self.watch {
+            w.disarm();
+        }
+        polled
+    }
+}

@@ -85,6 +85,17 @@ pub(crate) struct Done {
 /// its stream's total (which other workers read).
 const FLUSH_BYTES: usize = 64 << 10;
 
+/// The bytes a result holds while it waits to be handed out: its output,
+/// or its error's message and backtrace (a guest's own error message can
+/// be as long as an output).
+fn result_size(result: &Result<Output, TaskError>) -> usize {
+    match result {
+        Ok(Output::Bytes(b)) => b.len(),
+        Ok(Output::Values(_)) => 0,
+        Err(e) => e.message().len() + e.backtrace().map_or(0, str::len),
+    }
+}
+
 /// What every worker of a pool shares.
 pub(crate) struct Shared {
     pub(crate) runtime: Runtime,
@@ -221,18 +232,20 @@ impl Running {
     }
 
     fn push(&mut self, result: Result<Output, TaskError>) {
-        self.in_flight = false;
-        let size = match &result {
-            Ok(Output::Bytes(b)) => b.len(),
-            Ok(Output::Values(_)) => 0,
-            Err(e) => {
-                self.failures += 1;
-                // A guest's own error message can be as long as an output.
-                e.message().len() + e.backtrace().map_or(0, str::len)
-            }
-        };
+        let size = result_size(&result);
         self.bytes += size;
         self.unreported += size;
+        self.push_counted(result);
+    }
+
+    /// Pushes a result whose bytes were already counted (in `bytes` and in
+    /// the stream's total): the async worker counts each result as it
+    /// finishes, before the earlier ones it waits behind.
+    fn push_counted(&mut self, result: Result<Output, TaskError>) {
+        self.in_flight = false;
+        if result.is_err() {
+            self.failures += 1;
+        }
         self.results.push(result);
     }
 

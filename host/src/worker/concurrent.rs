@@ -31,7 +31,7 @@ use crossbeam_channel::TryRecvError;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use super::{Batch, Counters, FLUSH_BYTES, Running, Shared, fresh_instance_error, host_panic};
+use super::{Batch, Counters, Running, Shared, fresh_instance_error, host_panic, result_size};
 use crate::error::{TaskError, TaskErrorKind};
 use crate::sandbox::{Guest, WorkerId, sealed_wasi};
 use crate::shm::SharedRegion;
@@ -86,13 +86,11 @@ impl Open {
             self.flush();
             return None;
         }
-        if r.unreported >= FLUSH_BYTES {
-            let total = r.stream.bytes.fetch_add(r.unreported, Ordering::Relaxed);
-            r.unreported = 0;
-            if total > r.stream.budget && self.taken > 0 {
-                self.exhausted = true;
-                return None;
-            }
+        // Every result is counted in the stream's total as it finishes
+        // (`put`), so the budget sees outputs waiting behind a slow one.
+        if self.taken > 0 && r.stream.bytes.load(Ordering::Relaxed) > r.stream.budget {
+            self.exhausted = true;
+            return None;
         }
         match r.items.next() {
             Some(item) => {
@@ -107,9 +105,13 @@ impl Open {
         }
     }
 
-    /// Records the result at `offset`, pushing every result now in order.
+    /// Records the result at `offset`, counting its bytes against the
+    /// stream's budget at once, and pushes every result now in order.
     fn put(&mut self, offset: usize, result: Result<Output, TaskError>) {
         self.in_flight -= 1;
+        let size = result_size(&result);
+        self.running.bytes += size;
+        self.running.stream.bytes.fetch_add(size, Ordering::Relaxed);
         self.pending.insert(offset, result);
         self.flush();
     }
@@ -119,7 +121,7 @@ impl Open {
             if *entry.key() != self.running.results.len() {
                 break;
             }
-            self.running.push(entry.remove());
+            self.running.push_counted(entry.remove());
         }
     }
 

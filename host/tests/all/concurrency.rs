@@ -255,3 +255,72 @@ fn a_wasm_atomic_wait_that_blocks_the_thread_still_ends_at_its_deadline() {
         );
     }
 }
+
+#[test]
+fn batches_cut_short_by_the_output_budget_still_reach_a_parked_async_worker() {
+    // Every batch passes the 1 MiB budget after a few outputs and is cut
+    // short; its rest is sent again while the worker may be parked waiting
+    // for work. The map must finish (it hung before the resend woke it).
+    let pool = builder(TESTGUEST, 1)
+        .concurrency(4)
+        .output_budget(1 << 20)
+        .build()
+        .unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let out = pool
+                .map::<usize, String>("big", vec![300_000; 400])
+                .unwrap();
+            let _ = done.send(
+                out.iter()
+                    .all(|r| r.as_ref().is_ok_and(|s| s.len() == 300_000)),
+            );
+        });
+        match finished.recv_timeout(Duration::from_secs(60)) {
+            Ok(all_ok) => assert!(all_ok),
+            Err(_) => panic!("the map hung with batches cut short by the budget"),
+        }
+    });
+}
+
+#[test]
+fn run_with_concurrency_ends_a_copy_blocked_in_a_wasm_atomic_wait_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("wait.wat");
+    std::fs::write(
+        &wat,
+        r#"(module
+            (import "wasmpool" "shared" (memory 1 1 shared))
+            (func (export "wasmpool_abi_v1"))
+            (func (export "_start")
+                (drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1)))))"#,
+    )
+    .unwrap();
+    let wat = wat.to_str().unwrap();
+    let start = Instant::now();
+    let out = cli(
+        &[
+            "run",
+            wat,
+            "--shared-memory",
+            "64KiB",
+            "--timeout",
+            "300ms",
+            "--concurrency",
+            "4",
+        ],
+        "",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
