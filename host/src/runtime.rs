@@ -414,17 +414,18 @@ impl Runtime {
         interrupt: Arc<AtomicBool>,
         deadline: Option<Instant>,
     ) -> Result<Guest, TaskError> {
-        Guest::new(
-            &self.pre,
-            GuestParts {
-                worker,
-                limits: self.limits.clone(),
-                resources: self.resources.clone(),
-                wasi,
-                interrupt,
-            },
-            deadline,
-        )
+        Guest::new(&self.pre, self.parts(worker, wasi, interrupt), deadline)
+    }
+
+    /// What a new guest of this runtime is made of, besides its program.
+    fn parts(&self, worker: WorkerId, wasi: WasiP1Ctx, interrupt: Arc<AtomicBool>) -> GuestParts {
+        GuestParts {
+            worker,
+            limits: self.limits.clone(),
+            resources: self.resources.clone(),
+            wasi,
+            interrupt,
+        }
     }
 
     /// [`guest`](Self::guest)'s async face.
@@ -435,18 +436,7 @@ impl Runtime {
         interrupt: Arc<AtomicBool>,
         deadline: Option<Instant>,
     ) -> Result<Guest, TaskError> {
-        Guest::new_async(
-            &self.pre,
-            GuestParts {
-                worker,
-                limits: self.limits.clone(),
-                resources: self.resources.clone(),
-                wasi,
-                interrupt,
-            },
-            deadline,
-        )
-        .await
+        Guest::new_async(&self.pre, self.parts(worker, wasi, interrupt), deadline).await
     }
 
     /// The queue declared as `name`.

@@ -12,7 +12,7 @@ use crate::util::{both_modes, mode_args};
 
 /// Runs `wasmpool args...` with `stdin`, in a private cache directory; a
 /// `map` or a `run` in the current mode.
-fn wasmpool(args: &[&str], stdin: &str) -> Output {
+pub(crate) fn wasmpool(args: &[&str], stdin: &str) -> Output {
     let cache = tempfile::tempdir().unwrap();
     wasmpool_in(cache.path(), args, stdin)
 }

@@ -5,6 +5,10 @@ use std::time::{Duration, Instant};
 
 use wasmpool_tests::{ASYNCIO, HELLO, SPIN, TESTGUEST};
 
+// The real binary with a private cache (these tests run in the default
+// mode, so `cli` passes the arguments as they are).
+use crate::cli::wasmpool as cli;
+use crate::hostile::ATOMIC_WAIT;
 use crate::util::builder;
 
 #[test]
@@ -92,28 +96,6 @@ fn limits_hold_in_the_async_mode() {
         "{:?}",
         start.elapsed()
     );
-}
-
-/// Runs the real binary with a private cache, bounded in time.
-fn cli(args: &[&str], stdin: &str) -> std::process::Output {
-    use std::io::Write;
-    let cache = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmpool"))
-        .args(args)
-        .env("WASMPOOL_CACHE_DIR", cache.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_string();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(stdin.as_bytes());
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
 }
 
 #[test]
@@ -210,18 +192,6 @@ fn the_seeds_asyncio_example_runs_as_documented() {
     // About one second; one at a time per worker it would be 500 s.
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
-
-/// A guest waiting where the async mode cannot suspend it: a wasm atomic
-/// wait on the imported shared region, forever, or again and again.
-const ATOMIC_WAIT: &str = r#"(module
-    (import "wasmpool" "shared" (memory 1 1 shared))
-    (func (export "wasmpool_abi_v1"))
-    (func (export "ok") (param i64) (result i64) local.get 0)
-    (func (export "wait_forever") (param i64) (result i64)
-        (i64.extend_i32_u (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))))
-    (func (export "wait_in_a_loop") (param i64) (result i64)
-        (loop (drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))) (br 0))
-        (local.get 0)))"#;
 
 #[test]
 fn a_wasm_atomic_wait_that_blocks_the_thread_still_ends_at_its_deadline() {

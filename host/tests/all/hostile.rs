@@ -356,7 +356,7 @@ both_modes! {
 
 /// A WAT module waiting where nothing interrupts it: a wasm atomic wait on
 /// the imported shared region, with no timeout.
-const ATOMIC_WAIT: &str = r#"(module
+pub(crate) const ATOMIC_WAIT: &str = r#"(module
     (import "wasmpool" "shared" (memory 1 1 shared))
     (func (export "wasmpool_abi_v1"))
     (func (export "ok") (param i64) (result i64) local.get 0)
