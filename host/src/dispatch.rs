@@ -79,6 +79,10 @@ pub(crate) struct Dispatch<'a> {
     fail_fast: bool,
     /// Async workers' wake-up, notified after each batch sent.
     arrivals: Option<Arc<tokio::sync::Notify>>,
+    /// Rests of batches cut short, by first index, with their input
+    /// bytes: held back while the stream is past its output budget, unless
+    /// one holds the oldest unfinished input (see [`Dispatch::send_held`]).
+    held: BTreeMap<u64, (Vec<Result<Payload, TaskError>>, usize)>,
     /// The index of the failure that cancelled the stream.
     failed_at: Option<u64>,
 }
@@ -139,6 +143,7 @@ impl<'a> Dispatch<'a> {
             // Leave room for every worker to hold a couple of batches.
             max_batch: (max_items / (4 * slots).max(1)).max(1),
             arrivals,
+            held: BTreeMap::new(),
             nanos_per_item: None,
             out: BTreeMap::new(),
             input_bytes: 0,
@@ -161,6 +166,7 @@ impl<'a> Dispatch<'a> {
     /// inputs remain. The budget counts the input bytes sent and not yet
     /// run as well as the outputs held, so big inputs are bounded too.
     fn fill(&mut self) {
+        self.send_held();
         let budget = self.stream.budget;
         while !self.input_done
             && self.batches_out < self.max_batches
@@ -252,7 +258,30 @@ impl<'a> Dispatch<'a> {
     }
 
     fn finished(&self) -> bool {
-        self.input_done && self.batches_out == 0
+        self.input_done && self.batches_out == 0 && self.held.is_empty()
+    }
+
+    /// Sends the held rests that may go, oldest first: all of them while
+    /// the stream is within its budget (or cancelled, so that they end as
+    /// `terminated`), else only one that holds the oldest unfinished input
+    /// (no batch out starts before it), so that the stream always moves
+    /// while outputs waiting behind a slow task stay bounded. Without this
+    /// hold, a worker kept taking a re-sent rest, running one input past
+    /// the budget and cutting it again, one output more per round trip.
+    fn send_held(&mut self) {
+        while let Some((&first, _)) = self.held.first_key_value() {
+            let within = self.stream.bytes.load(Ordering::Relaxed) <= self.stream.budget;
+            let oldest = self.out.keys().next().is_none_or(|&o| first < o);
+            if !(within || oldest || self.cancelled_at.is_some()) {
+                return;
+            }
+            let (rest, bytes) = self.held.remove(&first).expect("looked at above");
+            let len = rest.len();
+            if !self.send(first, rest, bytes) {
+                // No workers: those inputs cannot run.
+                self.items_out -= len;
+            }
+        }
     }
 
     fn recv(&mut self, block: bool) -> Option<Done> {
@@ -275,15 +304,13 @@ impl<'a> Dispatch<'a> {
             self.input_bytes -= bytes;
             self.observe(&done);
             if !done.rest.is_empty() {
-                // Cut short: the rest goes out again at once, budget or not,
-                // so that the oldest unfinished input always moves.
+                // Cut short: the rest goes out again when the budget has
+                // room, or at once if it holds the oldest unfinished input.
                 let first = done.first_index + done.results.len() as u64;
                 let rest = std::mem::take(&mut done.rest);
-                let (len, bytes) = (rest.len(), rest.iter().map(input_size).sum());
-                if !self.send(first, rest, bytes) {
-                    // No workers: those inputs cannot run.
-                    self.items_out -= len;
-                }
+                let bytes = rest.iter().map(input_size).sum();
+                self.held.insert(first, (rest, bytes));
+                self.send_held();
             }
             if self.fail_fast
                 && self.failed_at.is_none()
