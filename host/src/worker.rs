@@ -367,12 +367,17 @@ pub(crate) fn spawn(
             }
             worker.run();
         })?;
+    keep(shared, handle);
+    Ok(())
+}
+
+/// Records a worker thread, so that dropping the pool can join it.
+fn keep(shared: &Shared, handle: JoinHandle<()>) {
     shared
         .threads
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(handle);
-    Ok(())
 }
 
 /// Starts worker `index` of the async mode: a thread with its own
@@ -427,11 +432,7 @@ fn spawn_async(
                 worker.run().await;
             });
         })?;
-    shared
-        .threads
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(handle);
+    keep(shared, handle);
     Ok(())
 }
 
