@@ -85,20 +85,43 @@ impl ArgSerializer<'_> {
         })
     }
 
+    /// Which parameter the next value is for, in messages: `the i32
+    /// parameter`, or `parameter 2 (i32)` when there are several.
+    fn which(&self, ty: WasmType) -> String {
+        if self.params.len() == 1 {
+            format!("the {ty} parameter")
+        } else {
+            format!("parameter {} ({ty})", self.out.len() + 1)
+        }
+    }
+
+    /// An integer: exactly, into an integer parameter's range (an `i32`
+    /// also takes `i32::MAX + 1 ..= u32::MAX`, an `i64` likewise up to
+    /// `u64::MAX`, passed with the same bits); anything else is refused.
     fn int(&mut self, v: i128) -> Result<(), NumericError> {
         let ty = self.next_type()?;
-        let range = |lo: i128, hi: i128| {
-            if v < lo || v > hi {
-                Err(NumericError(format!(
-                    "{v} is out of range for an {ty} parameter"
-                )))
-            } else {
-                Ok(v)
-            }
+        let out_of_range = |lo: i128, hi: i128| {
+            NumericError(format!(
+                "{v} is out of range for {}, which takes {lo} to {hi} \
+                 (values above {} are passed as the unsigned number with the same bits)",
+                self.which(ty),
+                hi >> 1,
+            ))
         };
         let value = match ty {
-            WasmType::I32 => WasmValue::I32(range(i32::MIN.into(), u32::MAX.into())? as u32 as i32),
-            WasmType::I64 => WasmValue::I64(range(i64::MIN.into(), u64::MAX.into())? as u64 as i64),
+            WasmType::I32 => match u32::try_from(v) {
+                Ok(u) => WasmValue::I32(u as i32),
+                Err(_) => WasmValue::I32(
+                    i32::try_from(v).map_err(|_| out_of_range(i32::MIN.into(), u32::MAX.into()))?,
+                ),
+            },
+            WasmType::I64 => match u64::try_from(v) {
+                Ok(u) => WasmValue::I64(u as i64),
+                Err(_) => WasmValue::I64(
+                    i64::try_from(v).map_err(|_| out_of_range(i64::MIN.into(), u64::MAX.into()))?,
+                ),
+            },
+            // The nearest float, as for any number written in decimal.
             WasmType::F32 => WasmValue::F32(v as f32),
             WasmType::F64 => WasmValue::F64(v as f64),
         };
@@ -106,15 +129,35 @@ impl ArgSerializer<'_> {
         Ok(())
     }
 
+    /// A float: into a float parameter; an integer parameter refuses it,
+    /// even when its value is a whole number (`1e3`, `1000.0`), as serde
+    /// refuses it for a Rust integer (and so an SDK task's `u32`).
     fn float(&mut self, v: f64) -> Result<(), NumericError> {
         let ty = self.next_type()?;
         let value = match ty {
             WasmType::F32 => WasmValue::F32(v as f32),
             WasmType::F64 => WasmValue::F64(v),
-            _ => {
-                return Err(NumericError(format!(
-                    "expected an integer for an {ty} parameter, got {v}"
-                )));
+            WasmType::I32 | WasmType::I64 => {
+                let (lo, hi) = if ty == WasmType::I32 {
+                    (f64::from(i32::MIN), f64::from(u32::MAX))
+                } else {
+                    (i64::MIN as f64, u64::MAX as f64)
+                };
+                let why = if v.is_finite() && v.fract() == 0.0 && !(lo..=hi).contains(&v) {
+                    // Beyond any integer that fits, whatever its spelling
+                    // (serde reads integers past 128 bits as floats).
+                    format!("{v:e} is out of range for {}", self.which(ty))
+                } else if v.is_finite() && v.fract() == 0.0 {
+                    format!(
+                        "{} takes an integer, and {v:?} is a floating-point number \
+                         (written with a fraction or an exponent, such as 1e3 or 1000.0): \
+                         write it as {v}",
+                        self.which(ty)
+                    )
+                } else {
+                    format!("{} takes an integer, and {v} is not one", self.which(ty))
+                };
+                return Err(NumericError(why));
             }
         };
         self.out.0.push(value);
@@ -365,5 +408,61 @@ impl<'de> de::SeqAccess<'de> for Seq<'de> {
                 })
                 .map(Some),
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn args(params: &[WasmType], json: &str) -> Result<Vec<WasmValue>, String> {
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        to_args(params, &value).map(|v| v.to_vec()).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn integers_are_taken_exactly_or_refused_saying_why() {
+        use WasmType::{F64, I32, I64};
+        assert_eq!(
+            args(&[I32], "-2147483648"),
+            Ok(vec![WasmValue::I32(i32::MIN)])
+        );
+        assert_eq!(args(&[I32], "4294967295"), Ok(vec![WasmValue::I32(-1)]));
+        assert_eq!(
+            args(&[I64], "18446744073709551615"),
+            Ok(vec![WasmValue::I64(-1)])
+        );
+        let err = args(&[I32], "4294967296").unwrap_err();
+        assert!(
+            err.starts_with("4294967296 is out of range for the i32 parameter, which takes -2147483648 to 4294967295"),
+            "{err}"
+        );
+        assert!(
+            args(&[I32], "-2147483649")
+                .unwrap_err()
+                .contains("out of range")
+        );
+        let err = args(&[I64, I32], "[1, 1e3]").unwrap_err();
+        assert_eq!(
+            err,
+            "parameter 2 (i32) takes an integer, and 1000.0 is a floating-point number \
+             (written with a fraction or an exponent, such as 1e3 or 1000.0): write it as 1000"
+        );
+        assert!(
+            args(&[I64], "1000.0")
+                .unwrap_err()
+                .contains("write it as 1000")
+        );
+        assert_eq!(
+            args(&[I64], "1.5").unwrap_err(),
+            "the i64 parameter takes an integer, and 1.5 is not one"
+        );
+        let huge = "1".repeat(40);
+        assert!(
+            args(&[I64], &huge).unwrap_err().contains("out of range"),
+            "{huge}"
+        );
+        assert_eq!(args(&[F64], "1e3"), Ok(vec![WasmValue::F64(1000.0)]));
+        assert_eq!(args(&[F64], "7"), Ok(vec![WasmValue::F64(7.0)]));
     }
 }

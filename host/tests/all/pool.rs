@@ -245,7 +245,7 @@ both_modes! {
         for (i, expect) in [
             (1, "expected a number or an array of numbers"),
             (2, "takes 1 parameter"),
-            (3, "expected an integer"),
+            (3, "takes an integer, and 1.5 is not one"),
         ] {
             let err = r[i].as_ref().unwrap_err();
             assert_eq!(err.kind(), TaskErrorKind::Input);

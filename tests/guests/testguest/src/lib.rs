@@ -58,6 +58,13 @@ pub fn norm(p: Point) -> f64 {
     (p.x * p.x + p.y * p.y).sqrt()
 }
 
+/// A string in, a string out: the text upper-cased, with its length.
+/// (cli_input::raw_lines_in_and_raw_strings_out)
+#[task]
+pub fn shout(text: String) -> String {
+    format!("{} ({})", text.to_uppercase(), text.chars().count())
+}
+
 /// Counts calls in this instance: state persists across tasks of one
 /// worker, and is fresh after a trap. (pool::instance_is_replaced_after_a_trap)
 #[task]
