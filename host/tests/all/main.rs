@@ -3,13 +3,19 @@
 //! `wasmpool` binary (`cli`), all against real wasm modules.
 
 mod abi;
+mod c_guest;
 mod cache;
 mod cli;
+mod cli_errors;
+mod cli_input;
 mod concurrency;
 mod hostfn;
 mod hostile;
 mod hostile_cli;
 mod pool;
+mod precompiled;
 mod process;
+mod progress;
+mod scaffold;
 mod shared;
 mod util;
