@@ -5,6 +5,12 @@ guests:
     rustup target add wasm32-wasip1
     cargo build --release --target wasm32-wasip1 -p square -p primes -p mandelbrot -p testguest -p asyncio
 
+# The C examples (examples/c) with clang's wasm32-wasi target, into target/c-guests (docs/c-guest.md).
+c-guests:
+    mkdir -p target/c-guests
+    clang --target=wasm32-wasi -O2 -mexec-model=reactor -I guest-sdk/c examples/c/tasks.c -o target/c-guests/tasks.wasm
+    clang --target=wasm32-wasi -O2 -I guest-sdk/c examples/c/producer_consumer.c -o target/c-guests/producer_consumer.wasm
+
 # The whole test suite, exactly as CI runs it.
 test:
     ./.ci/run

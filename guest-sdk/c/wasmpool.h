@@ -76,6 +76,7 @@ extern "C" {
    wasmpool_input_*(), writes its result with wasmpool_output*() and returns
    a status (WASMPOOL_OK, or the value of wasmpool_fail / wasmpool_reject). */
 #define WASMPOOL_TASK(name)                                        \
+    int32_t wasmpool_task_##name(void);                            \
     __attribute__((export_name("wasmpool_task_" #name))) int32_t \
         wasmpool_task_##name(void)
 
@@ -87,6 +88,7 @@ extern "C" {
    imports from `wasmpool` or exports a task must export it. The host never
    calls it; its name declares ABI version 1. Weak, so that every file of a
    module may include this header. */
+void wasmpool_abi_v1(void);
 __attribute__((weak, export_name("wasmpool_abi_v1"))) void wasmpool_abi_v1(void) {}
 
 /* ------------------------------------------------------------------------ */
