@@ -18,13 +18,22 @@
 //! assert_eq!(square(12), 144);
 //! ```
 //!
+//! `wasmpool new my-tasks` makes such a crate, ready to build. By hand:
+//!
 //! ```toml
 //! # Cargo.toml of the guest crate
 //! [lib]
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! wasmpool-guest = "0.1"
+//! # Not on crates.io yet: by git, or by path on a clone of wasmpool.
+//! wasmpool-guest = { git = "https://github.com/wasmpool/wasmpool" }
+//! # wasmpool-guest = { path = "../wasmpool/guest-sdk" }
+//! # For your own input and output types.
+//! serde = { version = "1", features = ["derive"] }
+//!
+//! # Only if the crate sits inside another workspace's directory.
+//! [workspace]
 //! ```
 //!
 //! ```text

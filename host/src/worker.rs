@@ -351,6 +351,7 @@ pub(crate) fn spawn(
         .name(format!("wasmpool-worker-{index}"))
         .stack_size(shared.runtime.limits.thread_stack())
         .spawn(move || {
+            tracing::debug!("worker {index}: started");
             if let Some(w) = &worker.watched {
                 lock(&w.progress).thread = Some(std::thread::current().id());
             }
@@ -419,6 +420,7 @@ fn spawn_async(
         .name(format!("wasmpool-worker-{index}"))
         .stack_size(shared.runtime.limits.thread_stack())
         .spawn(move || {
+            tracing::debug!("worker {index}: started (async, up to {concurrency} tasks at once)");
             reserve_heap(concurrency as usize * HEAP_PER_TASK);
             runtime.block_on(async move {
                 if let Some(ready) = ready {
@@ -643,15 +645,34 @@ impl Worker {
                     .recycle_after
                     .is_some_and(|n| guest.tasks_run >= n);
                 if guest.poisoned || worn_out {
+                    discarded(self.index, &result, guest.tasks_run);
                     self.guest = None;
                 }
                 result
             }
             Err(panic) => {
+                tracing::debug!(
+                    "worker {}: replacing its instance: the host panicked in a task",
+                    self.index
+                );
                 self.guest = None;
                 Err(host_panic(panic.as_ref(), "running this task"))
             }
         }
+    }
+}
+
+/// Logs why worker `index` drops its instance after a task: the task's
+/// failure left it unusable (a trap, a time limit), or it ran its
+/// `recycle_after` tasks (`tasks_run`; every task with `Isolation::Task`,
+/// so only at trace level).
+fn discarded(index: u32, result: &Result<Output, TaskError>, tasks_run: u64) {
+    match result {
+        Err(e) => tracing::debug!(
+            "worker {index}: replacing its instance: the task failed with {}",
+            e.kind().as_str()
+        ),
+        Ok(_) => tracing::trace!("worker {index}: replacing its instance after {tasks_run} tasks"),
     }
 }
 

@@ -13,9 +13,13 @@ pub(crate) struct Args {
     pub(crate) command: Command,
     #[command(flatten)]
     pub(crate) common: Common,
-    /// Log more to stderr (-v: compilation and cache, -vv: debug).
+    /// Log more to stderr (-v: compilation and cache, -vv: workers and
+    /// instances, -vvv: everything); RUST_LOG, when set, takes its place.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
+    /// No progress bar and no summary line on stderr (errors still print).
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
 }
 
 /// Flags every subcommand takes.
@@ -41,8 +45,58 @@ pub(crate) enum Command {
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
     /// List a module's tasks (exports with their signatures) and imports.
+    #[command(after_help = INSPECT_EXAMPLES)]
     Inspect(InspectArgs),
+    /// Compile a module ahead of time into a .cwasm file, which map, run and
+    /// inspect load without compiling (this wasmpool version only).
+    #[command(after_help = COMPILE_EXAMPLES)]
+    Compile(CompileArgs),
+    /// Create a task crate: an example task, its Cargo.toml, a README and a
+    /// sample input, ready to build for wasm32-wasip1 and run with `map`.
+    #[command(after_help = NEW_EXAMPLES)]
+    New(NewArgs),
+    /// Print a completion script for a shell.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
 }
+
+const COMPILE_EXAMPLES: &str = "\
+Examples:
+  wasmpool compile primes.wasm -o primes.cwasm
+  seq 0 63 | wasmpool map primes.cwasm --task primes
+  wasmpool compile worker.wasm --fuel && wasmpool run worker.cwasm --fuel 1000000
+
+A .cwasm is machine code for this machine and this version of wasmpool;
+another version refuses it (compile it again). It runs with every flag of
+map and run except --fuel, which needs a module compiled with --fuel (and
+only such a module needs --fuel). wasmpool loads precompiled code only from
+files named *.cwasm: load only files you compiled yourself.";
+
+const INSPECT_EXAMPLES: &str = "\
+Examples:
+  wasmpool inspect primes.wasm
+  wasmpool inspect target/wasm32-wasip1/release/my_tasks.wasm";
+
+const NEW_EXAMPLES: &str = "\
+Examples:
+  wasmpool new word-count
+  wasmpool new word-count --path ~/src/wc
+  wasmpool new word-count --sdk-path ~/src/wasmpool/guest-sdk
+
+Then, in the new directory:
+  cargo build --release --target wasm32-wasip1
+  wasmpool map target/wasm32-wasip1/release/word_count.wasm --task count_words --input input.jsonl
+
+The SDK is not on crates.io yet: the crate depends on it by path (the
+guest-sdk/ of the wasmpool source this binary was built from, or
+--sdk-path), else by git.";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  wasmpool completions bash > ~/.local/share/bash-completion/completions/wasmpool
+  wasmpool completions zsh > ~/.zfunc/_wasmpool
+  wasmpool completions fish > ~/.config/fish/completions/wasmpool.fish
+  wasmpool completions powershell >> $PROFILE";
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -82,8 +136,9 @@ pub(crate) struct RunArgs {
     /// messages (default 1024) and BYTES of them (default 64MiB).
     #[arg(long = "queue", value_name = "NAME[:CAPACITY[:BYTES]]", value_parser = parse_queue)]
     pub(crate) queues: Vec<QueueArg>,
-    /// Give the copies one shared region of SIZE bytes (e.g. 64KiB).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    /// Give the copies one shared region of SIZE bytes (e.g. 64KiB; a
+    /// whole number of 64KiB pages, else rounded up with a warning).
+    #[arg(long, value_name = "SIZE", value_parser = parse_region_size)]
     pub(crate) shared_memory: Option<usize>,
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
@@ -107,6 +162,19 @@ fn parse_dir(s: &str) -> Result<(PathBuf, String, bool), String> {
     if host.is_empty() || guest.is_empty() {
         return Err(format!("{s:?}: expected HOST::GUEST[:ro]"));
     }
+    // `A:B` (one colon, as in `docker -v`) where no directory `A:B` exists:
+    // the user meant `A::B`.
+    if !spec.contains("::")
+        && let Some((a, b)) = spec.split_once(':')
+        && !a.is_empty()
+        && !b.is_empty()
+        && !std::path::Path::new(spec).exists()
+    {
+        let ro = if read_only { ":ro" } else { "" };
+        return Err(format!(
+            "{s:?}: no directory {spec:?}; did you mean {a}::{b}{ro}? (HOST::GUEST takes two colons)"
+        ));
+    }
     Ok((PathBuf::from(host), guest.to_string(), read_only))
 }
 
@@ -127,6 +195,9 @@ Examples:
   seq 0 63 | wasmpool map primes.wasm --task primes
   wasmpool map square.wasm --task square_i64 --input numbers.jsonl --values
   echo '[3, 4]' | wasmpool map add.wasm --task add
+  wasmpool map words.wasm --task count_words -R --input book.txt -o counts.jsonl
+  wasmpool map square.wasm --task square_i64 --range 0..1000 --values
+  wasmpool map tasks.wasm --task shout --input-array names.json -r
 
 Output: one JSON line per input line, in input order:
   {\"index\":0,\"ok\":2262}
@@ -145,18 +216,40 @@ pub(crate) struct MapArgs {
     /// A numeric export takes a number, or an array for several parameters.
     #[arg(long, short, value_name = "FILE")]
     pub(crate) input: Option<PathBuf>,
+    /// Read text: each input line (blank ones too) is given to the task as a
+    /// JSON string, like `jq -R`.
+    #[arg(long, short = 'R', conflicts_with_all = ["input_array", "range"])]
+    pub(crate) raw: bool,
+    /// Read one JSON array (pretty-printed or not) from FILE (`-`: stdin),
+    /// streamed: each element is one task's input.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["input", "range"])]
+    pub(crate) input_array: Option<PathBuf>,
+    /// Run the task on the integers A, A+1, ..., B-1 (half-open, as in
+    /// Rust; `A..=B` includes B), without reading any input.
+    #[arg(long, value_name = "A..B", value_parser = super::input::parse_range,
+          allow_hyphen_values = true, conflicts_with = "input")]
+    pub(crate) range: Option<super::input::Range>,
     /// Worker threads, each with its own instance [default: the number of cores].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub(crate) workers: Option<u32>,
     /// Print bare result values, one per line; failures go to stderr.
     #[arg(long)]
     pub(crate) values: bool,
+    /// Like --values, but a string result is printed as its text, without
+    /// quotes or escapes (like `jq -r`).
+    #[arg(long, short = 'r')]
+    pub(crate) raw_output: bool,
+    /// Write the results to FILE instead of stdout; FILE is replaced only
+    /// once every result is written (a failed run leaves it untouched).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
     /// Declare a named queue shared by every instance, holding at most
     /// CAPACITY messages (default 1024) and BYTES of them (default 64MiB).
     #[arg(long = "queue", value_name = "NAME[:CAPACITY[:BYTES]]", value_parser = parse_queue)]
     pub(crate) queues: Vec<QueueArg>,
-    /// Give the instances one shared region of SIZE bytes (e.g. 64KiB, 16MiB).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    /// Give the instances one shared region of SIZE bytes (e.g. 64KiB, 16MiB;
+    /// a whole number of 64KiB pages, else rounded up with a warning).
+    #[arg(long, value_name = "SIZE", value_parser = parse_region_size)]
     pub(crate) shared_memory: Option<usize>,
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
@@ -330,6 +423,15 @@ fn parse_queue(s: &str) -> Result<QueueArg, String> {
     })
 }
 
+/// A shared region's size: a size of at least one byte (rounded up to whole
+/// 64 KiB pages when the run starts, with a warning).
+fn parse_region_size(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        0 => Err("a shared region must have at least one 64KiB page (e.g. 64KiB)".into()),
+        bytes => Ok(bytes),
+    }
+}
+
 /// A size in bytes: `65536`, `64KiB`, `16MiB`, `1GiB` (also `K`, `M`, `G`,
 /// `KB`, `MB`, `GB`, all powers of 1024).
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -357,6 +459,44 @@ pub(crate) struct InspectArgs {
     pub(crate) module: PathBuf,
 }
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct CompileArgs {
+    /// The module to compile: a .wasm file (or WebAssembly text).
+    #[arg(value_name = "MODULE")]
+    pub(crate) module: PathBuf,
+    /// Where to write the precompiled module; its name must end in .cwasm
+    /// [default: MODULE with the extension .cwasm].
+    #[arg(long, short, value_name = "OUT.cwasm")]
+    pub(crate) output: Option<PathBuf>,
+    /// Compile fuel metering in, for runs with --fuel (a module compiled
+    /// with it runs only with --fuel, and one without it only without).
+    #[arg(long)]
+    pub(crate) fuel: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct NewArgs {
+    /// The crate's name (letters, digits, `-` and `_`; the module is
+    /// NAME.wasm with `-` as `_`).
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+    /// Where to create it; it must not exist or be empty [default: ./NAME].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) path: Option<PathBuf>,
+    /// The guest SDK's directory (wasmpool's `guest-sdk/`) to depend on by
+    /// path [default: the one this wasmpool was built from, if it is still
+    /// there, else a git dependency on the wasmpool repository].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) sdk_path: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL")]
+    pub(crate) shell: clap_complete::Shell,
+}
+
 #[cfg(test)]
 mod test {
     use clap::CommandFactory;
@@ -366,6 +506,33 @@ mod test {
     #[test]
     fn verify_cli() {
         Args::command().debug_assert();
+    }
+
+    /// Every subcommand's help, whoever adds it, ends with examples of it.
+    #[test]
+    fn every_subcommand_help_has_examples() {
+        let mut command = Args::command();
+        command.build();
+        let mut checked = 0;
+        for sub in command.get_subcommands_mut() {
+            let name = sub.get_name().to_string();
+            if name == "help" {
+                continue;
+            }
+            let help = sub.render_long_help().to_string();
+            let (_, examples) = help
+                .split_once("\nExamples:\n")
+                .unwrap_or_else(|| panic!("`wasmpool {name} --help` has no Examples: section"));
+            assert!(
+                examples
+                    .lines()
+                    .take_while(|line| line.starts_with("  "))
+                    .any(|line| line.contains(&format!("wasmpool {name} "))),
+                "`wasmpool {name} --help`: no example runs `wasmpool {name}`:\n{examples}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 5, "only {checked} subcommands");
     }
 
     #[test]
@@ -400,6 +567,26 @@ mod test {
             Ok((PathBuf::from("/tmp"), "/tmp".into(), false))
         );
         assert!(parse_dir("::/x").is_err());
+        let err = parse_dir("/nonexistent-host:/data:ro").unwrap_err();
+        assert!(
+            err.contains("did you mean /nonexistent-host::/data:ro?"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let colon = dir.path().join("a:b");
+        std::fs::create_dir(&colon).unwrap();
+        let colon = colon.to_str().unwrap();
+        assert_eq!(
+            parse_dir(colon),
+            Ok((PathBuf::from(colon), colon.to_string(), false)),
+            "an existing directory with a colon in its name is taken as it is"
+        );
+        assert_eq!(parse_region_size("1"), Ok(1));
+        assert!(
+            parse_region_size("0")
+                .unwrap_err()
+                .contains("at least one 64KiB page")
+        );
         assert_eq!(parse_env("A=b=c"), Ok(("A".into(), Some("b=c".into()))));
         assert_eq!(parse_env("HOME"), Ok(("HOME".into(), None)));
         assert!(parse_env("=x").is_err());

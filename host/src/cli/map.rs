@@ -1,21 +1,25 @@
-//! `wasmpool map MODULE --task NAME`: JSON lines in, JSON lines out, in
+//! `wasmpool map MODULE --task NAME`: inputs in (JSON lines, text lines,
+//! a JSON array or a range: `input`), JSON lines out (or bare values), in
 //! input order, each line written as soon as every earlier one is.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::Context;
-use wasmpool::{Output, Task, TaskError, TryNext};
+use wasmpool::{Output, Task, TaskError, TaskErrorKind, TryNext};
 
 use super::args::{Common, MapArgs};
+use super::input::{self, Origin};
 use super::journal::{self, Entry, InputHash, Journal};
+use super::output::{AtomicFile, Sink};
+use super::progress::{self, Progress, Tally};
 
-pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result<ExitCode> {
     let mut builder = wasmpool::Pool::builder()
         .module_file(&args.module)
         .cache(common.cache());
@@ -25,8 +29,14 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
     for q in &args.queues {
         builder = builder.queue_with_max_bytes(q.name.clone(), q.capacity, q.max_bytes);
     }
+    if super::compile::is_cwasm(&args.module) {
+        // SAFETY: the user named a `.cwasm` file on the command line, the
+        // CLI's sign that they trust it as `wasmpool compile` output (see
+        // `compile::is_cwasm`); its version and settings are checked.
+        builder = unsafe { builder.allow_precompiled(true) };
+    }
     if let Some(bytes) = args.shared_memory {
-        builder = builder.shared_memory(bytes);
+        builder = builder.shared_memory(super::report::region_size(bytes));
     }
     if let Some(n) = args.mode.concurrency {
         builder = builder.concurrency(n);
@@ -49,69 +59,104 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let (reader, input_name): (Box<dyn BufRead>, String) = match &args.input {
-        None => (Box::new(io::stdin().lock()), "<stdin>".into()),
-        Some(p) if p.as_os_str() == "-" => (Box::new(io::stdin().lock()), "<stdin>".into()),
-        Some(path) => {
-            let file = File::open(path)
-                .with_context(|| format!("{}: cannot open the input", path.display()))?;
-            (
-                Box::new(BufReader::with_capacity(1 << 16, file)),
-                path.display().to_string(),
-            )
-        }
-    };
-    // The order of every input, and where its result comes from. The input
-    // iterator pushes; the output loop pops.
-    let order: Rc<RefCell<VecDeque<(u64, Source)>>> = Rc::default();
+    let (source, input_name) = open_input(&args)?;
+    // The order of every input, where it came from, and where its result
+    // comes from. The input iterator pushes; the output loop pops.
+    let order: Rc<RefCell<VecDeque<Pending>>> = Rc::default();
     let plan = journal.as_ref().map(|j| j.plan(args.retry_failed));
     let read_error = Rc::new(RefCell::new(None));
-    let payloads = Lines {
-        reader,
-        line: 0,
+    let payloads = Inputs {
+        source,
         index: 0,
-        buf: Vec::new(),
         error: read_error.clone(),
         parse: {
             let (task, input_name, order) = (task.clone(), input_name.clone(), order.clone());
-            move |index: u64, line: u64, text: &[u8], too_long: bool| {
+            // Only a JSON line that does not parse may be meant as text.
+            let json_lines = !args.raw && args.input_array.is_none() && args.range.is_none();
+            move |index: u64, item: input::Item<'_>| {
+                let origin = item.origin;
                 let source = match &plan {
                     None => Source::Pool(None),
                     Some(plan) => {
-                        let input = journal::input_hash(text);
+                        // The task's input text, so the same input read
+                        // another way (`"a"` as JSON, `a` with --raw) is
+                        // the same input.
+                        let input = journal::input_hash(item.text);
                         match plan.replay(index, input) {
                             Ok(true) => Source::Journal,
                             Ok(false) => Source::Pool(Some(input)),
-                            Err(why) => Source::Refused(format!("{input_name}:{line}: {why}")),
+                            Err(why) => {
+                                Source::Refused(format!("{input_name}:{}: {why}", origin.line))
+                            }
                         }
                     }
                 };
                 let run = matches!(source, Source::Pool(_));
-                order.borrow_mut().push_back((index, source));
+                order.borrow_mut().push_back(Pending {
+                    index,
+                    origin,
+                    source,
+                });
                 if !run {
                     return None;
                 }
-                if too_long {
-                    return Some(Err(TaskError::new(
-                        wasmpool::TaskErrorKind::Input,
-                        format!(
-                            "{input_name}:{line}: the line is longer than {MAX_INPUT_LINE} bytes, the most one input may be"
-                        ),
-                    )));
+                let located = |message: &str| {
+                    TaskError::new(
+                        TaskErrorKind::Input,
+                        input::locate(&input_name, origin, message),
+                    )
+                };
+                if let Some(problem) = item.problem {
+                    return Some(Err(located(&problem)));
                 }
-                Some(task.parse_json(text).map_err(|e| {
-                    TaskError::new(e.kind(), format!("{input_name}:{line}: {}", e.message()))
+                Some(task.parse_json(item.text).map_err(|e| {
+                    let hint = if !json_lines || e.kind() != TaskErrorKind::Input {
+                        None
+                    } else if serde_json::from_slice::<serde::de::IgnoredAny>(item.text).is_err() {
+                        input::json_line_hint(item.text)
+                    } else {
+                        None
+                    };
+                    let mut error = located(e.message());
+                    if let Some(hint) = hint {
+                        error = TaskError::new(
+                            TaskErrorKind::Input,
+                            format!("{}; {hint}", error.message()),
+                        );
+                    }
+                    error
                 }))
             }
         },
     };
 
+    // With --output, the results go to a file beside it, renamed over it
+    // once all are written: a run that fails leaves no partial file.
+    let (sink, output) = match &args.output {
+        None => (Sink::Stdout(io::stdout().lock()), None),
+        Some(path) => {
+            let mut file = AtomicFile::create(path)?;
+            let handle = file
+                .file()
+                .try_clone()
+                .with_context(|| format!("{}: cannot write the output", path.display()))?;
+            (Sink::File(handle), Some(file))
+        }
+    };
     let start = Instant::now();
+    let progress = Progress::start(quiet, progress::TASKS, true);
+    if let Some(path) = args.input.as_deref().filter(|p| p.as_os_str() != "-") {
+        progress.count_lines_of(path);
+    }
+    if let Some(range) = args.range {
+        progress.set_total(u64::try_from(range.len()).unwrap_or(u64::MAX));
+    }
     let mut emit = Emitter {
         task: &task,
-        out: BufWriter::with_capacity(1 << 16, io::stdout().lock()),
+        out: BufWriter::with_capacity(1 << 16, progress.around_bar(sink)),
         journal,
-        values: args.values,
+        values: args.values || args.raw_output,
+        raw_output: args.raw_output,
         fail_fast: args.fail_fast,
         input_name: &input_name,
         line: Vec::with_capacity(256),
@@ -119,6 +164,7 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
         failed: 0,
         replayed: 0,
         stopped: false,
+        progress: &progress,
     };
     let mut stream = pool.imap_payloads(&task, payloads)?;
     if args.fail_fast {
@@ -133,10 +179,9 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
             && order
                 .borrow()
                 .front()
-                .is_some_and(|(_, s)| !matches!(s, Source::Pool(_)))
+                .is_some_and(|p| !matches!(p.source, Source::Pool(_)))
         {
-            let (index, source) = pop().expect("checked above");
-            emit.replay(index, source)?;
+            emit.replay(pop().expect("checked above"))?;
         }
         if emit.stopped {
             break;
@@ -151,25 +196,30 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let Some(result) = result else {
-            while let Some((index, source)) = pop() {
+            while let Some(pending) = pop() {
                 debug_assert!(
-                    !matches!(source, Source::Pool(_)),
-                    "the pool ended before input {index}"
+                    !matches!(pending.source, Source::Pool(_)),
+                    "the pool ended before input {}",
+                    pending.index
                 );
                 if emit.stopped {
                     break;
                 }
-                emit.replay(index, source)?;
+                emit.replay(pending)?;
             }
             break;
         };
         loop {
             match pop() {
-                Some((index, Source::Pool(input))) if !emit.stopped => {
-                    emit.emit(index, input, result)?;
+                Some(Pending {
+                    index,
+                    origin,
+                    source: Source::Pool(input),
+                }) if !emit.stopped => {
+                    emit.emit(index, origin, input, result)?;
                     break;
                 }
-                Some((index, source)) if !emit.stopped => emit.replay(index, source)?,
+                Some(pending) if !emit.stopped => emit.replay(pending)?,
                 _ => break,
             }
         }
@@ -177,10 +227,13 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
     drop(stream);
     emit.flush(true)?;
     if let Some(err) = read_error.borrow_mut().take() {
-        return Err(anyhow::Error::new(err).context(format!("{input_name}: cannot read the input")));
+        return Err(err);
     }
     if let Some(journal) = emit.journal.as_ref().filter(|_| !emit.stopped) {
         journal.check_covers(emit.total, &input_name)?;
+    }
+    if let Some(output) = output {
+        output.commit()?;
     }
     let Emitter {
         total,
@@ -194,18 +247,34 @@ pub(crate) fn run(common: &Common, args: MapArgs) -> anyhow::Result<ExitCode> {
         pool.workers(),
         start.elapsed(),
     );
+    let journaled = args.journal.is_some();
+    progress.finish(Tally {
+        done: total,
+        failed,
+        replayed: journaled.then_some(replayed),
+    });
     if total == 0 {
-        eprintln!("wasmpool: {input_name}: no input lines, so no tasks ran");
+        match args.range {
+            Some(range) => eprintln!("wasmpool: --range {range} is empty, so no tasks ran"),
+            None => eprintln!("wasmpool: {input_name}: no inputs, so no tasks ran"),
+        }
     }
     if stopped {
         eprintln!("wasmpool: stopped at the first failure (--fail-fast) after {total} tasks");
         return Ok(ExitCode::from(1));
     }
     if failed > 0 {
-        eprintln!("wasmpool: {failed} of {total} tasks failed");
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One input on its way through: its index, where it came from, and where
+/// its result comes from.
+struct Pending {
+    index: u64,
+    origin: Origin,
+    source: Source,
 }
 
 /// Where the result of one input comes from.
@@ -224,7 +293,10 @@ struct Emitter<'a, W: Write> {
     task: &'a Task,
     out: W,
     journal: Option<Journal>,
+    /// Bare values (--values or --raw-output), not JSON lines.
     values: bool,
+    /// String values as their text (--raw-output).
+    raw_output: bool,
     fail_fast: bool,
     input_name: &'a str,
     line: Vec<u8>,
@@ -232,6 +304,7 @@ struct Emitter<'a, W: Write> {
     failed: u64,
     replayed: u64,
     stopped: bool,
+    progress: &'a Progress,
 }
 
 impl<W: Write> Emitter<'_, W> {
@@ -239,6 +312,7 @@ impl<W: Write> Emitter<'_, W> {
     fn emit(
         &mut self,
         index: u64,
+        origin: Origin,
         input: Option<InputHash>,
         result: Result<Output, TaskError>,
     ) -> anyhow::Result<()> {
@@ -263,28 +337,47 @@ impl<W: Write> Emitter<'_, W> {
                     j.record(index, input(), &self.line)?;
                 }
                 if self.values {
-                    self.out.write_all(&self.line[at..end])?;
-                    self.out.write_all(b"\n")?;
+                    let value = std::mem::take(&mut self.line);
+                    let written = self.write_value(&value[at..end]);
+                    self.line = value;
+                    written?;
                 } else {
                     self.write_line()?;
                 }
             }
-            Err(err) => {
+            Err(mut err) => {
+                // Every input error names where its input is: the host's
+                // own are located already; the guest's (status 2, often
+                // serde's "missing field `url` at line 1 column 18") get
+                // the file's line, and its column where serde's points into
+                // the file's own text.
+                let input_error = err.kind() == TaskErrorKind::Input;
+                if input_error && input::split_location(self.input_name, err.message()).is_none() {
+                    let message = input::locate(self.input_name, origin, err.message());
+                    err = TaskError::new(TaskErrorKind::Input, message);
+                }
                 self.line.clear();
-                write_error(&mut self.line, index, &err)?;
+                let line = input_error.then_some(origin.line);
+                write_error(&mut self.line, index, line, &err)?;
                 if let Some(j) = &mut self.journal {
                     j.record(index, input(), &self.line)?;
                 }
-                self.failure(index, err.kind().as_str(), err.message())?;
+                self.failure(index, origin.line, err.kind().as_str(), err.message())?;
             }
         }
         self.total += 1;
+        self.progress.update(self.total, self.failed);
         Ok(())
     }
 
     /// A result recorded in the journal by an earlier run, or the refusal
     /// of a journal written for another input line.
-    fn replay(&mut self, index: u64, source: Source) -> anyhow::Result<()> {
+    fn replay(&mut self, pending: Pending) -> anyhow::Result<()> {
+        let Pending {
+            index,
+            origin,
+            source,
+        } = pending;
         if let Source::Refused(why) = source {
             self.flush(true)?;
             anyhow::bail!(why);
@@ -304,11 +397,12 @@ impl<W: Write> Emitter<'_, W> {
         match (entry.ok, entry.error) {
             (Some(value), _) if self.values => self.write_value(value.get().as_bytes())?,
             (Some(_), _) => self.write_line()?,
-            (None, Some(err)) => self.failure(index, &err.kind, &err.message)?,
+            (None, Some(err)) => self.failure(index, origin.line, &err.kind, &err.message)?,
             (None, None) => self.write_line()?,
         }
         self.total += 1;
         self.replayed += 1;
+        self.progress.update(self.total, self.failed);
         Ok(())
     }
 
@@ -317,12 +411,20 @@ impl<W: Write> Emitter<'_, W> {
         self.out.write_all(b"\n")
     }
 
+    /// A bare value: its JSON text, or with --raw-output a string's text.
     fn write_value(&mut self, value: &[u8]) -> io::Result<()> {
-        self.out.write_all(value)?;
+        let text = match value.first() {
+            Some(b'"') if self.raw_output => serde_json::from_slice::<String>(value).ok(),
+            _ => None,
+        };
+        match text {
+            Some(text) => self.out.write_all(text.as_bytes())?,
+            None => self.out.write_all(value)?,
+        }
         self.out.write_all(b"\n")
     }
 
-    fn failure(&mut self, index: u64, kind: &str, message: &str) -> io::Result<()> {
+    fn failure(&mut self, index: u64, line: u64, kind: &str, message: &str) -> io::Result<()> {
         self.failed += 1;
         // Tasks cut off by --fail-fast's own cancel are written, and the run
         // stops at the first real failure.
@@ -337,10 +439,15 @@ impl<W: Write> Emitter<'_, W> {
                     either(escape, c)
                 })
                 .collect();
-            eprintln!(
-                "wasmpool: {}: task {index}: {kind}: {message}",
-                self.input_name
-            );
+            // `<stdin>:3: task 2: guest: ...`; an input error's message
+            // has its location (with a column, where there is one) first.
+            let (at, message) = match input::split_location(self.input_name, &message) {
+                Some((at, rest)) => (at.to_string(), rest),
+                None => (format!("{}:{line}", self.input_name), message.as_str()),
+            };
+            progress::suspend(|| {
+                eprintln!("wasmpool: {at}: task {index}: {kind}: {message}");
+            });
             Ok(())
         } else {
             self.write_line()
@@ -378,7 +485,14 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
-fn write_error(out: &mut Vec<u8>, index: u64, err: &TaskError) -> io::Result<()> {
+/// An error line, `{"index":..,"error":{"kind":..,"message":..}}`; `line`
+/// (the input's line, for input errors) after the message.
+fn write_error(
+    out: &mut Vec<u8>,
+    index: u64,
+    line: Option<u64>,
+    err: &TaskError,
+) -> io::Result<()> {
     #[derive(serde::Serialize)]
     struct Line<'a> {
         index: u64,
@@ -389,6 +503,8 @@ fn write_error(out: &mut Vec<u8>, index: u64, err: &TaskError) -> io::Result<()>
         kind: &'a str,
         message: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
+        line: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         exit_code: Option<i32>,
         #[serde(skip_serializing_if = "Option::is_none")]
         backtrace: Option<&'a str>,
@@ -396,6 +512,7 @@ fn write_error(out: &mut Vec<u8>, index: u64, err: &TaskError) -> io::Result<()>
     let body = Body {
         kind: err.kind().as_str(),
         message: err.message(),
+        line,
         exit_code: err.exit_code(),
         backtrace: err.backtrace(),
     };
@@ -403,79 +520,68 @@ fn write_error(out: &mut Vec<u8>, index: u64, err: &TaskError) -> io::Result<()>
     Ok(())
 }
 
-/// Non-blank input lines, each handed to `parse` with its task index (from
-/// 0) and line number (from 1) straight from the read buffer; yields what
-/// `parse` returns, skipping `None`s. A read error ends the lines and is kept
+/// Opens the input the flags name: a [`Source`](input::Source) and what
+/// errors call it (`in.jsonl`, `<stdin>`, `<range 0..10>`). On a terminal,
+/// says that it waits for input typed there.
+fn open_input(args: &MapArgs) -> anyhow::Result<(Box<dyn input::Source>, String)> {
+    if let Some(range) = args.range {
+        return Ok((Box::new(input::RangeValues::new(range)), range.name()));
+    }
+    let path = args.input_array.as_ref().or(args.input.as_ref());
+    let (reader, name): (Box<dyn BufRead>, String) = match path {
+        Some(path) if path.as_os_str() != "-" => {
+            let file = File::open(path)
+                .with_context(|| format!("{}: cannot open the input", path.display()))?;
+            (
+                Box::new(BufReader::with_capacity(1 << 16, file)),
+                path.display().to_string(),
+            )
+        }
+        _ => {
+            if io::stdin().is_terminal() {
+                eprintln!("wasmpool: {}", input::TERMINAL_HINT);
+            }
+            (Box::new(io::stdin().lock()), "<stdin>".into())
+        }
+    };
+    Ok(if args.input_array.is_some() {
+        (Box::new(input::ArrayElements::new(reader, &name)), name)
+    } else {
+        (Box::new(input::Lines::new(reader, &name, args.raw)), name)
+    })
+}
+
+/// The inputs of a [`Source`](input::Source), each handed to `parse` with
+/// its task index (from 0) straight from the source's buffer; yields what
+/// `parse` returns, skipping `None`s. An error that ends the input is kept
 /// for the caller.
-struct Lines<F> {
-    reader: Box<dyn BufRead>,
-    line: u64,
+struct Inputs<F> {
+    source: Box<dyn input::Source>,
     index: u64,
-    buf: Vec<u8>,
-    error: Rc<RefCell<Option<io::Error>>>,
+    error: Rc<RefCell<Option<anyhow::Error>>>,
     parse: F,
 }
 
-/// The longest input line read: a longer one is an `input` error of its own
-/// (the rest of it is skipped), so one line cannot take the host's memory.
-const MAX_INPUT_LINE: usize = 64 << 20;
-
-impl<F, T> Iterator for Lines<F>
+impl<F, T> Iterator for Inputs<F>
 where
-    F: FnMut(u64, u64, &[u8], bool) -> Option<T>,
+    F: FnMut(u64, input::Item<'_>) -> Option<T>,
 {
     type Item = T;
 
     fn next(&mut self) -> Option<T> {
         loop {
-            self.buf.clear();
-            let limit = MAX_INPUT_LINE as u64 + 1;
-            match io::Read::take(&mut self.reader, limit).read_until(b'\n', &mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {
-                    self.line += 1;
-                    let too_long = self.buf.len() > MAX_INPUT_LINE;
-                    if too_long && let Err(e) = skip_line(&mut self.reader) {
-                        *self.error.borrow_mut() = Some(e);
-                        return None;
-                    }
-                    if self.buf.trim_ascii().is_empty() {
-                        continue;
-                    }
-                    // The guest gets the JSON text, not its line ending.
-                    let end = self.buf.len()
-                        - usize::from(self.buf.ends_with(b"\n"))
-                        - usize::from(self.buf.ends_with(b"\r\n"));
+            match self.source.next_item() {
+                Ok(None) => return None,
+                Ok(Some(item)) => {
                     self.index += 1;
-                    let text = &self.buf[..end.min(MAX_INPUT_LINE)];
-                    if let Some(item) = (self.parse)(self.index - 1, self.line, text, too_long) {
-                        return Some(item);
+                    if let Some(out) = (self.parse)(self.index - 1, item) {
+                        return Some(out);
                     }
                 }
                 Err(e) => {
                     *self.error.borrow_mut() = Some(e);
                     return None;
                 }
-            }
-        }
-    }
-}
-
-/// Reads past the rest of the current line, without keeping it.
-fn skip_line(reader: &mut dyn BufRead) -> io::Result<()> {
-    loop {
-        let buf = reader.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        match buf.iter().position(|&b| b == b'\n') {
-            Some(at) => {
-                reader.consume(at + 1);
-                return Ok(());
-            }
-            None => {
-                let n = buf.len();
-                reader.consume(n);
             }
         }
     }

@@ -3,9 +3,16 @@
 
 mod args;
 mod backtrace;
+mod compile;
+mod completions;
+mod input;
 mod inspect;
 mod journal;
 mod map;
+mod new;
+mod output;
+mod progress;
+pub(crate) mod report;
 mod run;
 
 use std::process::ExitCode;
@@ -16,29 +23,54 @@ use args::{Args, Command, Common};
 
 /// Parses the command line and runs the subcommand.
 pub(crate) fn run() -> anyhow::Result<ExitCode> {
+    progress::start_clock();
     let args = Args::parse();
     init_logging(args.verbose);
+    let quiet = args.quiet;
     match args.command {
-        Command::Map(map) => map::run(&args.common, map),
-        Command::Run(run) => run::run(&args.common, args.verbose, run),
+        Command::Map(map) => map::run(&args.common, quiet, map),
+        Command::Run(run) => run::run(&args.common, args.verbose, quiet, run),
         Command::Inspect(inspect) => inspect::run(&args.common, inspect),
+        Command::Compile(compile) => compile::run(compile),
+        Command::New(new) => new::run(quiet, &new),
+        Command::Completions(completions) => completions::run(&completions),
     }
 }
 
+/// Logs `tracing` events to stderr: warnings by default, more with each
+/// `-v`, or what `RUST_LOG` says when it is set (e.g.
+/// `RUST_LOG=wasmpool=debug`; an invalid directive is reported and
+/// skipped). Lines go around the progress bar, not through it.
 fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
     let level = match verbose {
         0 => tracing::Level::WARN,
         1 => tracing::Level::INFO,
         2 => tracing::Level::DEBUG,
         _ => tracing::Level::TRACE,
     };
+    let directives = std::env::var("RUST_LOG").unwrap_or_default();
+    let (filter, invalid) = if directives.trim().is_empty() {
+        (EnvFilter::new(level.as_str()), None)
+    } else {
+        match EnvFilter::try_new(&directives) {
+            Ok(filter) => (filter, None),
+            Err(e) => (
+                EnvFilter::builder().parse_lossy(&directives),
+                Some(e.to_string()),
+            ),
+        }
+    };
     tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_writer(|| progress::Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .with_target(false)
         .init();
+    if let Some(e) = invalid {
+        eprintln!("wasmpool: RUST_LOG={directives:?}: {e}; using the directives that parse");
+    }
 }
 
 impl Common {

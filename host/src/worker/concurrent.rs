@@ -407,6 +407,9 @@ impl AsyncWorker {
                 }
                 let worn_out = shared.recycle_after.is_some_and(|n| guest.tasks_run >= n);
                 let keep = !(guest.poisoned || worn_out);
+                if !keep {
+                    super::discarded(id.index, &result, guest.tasks_run);
+                }
                 (result, keep.then_some(guest), made)
             };
             match AssertUnwindSafe(run).catch_unwind().await {

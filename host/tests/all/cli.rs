@@ -115,14 +115,14 @@ both_modes! {
         assert_eq!(got[0], r#"{"index":0,"ok":1}"#);
         assert!(
             got[1].starts_with(
-                r#"{"index":1,"error":{"kind":"input","message":"<stdin>:3: invalid JSON: "#
+                r#"{"index":1,"error":{"kind":"input","message":"<stdin>:3:2: invalid JSON: "#
             ),
             "blank lines are skipped but counted in line numbers: {}",
             got[1]
         );
         assert_eq!(got[2], r#"{"index":2,"ok":9}"#);
         assert!(
-            stderr(&out).contains("1 of 3 tasks failed"),
+            stderr(&out).contains("wasmpool: 3 tasks, 1 failed, in "),
             "{}",
             stderr(&out)
         );
@@ -155,7 +155,7 @@ both_modes! {
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(stdout(&out), "18\n22\n");
         assert!(
-            stderr(&out).contains("<stdin>: task 1: guest: 10 is a multiple of ten"),
+            stderr(&out).contains("<stdin>:2: task 1: guest: 10 is a multiple of ten"),
             "{}",
             stderr(&out)
         );
@@ -223,7 +223,7 @@ fn not_wasm_file_is_a_usage_error_naming_it() {
     assert_eq!(
         stderr(&out).trim(),
         format!(
-            "wasmpool: {}: not a WebAssembly module: it does not start with the \\0asm magic number, and it is not text (WAT)",
+            "wasmpool: error: {}: not a WebAssembly module: it does not start with the \\0asm magic number, and it is not text (WAT)",
             path.display()
         )
     );
@@ -235,7 +235,9 @@ fn missing_module_and_missing_input_are_usage_errors() {
     let out = wasmpool(&["map", "/nonexistent/m.wasm", "--task", "x"], "");
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).starts_with("wasmpool: /nonexistent/m.wasm: No such file"),
+        stderr(&out).starts_with(
+            "wasmpool: error: /nonexistent/m.wasm: cannot read the module: No such file"
+        ),
         "{}",
         stderr(&out)
     );
@@ -252,7 +254,7 @@ fn missing_module_and_missing_input_are_usage_errors() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).starts_with("wasmpool: /nonexistent/in.jsonl: cannot open the input"),
+        stderr(&out).starts_with("wasmpool: error: /nonexistent/in.jsonl: cannot open the input"),
         "{}",
         stderr(&out)
     );
@@ -275,7 +277,11 @@ both_modes! {
         let out = wasmpool(&["map", SQUARE, "--task", "square"], "");
         assert_eq!(out.status.code(), Some(0));
         assert_eq!(stdout(&out), "");
-        assert!(stderr(&out).contains("no input lines"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("<stdin>: no inputs, so no tasks ran"),
+            "{}",
+            stderr(&out)
+        );
     }
 
     #[test]
@@ -1099,7 +1105,7 @@ both_modes! {
                 r#"{"index":0,"ok":{"b":1,"a":[1.50,"\u00e9",1e3,-0.0]}}"#,
                 "{\"index\":1,\"ok\":\"tab\\there \u{e9}\"}",
                 &format!(
-                    r#"{{"index":2,"error":{{"kind":"input","message":"{}:3: invalid JSON: EOF while parsing a value at line 1 column 5"}}}}"#,
+                    r#"{{"index":2,"error":{{"kind":"input","message":"{}:3:5: invalid JSON: EOF while parsing a value","line":3}}}}"#,
                     input.display()
                 ),
                 r#"{"index":3,"ok":[]}"#,
