@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Module, ModuleVersionStrategy,
+    PoolingAllocationConfig,
+};
 
 use crate::error::Error;
 use crate::limits::Limits;
@@ -156,6 +159,16 @@ impl EngineOptions<'_> {
                 // costs a guard-page mprotect each, which was most of the
                 // CLI's start-up time).
                 .total_stacks(if async_mode { slots } else { 0 });
+            if let Ok(v) = std::env::var("WP_KEEP") {
+                let kb: usize = v.parse().unwrap();
+                pooling
+                    .pagemap_scan(wasmtime::Enabled::Auto)
+                    .linear_memory_keep_resident(kb << 10)
+                    .table_keep_resident(kb << 10);
+            }
+            if let Ok(v) = std::env::var("WP_BATCH") {
+                pooling.decommit_batch_size(v.parse().unwrap());
+            }
             if let Some(reservation) = fit_slots(slots, self.limits, async_mode)? {
                 pooling.max_memory_size(reservation as usize);
                 config.memory_reservation(reservation);
@@ -183,8 +196,24 @@ impl EngineOptions<'_> {
                 .max_wasm_stack(bytes)
                 .async_stack_size(bytes.max(2 << 20) + (64 << 10));
         }
+        // Compiled code (cache entries and `.cwasm` files) carries this
+        // version, and wasmtime refuses code of any other: a file made by
+        // another wasmpool (or by plain wasmtime) is never loaded.
+        config
+            .module_version(ModuleVersionStrategy::Custom(module_version()))
+            .map_err(|e| Error::Host(format!("cannot create the engine: {e:#}")))?;
         Engine::new(&config).map_err(|e| Error::Host(format!("cannot create the engine: {e:#}")))
     }
+}
+
+/// The version compiled code is stamped with: this wasmpool's and
+/// wasmtime's (whose own stamp is its major version).
+pub(crate) fn module_version() -> String {
+    format!(
+        "wasmpool {} (wasmtime {})",
+        env!("CARGO_PKG_VERSION"),
+        ModuleVersionStrategy::WasmtimeVersion.as_str()
+    )
 }
 
 /// Whether a module came from the cache.
@@ -201,6 +230,9 @@ pub enum CacheOutcome {
     Miss,
     /// The cache is turned off: the module was compiled.
     Disabled,
+    /// The module was compiled ahead of time (a `.cwasm` file, see
+    /// [`Precompiler`](crate::Precompiler)): the cache was not needed.
+    Precompiled,
 }
 
 impl std::fmt::Display for CacheOutcome {
@@ -209,6 +241,7 @@ impl std::fmt::Display for CacheOutcome {
             CacheOutcome::Hit => "loaded from cache",
             CacheOutcome::Miss => "compiled (and cached)",
             CacheOutcome::Disabled => "compiled (cache disabled)",
+            CacheOutcome::Precompiled => "loaded precompiled",
         })
     }
 }
@@ -331,7 +364,6 @@ pub(crate) fn load_module(
     bytes: &[u8],
     origin: &str,
 ) -> Result<(Module, CacheOutcome), Error> {
-    check_magic(bytes, origin)?;
     let entry = cache.map(|c| (c, c.entry(engine, bytes)));
     if let Some((cache, path)) = &entry
         && let Some(module) = cache.load(engine, path)
@@ -340,10 +372,7 @@ pub(crate) fn load_module(
         return Ok((module, CacheOutcome::Hit));
     }
     let start = Instant::now();
-    let binary = wat::parse_bytes(bytes).map_err(|e| Error::NotWasm {
-        origin: origin.to_string(),
-        reason: format!("it does not start with the \\0asm magic number, and it does not parse as text (WAT): {e}"),
-    })?;
+    let binary = to_binary(bytes, origin)?;
     let module = Module::from_binary(engine, &binary).map_err(|e| Error::Compile {
         origin: origin.to_string(),
         message: format!("{e:#}"),
@@ -358,7 +387,53 @@ pub(crate) fn load_module(
     }
 }
 
+/// The binary form of a module given as binary or text (WAT) wasm.
+pub(crate) fn to_binary<'a>(
+    bytes: &'a [u8],
+    origin: &str,
+) -> Result<std::borrow::Cow<'a, [u8]>, Error> {
+    check_magic(bytes, origin)?;
+    wat::parse_bytes(bytes).map_err(|e| Error::NotWasm {
+        origin: origin.to_string(),
+        reason: format!("it does not start with the \\0asm magic number, and it does not parse as text (WAT): {e}"),
+    })
+}
+
 const MAGIC: &[u8] = b"\0asm";
+
+/// How to get a `.wasm` from a Rust crate: the hint for files that are
+/// something else a Rust build makes.
+const BUILD_HINT: &str = "build the crate as a `cdylib` (`crate-type = [\"cdylib\"]` under [lib]) with \
+     `cargo build --release --target wasm32-wasip1`, which writes \
+     target/wasm32-wasip1/release/NAME.wasm";
+
+/// What a file that is not wasm is, when it is something a build makes by
+/// mistake: a native library or program, or an archive (`.rlib`, `.a`).
+fn native_kind(bytes: &[u8]) -> Option<&'static str> {
+    const KINDS: &[(&[u8], &str)] = &[
+        (
+            b"\x7fELF",
+            "a native ELF file (a shared library such as a .so, or a program)",
+        ),
+        (
+            b"!<arch>\n",
+            "an archive (a Rust .rlib or a static .a library)",
+        ),
+        (
+            b"\xcf\xfa\xed\xfe",
+            "a native Mach-O file (a .dylib or a program)",
+        ),
+        (
+            b"\xfe\xed\xfa\xcf",
+            "a native Mach-O file (a .dylib or a program)",
+        ),
+        (b"MZ", "a native Windows file (a .dll or an .exe)"),
+    ];
+    KINDS
+        .iter()
+        .find(|(magic, _)| bytes.starts_with(magic))
+        .map(|&(_, kind)| kind)
+}
 
 fn check_magic(bytes: &[u8], origin: &str) -> Result<(), Error> {
     let not_wasm = |reason: &str| Error::NotWasm {
@@ -373,8 +448,20 @@ fn check_magic(bytes: &[u8], origin: &str) -> Result<(), Error> {
             "the file is truncated inside the \\0asm magic number",
         ));
     }
-    if bytes.starts_with(MAGIC) || std::str::from_utf8(bytes).is_ok() {
-        // Binary wasm, or text that may be WAT: the parser says more.
+    if bytes.starts_with(MAGIC) {
+        return Ok(());
+    }
+    if crate::precompiled::is_precompiled(bytes) {
+        return Err(crate::precompiled::not_allowed(origin));
+    }
+    // Before the text check: an archive's header is text.
+    if let Some(kind) = native_kind(bytes) {
+        return Err(not_wasm(&format!(
+            "it is {kind}, not WebAssembly; {BUILD_HINT}"
+        )));
+    }
+    if std::str::from_utf8(bytes).is_ok() {
+        // Text that may be WAT: the parser says more.
         return Ok(());
     }
     Err(not_wasm(

@@ -20,9 +20,20 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A module file could not be read.
-    #[error("{}: {source}", path.display())]
+    /// A module file could not be read. The I/O error is the
+    /// [`source`](std::error::Error::source), not part of this message (so
+    /// that a report of the whole chain names it once).
+    #[error("{}: cannot read the module", path.display())]
     Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file could not be written (a precompiled module). The I/O error is
+    /// the [`source`](std::error::Error::source).
+    #[error("{}: cannot write", path.display())]
+    Write {
         /// The file.
         path: PathBuf,
         /// Why.
@@ -42,6 +53,17 @@ pub enum Error {
         /// The file name, or `<bytes>`.
         origin: String,
         /// The compiler's message with its chain.
+        message: String,
+    },
+    /// A precompiled module (`.cwasm`) that this engine cannot load: made by
+    /// another version of wasmpool or wasmtime, with other settings, or
+    /// damaged. Recompile it from its `.wasm` with
+    /// [`Precompiler`](crate::Precompiler) (`wasmpool compile`).
+    #[error("{origin}: cannot load the precompiled module: {message}")]
+    Precompiled {
+        /// The file name, or `<bytes>`.
+        origin: String,
+        /// What does not match, and what to do.
         message: String,
     },
     /// The module breaks the wasmpool ABI (version marker, imports, memory).

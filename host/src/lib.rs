@@ -162,6 +162,7 @@ mod limits;
 mod module;
 mod numeric;
 mod pool;
+mod precompiled;
 mod process;
 mod program;
 mod queue;
@@ -169,6 +170,7 @@ mod runtime;
 mod sandbox;
 mod shm;
 mod stdio;
+mod suggest;
 mod task;
 mod wait;
 mod watchdog;
@@ -180,6 +182,7 @@ pub use error::{Error, TaskError, TaskErrorKind};
 pub use limits::{Limits, MAX_STACK_LIMIT, MAX_TIMEOUT};
 pub use module::{ModuleInfo, TaskInfo};
 pub use pool::{DEFAULT_OUTPUT_BUDGET, Isolation, Pool, PoolBuilder};
+pub use precompiled::Precompiler;
 pub use process::{
     EXIT_TERMINATED, EXIT_TIMEOUT, EXIT_TRAP, ExitStatus, Process, ProcessGroup,
     ProcessGroupBuilder,

@@ -4,7 +4,8 @@
 //!
 //! - 0: every task succeeded;
 //! - 1: some task failed (its error is in the output);
-//! - 2: a usage, configuration or host error (printed as `wasmpool: ...`).
+//! - 2: a usage, configuration or host error (printed as
+//!   `wasmpool: error: ...`, with its causes once and any hints).
 
 use std::process::ExitCode;
 
@@ -17,7 +18,7 @@ fn main() -> ExitCode {
             if cli::is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("wasmpool: {err:#}");
+            cli::report::error(&err);
             ExitCode::from(2)
         }
     }

@@ -14,6 +14,7 @@ use crate::engine::{Allocation, EngineOptions, ModuleCache, load_module};
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::program::Source;
+use crate::suggest;
 use crate::task::{TaskKind, TaskSpec, WasmType};
 
 /// A module's tasks and imports, as `wasmpool inspect` shows them.
@@ -32,6 +33,9 @@ pub struct ModuleInfo {
     pub abi_version: Option<u32>,
     /// Every export that can run as a task.
     pub tasks: Vec<TaskInfo>,
+    /// Whether the module is a WASI command (it exports `_start`), which
+    /// `wasmpool run` and [`ProcessGroup`](crate::ProcessGroup) run.
+    pub command: bool,
     /// Every import, as `module::name: type`.
     pub imports: Vec<String>,
     /// Why a pool would refuse the module under `docs/abi.md`, if it would.
@@ -82,9 +86,26 @@ fn is_abi_task_type(ty: &wasmtime::FuncType) -> bool {
         && ty.results().next().is_some_and(|t| t.is_i32())
 }
 
-/// Exports the host treats as machinery, never as numeric tasks.
+/// Exports the host treats as machinery, never as numeric tasks: what each
+/// one is, in plain words, for `--task` given one of them.
+fn reserved(name: &str) -> Option<&'static str> {
+    if name.starts_with(abi::VERSION_MARKER_PREFIX) {
+        return Some("the module's wasmpool ABI version marker");
+    }
+    match name {
+        "_start" => Some(
+            "a WASI command's entry point (run the command with `wasmpool run`, or a ProcessGroup)",
+        ),
+        "_initialize" => Some("the module's initializer, which runs once when an instance is made"),
+        "__main_void" | "__main_argc_argv" => Some(
+            "the language runtime's `main`, which `_start` calls (run the command with `wasmpool run`, or a ProcessGroup)",
+        ),
+        _ => None,
+    }
+}
+
 fn is_reserved(name: &str) -> bool {
-    name.starts_with(abi::VERSION_MARKER_PREFIX) || name == "_initialize" || name == "_start"
+    reserved(name).is_some()
 }
 
 impl ModuleInfo {
@@ -127,6 +148,7 @@ impl ModuleInfo {
         ModuleInfo {
             abi_version,
             tasks,
+            command: matches!(module.get_export("_start"), Some(ExternType::Func(_))),
             imports,
             abi_error: abi_rules(module).err(),
         }
@@ -145,18 +167,76 @@ impl ModuleInfo {
     /// # Ok::<(), wasmpool::Error>(())
     /// ```
     pub fn from_file(path: impl AsRef<Path>, cache: Option<&ModuleCache>) -> Result<Self, Error> {
+        Self::load(path.as_ref(), cache, false)
+    }
+
+    /// Like [`from_file`](Self::from_file), and the file may also be a
+    /// precompiled module (`.cwasm`, see [`Precompiler`](crate::Precompiler)).
+    ///
+    /// # Safety
+    ///
+    /// The same as for [`PoolBuilder::allow_precompiled`](crate::PoolBuilder::allow_precompiled):
+    /// a precompiled file must be one you trust, made by wasmpool and not
+    /// altered since (its code is mapped, not validated).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_file`](Self::from_file), and [`Error::Precompiled`] for a
+    /// precompiled module this version of wasmpool cannot load.
+    ///
+    /// ```no_run
+    /// // SAFETY: primes.cwasm was made by `wasmpool compile` on this machine.
+    /// let info = unsafe { wasmpool::ModuleInfo::from_file_allowing_precompiled("primes.cwasm", None)? };
+    /// # Ok::<(), wasmpool::Error>(())
+    /// ```
+    pub unsafe fn from_file_allowing_precompiled(
+        path: impl AsRef<Path>,
+        cache: Option<&ModuleCache>,
+    ) -> Result<Self, Error> {
+        Self::load(path.as_ref(), cache, true)
+    }
+
+    fn load(
+        path: &Path,
+        cache: Option<&ModuleCache>,
+        allow_precompiled: bool,
+    ) -> Result<Self, Error> {
+        let source = Source::File(path.to_path_buf());
+        let precompiled = allow_precompiled && source.is_precompiled();
         let limits = Limits::default();
-        let engine = EngineOptions {
-            mode: crate::engine::Mode::Sync,
-            allocation: Allocation::OnDemand,
-            threads: false,
-            interruptible: false,
-            limits: &limits,
-        }
-        .build()?;
-        let source = Source::File(path.as_ref().to_path_buf());
+        // A `.cwasm` is loaded into the engine profile it was made for:
+        // epoch checks, and wasm threads (which also loads code made
+        // without them). Its fuel setting is not known here: a `.cwasm`
+        // with fuel metering is retried with it.
+        let engine = |fuel: bool| {
+            EngineOptions {
+                mode: crate::engine::Mode::Sync,
+                allocation: Allocation::OnDemand,
+                threads: precompiled,
+                interruptible: precompiled,
+                limits: &Limits {
+                    fuel: fuel.then_some(u64::MAX),
+                    ..limits.clone()
+                },
+            }
+            .build()
+        };
         let (bytes, origin) = Source::read(Some(source), None)?;
-        let (module, _) = load_module(&engine, cache, &bytes, &origin)?;
+        let module = if !precompiled {
+            if crate::precompiled::is_precompiled(&bytes) {
+                return Err(crate::precompiled::not_allowed(&origin));
+            }
+            load_module(&engine(false)?, cache, &bytes, &origin)?.0
+        } else {
+            match crate::precompiled::load(&engine(false)?, &bytes, &origin) {
+                Err(Error::Precompiled { message, .. })
+                    if message.contains("with fuel metering") =>
+                {
+                    crate::precompiled::load(&engine(true)?, &bytes, &origin)?
+                }
+                other => other?,
+            }
+        };
         Ok(ModuleInfo::of(&module))
     }
 }
@@ -211,8 +291,12 @@ fn abi_rules(module: &Module) -> Result<(), String> {
             imports_functions |= matches!(import.ty(), ExternType::Func(_));
             let known = abi::IMPORTS.contains(&import.name());
             if !known {
+                let hint = match suggest::nearest(import.name(), abi::IMPORTS.iter().copied()) {
+                    Some(near) => format!("did you mean {}::{near}? ", abi::MODULE),
+                    None => String::new(),
+                };
                 return fail(format!(
-                    "unknown import {}::{}: {}; this host (ABI version {}) provides {}",
+                    "unknown import {}::{}: {}; {hint}this host (ABI version {}) provides {}",
                     abi::MODULE,
                     import.name(),
                     describe_extern(&import.ty()),
@@ -275,8 +359,29 @@ pub(crate) fn resolve_task(
             kind: TaskKind::Abi,
         });
     }
+    let tasks = || ModuleInfo::of(module).tasks;
+    let list = |tasks: &[TaskInfo]| {
+        if tasks.is_empty() {
+            "it has no tasks".to_string()
+        } else {
+            let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+            format!("its tasks are: {}", names.join(", "))
+        }
+    };
+    if let Some(short) = name.strip_prefix(abi::TASK_PREFIX)
+        && module.get_export(name).is_some()
+    {
+        return fail(format!(
+            "{name} is the export of task {short:?}; ask for the task by its name, {short}"
+        ));
+    }
+    if let Some(what) = reserved(name)
+        && module.get_export(name).is_some()
+    {
+        return fail(format!("{name} is {what}, not a task; {}", list(&tasks())));
+    }
     match module.get_export(name) {
-        Some(ExternType::Func(ty)) if !is_reserved(name) => match numeric_kind(&ty) {
+        Some(ExternType::Func(ty)) => match numeric_kind(&ty) {
             Some(kind) => Ok(TaskSpec {
                 pool,
                 id,
@@ -289,25 +394,24 @@ pub(crate) fn resolve_task(
             )),
         },
         Some(other) => fail(format!(
-            "export {name} is a {}, not a function",
-            extern_kind(&other)
+            "export {name} is a {}, not a function, so it cannot run as a task; {}",
+            extern_kind(&other),
+            list(&tasks())
         )),
         None => {
-            let tasks = ModuleInfo::of(module).tasks;
-            let list = if tasks.is_empty() {
-                "it has no tasks".to_string()
-            } else {
-                format!(
-                    "its tasks are: {}",
-                    tasks
-                        .iter()
-                        .map(|t| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+            let tasks = tasks();
+            // The export's full name given for the task's: say which.
+            let near = name
+                .strip_prefix(abi::TASK_PREFIX)
+                .filter(|short| tasks.iter().any(|t| t.name == *short))
+                .or_else(|| suggest::nearest(name, tasks.iter().map(|t| t.name.as_str())));
+            let hint = match near {
+                Some(near) => format!("did you mean {near:?}? "),
+                None => String::new(),
             };
             fail(format!(
-                "no task named {name:?} (no export {abi_export} or {name}); {list}"
+                "no task named {name:?} (no export {abi_export} or {name}); {hint}{}",
+                list(&tasks)
             ))
         }
     }

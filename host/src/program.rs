@@ -14,6 +14,7 @@ use wasmtime::{Engine, Module};
 use crate::engine::{CacheOutcome, ModuleCache, load_module};
 use crate::error::Error;
 use crate::module::{ModuleInfo, check_abi};
+use crate::precompiled;
 
 /// The largest module accepted, in bytes (binary or text). wasmtime's
 /// validator bounds what compiling a module of this size may cost (at most
@@ -28,6 +29,15 @@ pub(crate) enum Source {
 }
 
 impl Source {
+    /// Whether the source is a precompiled module (`.cwasm`), judged from
+    /// its header (a file that cannot be read is not).
+    pub(crate) fn is_precompiled(&self) -> bool {
+        match self {
+            Source::File(path) => crate::precompiled::file_is_precompiled(path),
+            Source::Bytes(bytes) => crate::precompiled::is_precompiled(bytes),
+        }
+    }
+
     /// Reads the module: its bytes, and the name errors use (`name`, else
     /// the file's path, else `<bytes>`).
     pub(crate) fn read(
@@ -92,15 +102,25 @@ pub(crate) struct Program {
 }
 
 impl Program {
-    /// Reads, compiles (through `cache`) and checks a program.
+    /// Reads, compiles (through `cache`) and checks a program. A
+    /// precompiled module is loaded as it is when `allow_precompiled` (see
+    /// `precompiled.rs`), else refused.
     pub(crate) fn load(
         engine: &Engine,
         source: Option<Source>,
         name: Option<&str>,
         cache: Option<&ModuleCache>,
+        allow_precompiled: bool,
     ) -> Result<Program, Error> {
         let (bytes, origin) = Source::read(source, name)?;
-        let (module, cache_outcome) = load_module(engine, cache, &bytes, &origin)?;
+        let (module, cache_outcome) = if !precompiled::is_precompiled(&bytes) {
+            load_module(engine, cache, &bytes, &origin)?
+        } else if allow_precompiled {
+            let module = precompiled::load(engine, &bytes, &origin)?;
+            (module, CacheOutcome::Precompiled)
+        } else {
+            return Err(precompiled::not_allowed(&origin));
+        };
         drop(bytes);
         check_abi(&module, &origin)?;
         let info = ModuleInfo::of(&module);

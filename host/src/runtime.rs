@@ -54,6 +54,8 @@ pub(crate) struct Setup {
     /// Tasks in flight at once on each worker (async mode); `None`: the
     /// synchronous mode.
     pub(crate) concurrency: Option<u32>,
+    /// Whether a precompiled module (`.cwasm`) may be loaded.
+    pub(crate) allow_precompiled: bool,
 }
 
 /// The setters [`PoolBuilder`](crate::PoolBuilder) and
@@ -82,6 +84,35 @@ macro_rules! shared_setters {
             /// ```
             pub fn module_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
                 self.setup.source = Some($crate::program::Source::Bytes(bytes.into()));
+                self
+            }
+
+            /// Allows the module source to be a precompiled module (a
+            /// `.cwasm` file made by [`Precompiler`](crate::Precompiler) or
+            /// `wasmpool compile`), which loads without compiling. Without
+            /// it, a precompiled module is refused with [`Error::NotWasm`](crate::Error::NotWasm).
+            /// A wasm module loads the same either way. Default: `false`.
+            ///
+            /// # Safety
+            ///
+            /// A precompiled module is machine code, and it runs as it is:
+            /// unlike wasm it is not validated, so a forged one can do
+            /// anything this process can. With this on, the module source
+            /// must be one you trust as you trust your own binaries: made
+            /// by [`Precompiler`](crate::Precompiler) from a module you
+            /// would run, and not altered since. (A file from another
+            /// version of wasmpool or wasmtime, or compiled with other
+            /// settings, is refused with
+            /// [`Error::Precompiled`](crate::Error::Precompiled); that check
+            /// reads the file's header, not its code.)
+            ///
+            /// ```no_run
+            /// // SAFETY: primes.cwasm was made by `wasmpool compile` on this machine.
+            #[doc = concat!("let builder = unsafe { wasmpool::", $owner, "::builder().allow_precompiled(true) }")]
+            ///     .module_file("primes.cwasm");
+            /// ```
+            pub unsafe fn allow_precompiled(mut self, allow: bool) -> Self {
+                self.setup.allow_precompiled = allow;
                 self
             }
 
@@ -376,16 +407,25 @@ impl Runtime {
         } else {
             Mode::Sync
         };
+        // A `.cwasm`'s code always has epoch checks (`precompiled.rs`).
+        let precompiled =
+            setup.allow_precompiled && setup.source.as_ref().is_some_and(Source::is_precompiled);
         let engine = EngineOptions {
             allocation,
             threads: setup.shared_memory.is_some(),
-            interruptible: interruptible || setup.limits.timeout.is_some(),
+            interruptible: interruptible || precompiled || setup.limits.timeout.is_some(),
             mode,
             limits: &setup.limits,
         }
         .build()?;
         let resources = Arc::new(build_resources(&engine, &setup)?);
-        let program = Program::load(&engine, setup.source, setup.name.as_deref(), cache.as_ref())?;
+        let program = Program::load(
+            &engine,
+            setup.source,
+            setup.name.as_deref(),
+            cache.as_ref(),
+            setup.allow_precompiled,
+        )?;
         let pre = link(&engine, &program, &resources, mode)?;
         // The watchdog keeps time for deadlines, and in the async mode it
         // also drives the epoch ticks at which busy guests yield.

@@ -300,7 +300,7 @@ fn not_wasm_is_a_clear_error() {
         (&b"\0as"[..], "truncated inside the \\0asm magic number"),
         (
             &b"\x7fELF\x02\x01\x01\0\0\0\0\0\xff\xfe"[..],
-            "does not start with the \\0asm magic number",
+            "not a WebAssembly module: it is a native ELF file (a shared library such as a .so, or a program), not WebAssembly; build the crate as a `cdylib`",
         ),
         (&b"hello world"[..], "does not parse as text (WAT)"),
         (&b"\0asm\x01\0\0\0\x01\x05"[..], "<bytes>: invalid module:"),
