@@ -148,6 +148,9 @@
 //! copy-on-write memory images; each worker keeps one instance made from a
 //! shared `InstancePre`. Compiled modules are cached on disk
 //! ([`ModuleCache`]), so a second run of the same module does not recompile.
+//! [`Precompiler`] compiles a module ahead of time into a `.cwasm` file
+//! (what `wasmpool compile` does), which a builder loads without compiling
+//! once [`PoolBuilder::allow_precompiled`] says the file is trusted.
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
