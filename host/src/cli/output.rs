@@ -1,0 +1,145 @@
+//! `--output FILE`: the results are written to a temporary file beside
+//! `FILE` and renamed over it only when the run has written everything, so
+//! `FILE` is either untouched or whole, never half-written.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// A file being written in place of `target`: dropped without
+/// [`commit`](AtomicFile::commit), it is removed and `target` is untouched.
+pub(crate) struct AtomicFile {
+    target: PathBuf,
+    temp: PathBuf,
+    file: Option<File>,
+}
+
+impl AtomicFile {
+    /// Creates the temporary file in `target`'s directory (so the rename
+    /// stays on one file system), as `.NAME.wasmpool-PID-N.tmp`.
+    pub(crate) fn create(target: &Path) -> anyhow::Result<AtomicFile> {
+        let show = target.display();
+        let name = target
+            .file_name()
+            .with_context(|| format!("{show}: --output needs a file name"))?;
+        if target.is_dir() {
+            anyhow::bail!("{show}: is a directory; --output needs a file name");
+        }
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut attempt = 0u32;
+        loop {
+            let mut temp_name = std::ffi::OsString::from(".");
+            temp_name.push(name);
+            temp_name.push(format!(".wasmpool-{}-{attempt}.tmp", std::process::id()));
+            let temp = dir.join(temp_name);
+            // `create_new` with the default mode (0666 less the umask): the
+            // result gets the permissions a shell's `>` would give it.
+            match OpenOptions::new().write(true).create_new(true).open(&temp) {
+                Ok(file) => {
+                    return Ok(AtomicFile {
+                        target: target.to_path_buf(),
+                        temp,
+                        file: Some(file),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => {
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "{show}: cannot create the output beside it ({})",
+                            temp.display()
+                        )
+                    });
+                }
+            }
+        }
+    }
+
+    /// The temporary file, to write the results to.
+    pub(crate) fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("the file is open until commit")
+    }
+
+    /// Syncs the temporary file and renames it over the target.
+    pub(crate) fn commit(mut self) -> anyhow::Result<()> {
+        let file = self.file.take().expect("commit runs once");
+        let show = self.target.display().to_string();
+        file.sync_all()
+            .with_context(|| format!("{show}: cannot write the output"))?;
+        drop(file);
+        fs::rename(&self.temp, &self.target)
+            .with_context(|| format!("{show}: cannot put the output in place"))?;
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Where `map` writes its results: stdout, or (a handle of) an
+/// [`AtomicFile`]'s temporary file.
+pub(crate) enum Sink {
+    Stdout(io::StdoutLock<'static>),
+    File(File),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Stdout(out) => out.write(buf),
+            Sink::File(f) => f.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Stdout(out) => out.write_all(buf),
+            Sink::File(f) => f.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout(out) => out.flush(),
+            Sink::File(f) => f.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn the_target_is_untouched_until_commit_and_whole_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.jsonl");
+        fs::write(&target, "old\n").unwrap();
+        let mut f = AtomicFile::create(&target).unwrap();
+        f.file().write_all(b"new\n").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "old\n");
+        drop(f);
+        assert_eq!(fs::read_to_string(&target).unwrap(), "old\n");
+        let names = || fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(names(), 1, "a dropped output leaves no temporary file");
+        let mut f = AtomicFile::create(&target).unwrap();
+        f.file().write_all(b"new\n").unwrap();
+        f.commit().unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "new\n");
+        assert_eq!(names(), 1);
+        let err = AtomicFile::create(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("is a directory"), "{err}");
+    }
+}
