@@ -146,7 +146,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
     let start = Instant::now();
     let progress = Progress::start(quiet, progress::TASKS, true);
     if let Some(path) = args.input.as_deref().filter(|p| p.as_os_str() != "-") {
-        progress.count_lines_of(path);
+        progress.count_lines_of(path, args.raw);
     }
     if let Some(range) = args.range {
         progress.set_total(u64::try_from(range.len()).unwrap_or(u64::MAX));

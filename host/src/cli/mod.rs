@@ -40,27 +40,41 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
 /// Logs `tracing` events to stderr: warnings by default, more with each
 /// `-v`, or what `RUST_LOG` says when it is set (e.g.
 /// `RUST_LOG=wasmpool=debug`; an invalid directive is reported and
-/// skipped). Lines go around the progress bar, not through it.
+/// skipped, and with none valid `-v` counts). Lines go around the progress
+/// bar, not through it.
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::Directive;
     let level = match verbose {
         0 => tracing::Level::WARN,
         1 => tracing::Level::INFO,
         2 => tracing::Level::DEBUG,
         _ => tracing::Level::TRACE,
     };
+    // Each directive of RUST_LOG on its own, so that a bad one is reported
+    // here, once, and the rest still count.
+    let mut filter = EnvFilter::default();
+    let mut any = false;
     let directives = std::env::var("RUST_LOG").unwrap_or_default();
-    let (filter, invalid) = if directives.trim().is_empty() {
-        (EnvFilter::new(level.as_str()), None)
-    } else {
-        match EnvFilter::try_new(&directives) {
-            Ok(filter) => (filter, None),
-            Err(e) => (
-                EnvFilter::builder().parse_lossy(&directives),
-                Some(e.to_string()),
-            ),
+    let whole = EnvFilter::try_new(&directives).ok();
+    let parts = directives
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty());
+    for text in parts.filter(|_| whole.is_none()) {
+        match text.parse::<Directive>() {
+            Ok(directive) => {
+                filter = filter.add_directive(directive);
+                any = true;
+            }
+            Err(e) => eprintln!("wasmpool: RUST_LOG: ignoring {text:?}: {e}"),
         }
-    };
+    }
+    if let Some(whole) = whole.filter(|_| !directives.trim().is_empty()) {
+        filter = whole;
+    } else if !any {
+        filter = EnvFilter::default().add_directive(level.into());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| progress::Stderr)
@@ -68,9 +82,6 @@ fn init_logging(verbose: u8) {
         .without_time()
         .with_target(false)
         .init();
-    if let Some(e) = invalid {
-        eprintln!("wasmpool: RUST_LOG={directives:?}: {e}; using the directives that parse");
-    }
 }
 
 impl Common {

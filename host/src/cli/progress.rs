@@ -141,11 +141,12 @@ impl Progress {
         }
     }
 
-    /// Counts the non-blank lines of the file at `path` (one task each) on
-    /// a thread of its own, and sets the total when done, so that a large
-    /// input delays nothing. Only for a regular file, and only while the bar
-    /// is drawn; a file that cannot be read leaves the total unknown.
-    pub(crate) fn count_lines_of(&self, path: &Path) {
+    /// Counts the lines of the file at `path` (one task each: the
+    /// non-blank ones, or with `blank` every one) on a thread of its own,
+    /// and sets the total when done, so that a large input delays nothing.
+    /// Only for a regular file, and only while the bar is drawn; a file that
+    /// cannot be read leaves the total unknown.
+    pub(crate) fn count_lines_of(&self, path: &Path, blank: bool) {
         let Some(shown) = &self.shown else { return };
         let Ok(file) = std::fs::File::open(path) else {
             return;
@@ -157,7 +158,7 @@ impl Progress {
         let _ = std::thread::Builder::new()
             .name("wasmpool-count-lines".into())
             .spawn(move || {
-                if let Ok(n) = count_nonblank_lines(file) {
+                if let Ok(n) = count_lines(file, blank) {
                     set_total(&bar, unit, n);
                 }
             });
@@ -257,11 +258,11 @@ fn set_total(bar: &ProgressBar, unit: Unit, total: u64) {
     bar.set_style(style(unit, true));
 }
 
-/// `⠙ [#####>-----] 4,521/10,000 tasks  812/s  00:05 ETA 00:07  3 failed`;
+/// `⠙ [#####>-----] 4,521/10,000 tasks  812/s  00:00:05 ETA 00:00:07  3 failed`;
 /// without a total, no bar and no ETA.
 fn style(unit: Unit, total: bool) -> ProgressStyle {
     let template = if total {
-        "{spinner} [{bar:30}] {human_pos}/{human_len} {unit}  {rate}  {elapsed_precise} ETA {eta_precise}{msg}"
+        "{spinner} [{bar:30}] {human_pos}/{human_len} {unit}  {rate}  {elapsed_precise} ETA {eta}{msg}"
     } else {
         "{spinner} {human_pos} {unit}  {rate}  {elapsed_precise}{msg}"
     };
@@ -275,14 +276,35 @@ fn style(unit: Unit, total: bool) -> ProgressStyle {
             },
         )
         .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{:.0}/s", s.per_sec());
+            let rate = s.per_sec();
+            let _ = if rate < 10.0 {
+                write!(w, "{rate:.1}/s")
+            } else {
+                write!(w, "{rate:.0}/s")
+            };
+        })
+        .with_key("eta", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            // No estimate before the first result.
+            let _ = if s.pos() == 0 {
+                w.write_str("--:--:--")
+            } else {
+                let secs = s.eta().as_secs();
+                write!(
+                    w,
+                    "{:02}:{:02}:{:02}",
+                    secs / 3600,
+                    secs / 60 % 60,
+                    secs % 60
+                )
+            };
         })
 }
 
-/// The non-blank lines of `file`, as `map` counts its inputs.
-fn count_nonblank_lines(mut file: impl io::Read) -> io::Result<u64> {
+/// The lines of `file` as `map` counts its inputs: the non-blank ones, or
+/// with `blank` (`--raw`) every one.
+fn count_lines(mut file: impl io::Read, blank_counts: bool) -> io::Result<u64> {
     let mut buf = vec![0u8; 1 << 16];
-    let (mut lines, mut blank) = (0u64, true);
+    let (mut lines, mut blank, mut empty) = (0u64, true, true);
     loop {
         let n = match file.read(&mut buf) {
             Ok(0) => break,
@@ -292,14 +314,17 @@ fn count_nonblank_lines(mut file: impl io::Read) -> io::Result<u64> {
         };
         for &b in &buf[..n] {
             if b == b'\n' {
-                lines += u64::from(!blank);
+                lines += u64::from(!blank || blank_counts);
                 blank = true;
-            } else if !b.is_ascii_whitespace() {
-                blank = false;
+                empty = true;
+            } else {
+                empty = false;
+                blank &= b.is_ascii_whitespace();
             }
         }
     }
-    Ok(lines + u64::from(!blank))
+    // A last line without its newline.
+    Ok(lines + u64::from(!blank || (blank_counts && !empty)))
 }
 
 /// `10 tasks, 1 failed, 2 from the journal, in 0.12 s`.
@@ -399,12 +424,18 @@ mod test {
 
     #[test]
     fn lines_are_counted_as_map_reads_them() {
-        let count = |text: &str| count_nonblank_lines(text.as_bytes()).unwrap();
+        let count = |text: &str| count_lines(text.as_bytes(), false).unwrap();
         assert_eq!(count(""), 0);
         assert_eq!(count("1\n2\n3\n"), 3);
         assert_eq!(count("1\n2\n3"), 3, "a last line without a newline");
         assert_eq!(count("1\n\n  \r\n\t\n2\r\n"), 2, "blank lines are skipped");
         assert_eq!(count(" \n"), 0);
+        // --raw: every line is a task, blank or not.
+        let raw = |text: &str| count_lines(text.as_bytes(), true).unwrap();
+        assert_eq!(raw(""), 0);
+        assert_eq!(raw("a\n\n \nb"), 4);
+        assert_eq!(raw("a\n\n"), 2);
+        assert_eq!(raw(" "), 1);
     }
 
     #[test]

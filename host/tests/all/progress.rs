@@ -1,12 +1,39 @@
 //! What `map` and `run` tell on stderr about a run: the summary line (on a
-//! terminal or not), `--quiet`, and the progress bar (only on a terminal).
+//! terminal or not), `--quiet`, the progress bar (only on a terminal), and
+//! the logs of `-v` and `RUST_LOG`.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use wasmpool_tests::{HELLO, SQUARE, TESTGUEST};
 
 use crate::cli::wasmpool;
-use crate::util::both_modes;
+use crate::util::{both_modes, mode_args};
+
+/// `wasmpool args...` in the current mode, with `RUST_LOG` set to `rust_log`
+/// (or unset), `stdin` as input and a private cache.
+fn wasmpool_logging(args: &[&str], rust_log: Option<&str>, stdin: &str) -> std::process::Output {
+    let cache = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wasmpool"));
+    command
+        .args(mode_args(args))
+        .env("WASMPOOL_CACHE_DIR", cache.path())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(directives) = rust_log {
+        command.env("RUST_LOG", directives);
+    }
+    let mut child = command.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8(out.stderr.clone()).unwrap()
@@ -87,6 +114,45 @@ both_modes! {
         let second = wasmpool(&args, "1\n2\n3\n4\n");
         assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
         summary_time(stderr(&second).trim_end(), "4 tasks, 0 failed, 3 from the journal");
+    }
+}
+
+both_modes! {
+    #[test]
+    fn verbose_logs_compilation_workers_and_replaced_instances() {
+        let args = ["map", "-vv", TESTGUEST, "--task", "panic_on_13", "-j", "1"];
+        let out = wasmpool_logging(&args, None, "12\n13\n14\n");
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        for line in [
+            ": compiled in ",
+            "worker 0: started",
+            "worker 0: replacing its instance: the task failed with trap",
+        ] {
+            assert!(err.contains(line), "no {line:?} in {err}");
+        }
+        // Without -v, none of it.
+        let out = wasmpool_logging(&args[..1].iter().chain(&args[2..]).copied().collect::<Vec<_>>(), None, "13\n");
+        assert!(!stderr(&out).contains("worker 0"), "{}", stderr(&out));
+    }
+
+    #[test]
+    fn rust_log_takes_the_place_of_verbose_and_reports_a_bad_directive() {
+        let args = ["map", SQUARE, "--task", "square", "-j", "1"];
+        let out = wasmpool_logging(&args, Some("wasmpool::worker=debug"), "2\n");
+        assert_eq!(out.status.code(), Some(0));
+        let err = stderr(&out);
+        assert!(err.contains("worker 0: started"), "{err}");
+        assert!(!err.contains("compiled in"), "only the worker's events: {err}");
+
+        let out = wasmpool_logging(&args, Some("wasmpool=loud,wasmpool::worker=debug"), "2\n");
+        assert_eq!(out.status.code(), Some(0));
+        let err = stderr(&out);
+        assert!(
+            err.starts_with("wasmpool: RUST_LOG: ignoring \"wasmpool=loud\": "),
+            "{err}"
+        );
+        assert!(err.contains("worker 0: started"), "the valid directive counts: {err}");
     }
 }
 
