@@ -3,6 +3,7 @@
 //! object: seconds, the checksum, items done, and peak RSS in KiB.
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -18,6 +19,9 @@ pub(crate) struct Sample {
     pub(crate) check: i64,
     pub(crate) items: u64,
     pub(crate) peak_kib: u64,
+    /// A workload's own memory figure, where it has one (KiB per task).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) mem_kib: Option<f64>,
 }
 
 /// Peak resident memory of this process (VmHWM), in KiB.
@@ -73,12 +77,15 @@ fn async_pool(workers: usize, in_flight: u64) -> Pool {
 
 fn timed(items: u64, f: impl FnOnce() -> i64) -> Sample {
     let start = Instant::now();
+    let before = Usage::now();
     let check = f();
+    Usage::now().since(&before).report();
     Sample {
         secs: start.elapsed().as_secs_f64(),
         check,
         items,
         peak_kib: peak_self_kib(),
+        mem_kib: None,
     }
 }
 
@@ -99,6 +106,7 @@ fn timed_repeated(items: u64, mut f: impl FnMut() -> i64) -> Sample {
         check,
         items,
         peak_kib: peak_self_kib(),
+        mem_kib: None,
     }
 }
 
@@ -217,6 +225,7 @@ pub(crate) fn run(name: &str) -> Sample {
                 check,
                 items: 1_000_000,
                 peak_kib: peak_children_kib(),
+                mem_kib: None,
             }
         }
         // A fresh instance per task against a reused one, one worker.
@@ -270,9 +279,15 @@ pub(crate) fn run(name: &str) -> Sample {
         }
         // The async mode: 10,000 tasks that each sleep 10 ms (a WASI sleep
         // in the guest), all in flight at once on the workers' threads.
-        "async/sleep" => {
+        "async/sleep" | "async/sleep-warm" => {
             let n = 10_000u64;
             let p = async_pool(workers, n);
+            if prefix == "async/sleep-warm" {
+                // Untimed: the first map makes the instances, the timed one
+                // reuses them (a long-lived pool's steady state).
+                p.map::<u64, u64>("sleep_ms", vec![10; n as usize])
+                    .expect("sleep_ms");
+            }
             timed(n, || {
                 p.map::<u64, u64>("sleep_ms", vec![10; n as usize])
                     .expect("sleep_ms")
@@ -280,6 +295,38 @@ pub(crate) fn run(name: &str) -> Sample {
                     .map(|r| r.expect("slept") as i64)
                     .sum()
             })
+        }
+        // The memory of a suspended task: 10,000 tasks parked in a host
+        // function at once, measured there (PSS and page tables) against
+        // the same pool with two parked; the time is the whole run's.
+        "async/parked" => {
+            let n = 10_000u64;
+            let parked = std::sync::Arc::new(AtomicU64::new(0));
+            let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+            let p = {
+                let (parked, gate) = (parked.clone(), gate.clone());
+                async_builder(workers, n)
+                    .host_fn_async("wait", move |ms: u64| {
+                        parked.fetch_add(1, Ordering::SeqCst);
+                        let gate = gate.clone();
+                        async move {
+                            gate.acquire().await.expect("gate").forget();
+                            Ok::<_, String>(ms)
+                        }
+                    })
+                    .build()
+                    .expect("pool")
+            };
+            let start = Instant::now();
+            let base = parked_kib(&p, 2, &parked, &gate);
+            let full = parked_kib(&p, n, &parked, &gate);
+            Sample {
+                secs: start.elapsed().as_secs_f64(),
+                check: n as i64,
+                items: n,
+                peak_kib: peak_self_kib(),
+                mem_kib: Some(full.saturating_sub(base) as f64 / (n - 2) as f64),
+            }
         }
         // The same pool as `async/sleep`, running two tasks: the memory of
         // the pool itself, which the per-task figure leaves out.
@@ -363,19 +410,19 @@ pub(crate) fn run(name: &str) -> Sample {
         }
         // The same increments natively: two threads, one atomic, no sandbox.
         "counter/native" => {
-            let counter = std::sync::atomic::AtomicI64::new(0);
+            let counter = AtomicI64::new(0);
             timed_repeated(2_000_000, || {
-                counter.store(0, std::sync::atomic::Ordering::SeqCst);
+                counter.store(0, Ordering::SeqCst);
                 std::thread::scope(|s| {
                     for _ in 0..2 {
                         s.spawn(|| {
                             for _ in 0..1_000_000 {
-                                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                counter.fetch_add(1, Ordering::SeqCst);
                             }
                         });
                     }
                 });
-                counter.load(std::sync::atomic::Ordering::SeqCst)
+                counter.load(Ordering::SeqCst)
             })
         }
         // CLI start: first compile (empty cache), then a cached module.
@@ -397,8 +444,103 @@ pub(crate) fn run(name: &str) -> Sample {
                 check: out.trim().parse().expect("49"),
                 items: 1,
                 peak_kib: peak_children_kib(),
+                mem_kib: None,
             }
         }
         other => panic!("unknown workload {other}"),
     }
+}
+
+/// CPU time and minor page faults of this process so far: with
+/// `WASMPOOL_BENCH_USAGE` set, a timed workload prints what it used on
+/// stderr (how the async mode's cold start was broken down).
+struct Usage {
+    user: f64,
+    sys: f64,
+    minor_faults: i64,
+}
+
+impl Usage {
+    fn now() -> Usage {
+        // SAFETY: an all-zero `rusage` is a valid value of the plain C struct.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `u` is a live, writable `rusage` for the call.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+        let secs = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+        Usage {
+            user: secs(u.ru_utime),
+            sys: secs(u.ru_stime),
+            minor_faults: u.ru_minflt,
+        }
+    }
+
+    fn since(&self, before: &Usage) -> Usage {
+        Usage {
+            user: self.user - before.user,
+            sys: self.sys - before.sys,
+            minor_faults: self.minor_faults - before.minor_faults,
+        }
+    }
+
+    fn report(&self) {
+        if std::env::var_os("WASMPOOL_BENCH_USAGE").is_some() {
+            eprintln!(
+                "user {:.3} s, sys {:.3} s, {} minor faults",
+                self.user, self.sys, self.minor_faults
+            );
+        }
+    }
+}
+
+/// This process's proportional set size plus its page tables, in KiB:
+/// memory it holds, with each shared page counted once in all (RSS counts
+/// a page again in every mapping of it, and the 10,000 instances of the
+/// async workloads each map the same copy-on-write module image).
+fn pss_and_page_tables_kib() -> u64 {
+    let field = |file: &str, key: &str| -> u64 {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(key))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("{file} has no {key}"))
+    };
+    field("/proc/self/smaps_rollup", "Pss:") + field("/proc/self/status", "VmPTE:")
+}
+
+/// Parks `n` tasks of `pool` (async mode) in the host function `park`,
+/// waits until all are suspended, measures, and lets them go.
+fn parked_kib(pool: &Pool, n: u64, parked: &AtomicU64, gate: &tokio::sync::Semaphore) -> u64 {
+    parked.store(0, Ordering::SeqCst);
+    std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            pool.map::<u64, i64>("ask_host", vec![0; n as usize])
+                .expect("ask_host")
+                .into_iter()
+                .map(|r| r.expect("answered"))
+                .sum::<i64>()
+        });
+        while parked.load(Ordering::SeqCst) < n {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let kib = pss_and_page_tables_kib();
+        if std::env::var_os("WASMPOOL_BENCH_USAGE").is_some() {
+            let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let keys = ["Rss:", "Pss:", "Pss_Anon:", "Pss_File:", "VmPTE:"];
+            let found: Vec<String> = rollup
+                .lines()
+                .chain(status.lines())
+                .filter(|l| keys.iter().any(|k| l.starts_with(k)))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect();
+            eprintln!("{n} parked: {}", found.join(", "));
+        }
+        gate.add_permits(n as usize);
+        run.join().expect("map");
+        kib
+    })
 }

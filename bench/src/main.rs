@@ -43,6 +43,8 @@ struct Stats {
     items: u64,
     peak_kib: u64,
     check: i64,
+    /// The median of the workload's own memory figure, where it has one.
+    mem_kib: Option<f64>,
 }
 
 impl Stats {
@@ -60,6 +62,8 @@ struct Sample {
     check: i64,
     items: u64,
     peak_kib: u64,
+    #[serde(default)]
+    mem_kib: Option<f64>,
 }
 
 const SQUARES_1M: i64 = 333_332_833_333_500_000;
@@ -230,7 +234,19 @@ fn specs(quick: bool) -> Vec<Spec> {
         runs,
         Some(100_000),
     );
+    add(
+        format!("async/sleep-warm@{cores}"),
+        Runner::Rust,
+        runs,
+        Some(100_000),
+    );
     add(format!("async/idle@{cores}"), Runner::Rust, runs, Some(20));
+    add(
+        format!("async/parked@{cores}"),
+        Runner::Rust,
+        runs,
+        Some(10_000),
+    );
     add(
         "async/python-sleep".into(),
         Runner::Python,
@@ -298,6 +314,8 @@ fn measure(spec: &Spec) -> Result<Stats, String> {
     let mid = &samples[samples.len() / 2];
     let mut peaks: Vec<u64> = samples.iter().map(|s| s.peak_kib).collect();
     peaks.sort_unstable();
+    let mut mems: Vec<f64> = samples.iter().filter_map(|s| s.mem_kib).collect();
+    mems.sort_by(f64::total_cmp);
     Ok(Stats {
         spec: spec.clone(),
         median: mid.secs,
@@ -306,6 +324,7 @@ fn measure(spec: &Spec) -> Result<Stats, String> {
         items: mid.items,
         peak_kib: peaks[peaks.len() / 2],
         check: mid.check,
+        mem_kib: mems.get(mems.len() / 2).copied(),
     })
 }
 

@@ -177,19 +177,28 @@ fn targets(r: &[Stats], cores: usize) -> Vec<Target> {
             met: extra <= 3.0,
         });
     }
-    if let Some(a) = find(r, &format!("async/sleep@{cores}")) {
+    for (name, when) in [
+        ("async/sleep", "a new pool's first map, every instance made"),
+        ("async/sleep-warm", "the pool's next map, instances reused"),
+    ] {
+        if let Some(a) = find(r, &format!("{name}@{cores}")) {
+            t.push(Target {
+                what: format!("async mode: 10,000 tasks each sleeping 10 ms ({when})"),
+                goal: "≤ 0.25 s".into(),
+                measured: format!("{:.3} s", a.median),
+                met: a.median <= 0.25,
+            });
+        }
+    }
+    if let Some(p) = find(r, &format!("async/parked@{cores}"))
+        && let Some(kib) = p.mem_kib
+    {
         t.push(Target {
-            what: "async mode: 10,000 tasks each sleeping 10 ms".into(),
-            goal: "≤ 0.25 s".into(),
-            measured: format!("{:.3} s", a.median),
-            met: a.median <= 0.25,
-        });
-        let per_task = per_suspended_kib(r, a);
-        t.push(Target {
-            what: "async mode: peak memory per suspended task".into(),
+            what: "async mode: memory per suspended task (PSS and page tables, 10,000 parked)"
+                .into(),
             goal: "≤ 64 KiB".into(),
-            measured: format!("{per_task:.1} KiB"),
-            met: per_task <= 64.0,
+            measured: format!("{kib:.1} KiB"),
+            met: kib <= 64.0,
         });
     }
     if let Some(w) = find(r, "cli/warm") {
@@ -414,13 +423,19 @@ pub(crate) fn write(
         md,
         "\n## Async mode (`--concurrency`)\n\nEvery task in flight at once, each in its own instance, on {cores} worker threads \
          (`concurrency` = tasks / workers); Python runs the same sleeps as asyncio coroutines on one event loop. \
-         Memory per task is the run's peak over that of the same pool running two tasks (`async/idle`), divided by the tasks.\n\n\
+         The per-task memory column is the run's peak RSS over that of the same pool running two tasks (`async/idle`), divided by the tasks: \
+         an upper bound, since RSS counts a page of the module's copy-on-write image again in every instance that maps it; the memory a \
+         suspended task holds is measured below it.\n\n\
          | workload | tasks | time | per task memory | peak memory |\n|---|---|---|---|---|"
     );
     for (name, label) in [
         (
             format!("async/sleep@{cores}"),
-            "wasmpool: WASI sleep of 10 ms (`sleep_ms`)",
+            "wasmpool: WASI sleep of 10 ms (`sleep_ms`), a new pool",
+        ),
+        (
+            format!("async/sleep-warm@{cores}"),
+            "wasmpool: the same, the pool's next map (instances reused)",
         ),
         (
             "async/python-sleep".to_string(),
@@ -445,6 +460,18 @@ pub(crate) fn write(
                 mib(s.peak_kib)
             );
         }
+    }
+    if let Some(p) = find(r, &format!("async/parked@{cores}"))
+        && let Some(kib) = p.mem_kib
+    {
+        let _ = writeln!(
+            md,
+            "\nMemory a suspended task holds: {kib:.1} KiB. Measured with {} tasks parked at once in an async host function \
+             (`async/parked`), as the growth of the process's proportional set size (`Pss` of `/proc/self/smaps_rollup`, \
+             which counts a shared page once in all) plus its page tables (`VmPTE`) over the same pool with two parked, \
+             divided by the tasks.",
+            p.items
+        );
     }
     if let (Some(cpu), Some(mixed)) = (
         find(r, &format!("async/cpu@{cores}")),

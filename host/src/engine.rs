@@ -159,16 +159,6 @@ impl EngineOptions<'_> {
                 // costs a guard-page mprotect each, which was most of the
                 // CLI's start-up time).
                 .total_stacks(if async_mode { slots } else { 0 });
-            if let Ok(v) = std::env::var("WP_KEEP") {
-                let kb: usize = v.parse().unwrap();
-                pooling
-                    .pagemap_scan(wasmtime::Enabled::Auto)
-                    .linear_memory_keep_resident(kb << 10)
-                    .table_keep_resident(kb << 10);
-            }
-            if let Ok(v) = std::env::var("WP_BATCH") {
-                pooling.decommit_batch_size(v.parse().unwrap());
-            }
             if let Some(reservation) = fit_slots(slots, self.limits, async_mode)? {
                 pooling.max_memory_size(reservation as usize);
                 config.memory_reservation(reservation);
