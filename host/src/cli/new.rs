@@ -133,8 +133,20 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     if first.is_ascii_digit() {
         bail!("{name:?} is not a crate name: it must not start with a digit");
     }
+    if KEYWORDS.contains(&module_name(name).as_str()) {
+        bail!("{name:?} is not a crate name: it is a Rust keyword (cargo refuses it)");
+    }
     Ok(())
 }
+
+/// The keywords cargo refuses as package names (its `restricted_names`).
+const KEYWORDS: &[&str] = &[
+    "Self", "abstract", "as", "async", "await", "become", "box", "break", "const", "continue",
+    "crate", "do", "dyn", "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if",
+    "impl", "in", "let", "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub",
+    "ref", "return", "self", "static", "struct", "super", "trait", "true", "try", "type", "typeof",
+    "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
+];
 
 /// Refuses a directory that exists and holds anything.
 fn check_empty(dir: &Path) -> anyhow::Result<()> {
@@ -321,6 +333,13 @@ mod test {
                 .contains("'/' is not allowed")
         );
         assert_eq!(module_name("word-count"), "word_count");
+        assert!(
+            check_name("fn")
+                .unwrap_err()
+                .to_string()
+                .contains("Rust keyword")
+        );
+        assert!(check_name("fnord").is_ok());
     }
 
     #[test]
