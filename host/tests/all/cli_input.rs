@@ -312,6 +312,11 @@ both_modes! {
         let out = wasmpool(&["map", SQUARE, "--task", "square", "-o", s(&fresh), "-r", "--range", "0..4"], "");
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert_eq!(std::fs::read_to_string(&fresh).unwrap(), "0\n1\n4\n9\n");
+        // The input is read from the file as it was, so -o may name it.
+        let same = write(dir.path(), "same.txt", "2\n3\n");
+        let out = wasmpool(&["map", SQUARE, "--task", "square", "-i", s(&same), "-o", s(&same), "-r"], "");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&same).unwrap(), "4\n9\n");
     }
 
     #[test]
@@ -354,6 +359,14 @@ both_modes! {
         }
         assert_eq!(error(6), format!("{name}:7: the i32 parameter takes an integer, and 1.5 is not one"));
         assert_eq!(got[7]["ok"], 14);
+        // An SDK task's integer refuses 1e3 alike (serde's rule, in the guest).
+        let out = wasmpool(&["map", TESTGUEST, "--task", "fail_on_tens"], "1e3\n");
+        let got = json_lines(&out);
+        assert_eq!(
+            got[0]["error"]["message"],
+            "<stdin>:1:3: input does not match the task's parameters: \
+             invalid type: floating point `1000.0`, expected u64"
+        );
         // The same rule inside an array, for parameter 2.
         let out = wasmpool(&["map", s(&wat), "--task", "pair"], "[1, 2]\n[1, 2e0]\n[1, 4294967296]\n");
         let got = json_lines(&out);
