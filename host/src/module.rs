@@ -204,15 +204,14 @@ impl ModuleInfo {
         let source = Source::File(path.to_path_buf());
         let precompiled = allow_precompiled && source.is_precompiled();
         let limits = Limits::default();
-        // A `.cwasm` is loaded into the engine profile it was made for:
-        // epoch checks, and wasm threads (which also loads code made
-        // without them). Its fuel setting is not known here: a `.cwasm`
-        // with fuel metering is retried with it.
+        // A `.cwasm` is loaded into the engine profile it was made for,
+        // with epoch checks (`precompiled.rs`). Its fuel setting is not
+        // known here: a `.cwasm` with fuel metering is retried with it.
         let engine = |fuel: bool| {
             EngineOptions {
                 mode: crate::engine::Mode::Sync,
                 allocation: Allocation::OnDemand,
-                threads: precompiled,
+                threads: false,
                 interruptible: precompiled,
                 limits: &Limits {
                     fuel: fuel.then_some(u64::MAX),

@@ -8,8 +8,10 @@
 //! wasmpool's version (`engine::module_version`). Its code is compiled
 //! for one engine profile that every run can use: epoch checks always
 //! compiled in (so `--timeout`, the async mode and process groups work; a
-//! pool without a timeout pays their small cost), wasm threads only when the
-//! module needs them, fuel metering only when asked for. Loading checks the
+//! pool without a timeout pays their small cost), and fuel metering only
+//! when asked for. (The wasm threads proposal is on in every engine
+//! wasmpool makes, wasmtime's default with its `threads` feature, so a
+//! module using a shared memory compiles the same way.) Loading checks the
 //! stamp and every setting again (wasmtime's own checks), so a file from
 //! another version, another engine profile or another machine is refused
 //! with a message saying to recompile it.
@@ -126,35 +128,26 @@ impl Precompiler {
             });
         }
         let binary = to_binary(wasm, origin)?;
-        // Without wasm threads when the module allows it, so that the code
-        // loads into every run (an engine with threads loads code compiled
-        // without them, not the reverse); with them for modules that use a
-        // shared memory.
-        let first = self.engine(false)?.precompile_module(&binary);
-        let code = match first {
-            Ok(code) => code,
-            Err(first) => {
-                self.engine(true)?
-                    .precompile_module(&binary)
-                    .map_err(|_| Error::Compile {
-                        origin: origin.into(),
-                        message: format!("{first:#}"),
-                    })?
-            }
-        };
+        let code = self
+            .engine()?
+            .precompile_module(&binary)
+            .map_err(|e| Error::Compile {
+                origin: origin.into(),
+                message: format!("{e:#}"),
+            })?;
         tracing::info!("{origin}: precompiled for {}", module_version());
         Ok(code)
     }
 
     /// The engine profile of every `.cwasm` (see the module docs).
-    fn engine(&self, threads: bool) -> Result<Engine, Error> {
+    fn engine(&self) -> Result<Engine, Error> {
         let limits = Limits {
             fuel: self.fuel.then_some(u64::MAX),
             ..Limits::default()
         };
         EngineOptions {
             allocation: Allocation::OnDemand,
-            threads,
+            threads: false,
             interruptible: true,
             mode: Mode::Sync,
             limits: &limits,
@@ -272,11 +265,6 @@ fn explain(reason: &str) -> String {
         return format!(
             "it was compiled with fuel metering, which runs only with a fuel limit; set one, or {recompile} without it"
         );
-    }
-    if reason.contains("feature `threads`") {
-        return "it was compiled with wasm threads (the module uses a shared memory), which only a \
-                run with a shared region enables (`--shared-memory`)"
-            .into();
     }
     if reason.contains("failed to parse")
         || reason.contains("section")

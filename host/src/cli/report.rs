@@ -86,8 +86,6 @@ fn hints(err: &anyhow::Error) -> Vec<String> {
                     "recompile it for runs with --fuel: `wasmpool compile MODULE.wasm --fuel -o OUT.cwasm`"
                 } else if message.contains("runs only with a fuel limit") {
                     "run it with --fuel N, or recompile it without --fuel: `wasmpool compile MODULE.wasm -o OUT.cwasm`"
-                } else if message.contains("wasm threads") {
-                    "run it with --shared-memory SIZE"
                 } else {
                     "recompile it with this wasmpool: `wasmpool compile MODULE.wasm -o OUT.cwasm`"
                 }

@@ -108,6 +108,33 @@ both_modes! {
     }
 
     #[test]
+    fn a_module_with_wasm_atomics_on_the_shared_region_compiles_and_maps_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let wat = dir.path().join("bump.wat");
+        std::fs::write(
+            &wat,
+            r#"(module
+                 (import "wasmpool" "shared" (memory 1 1 shared))
+                 (memory (export "memory") 1)
+                 (func (export "wasmpool_abi_v1"))
+                 (func (export "bump") (param i32) (result i32)
+                   (i32.atomic.rmw.add (i32.const 0) (local.get 0))))"#,
+        )
+        .unwrap();
+        let cwasm = compile(wat.to_str().unwrap(), dir.path(), &[]);
+        let map = |module: &str| {
+            wasmpool(
+                &["map", module, "--task", "bump", "--shared-memory", "64KiB", "-j", "1", "--values"],
+                "1\n2\n3\n",
+            )
+        };
+        let out = map(cwasm.to_str().unwrap());
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "0\n1\n3\n");
+        assert_eq!(stdout(&out), stdout(&map(wat.to_str().unwrap())));
+    }
+
+    #[test]
     fn fuel_runs_need_a_cwasm_compiled_with_fuel_and_only_they_do() {
         let dir = tempfile::tempdir().unwrap();
         let plain = compile(SQUARE, dir.path(), &[]);
