@@ -22,6 +22,7 @@ pub(crate) fn run(common: &Common, args: InspectArgs) -> anyhow::Result<ExitCode
     match (info.abi_version, &info.abi_error) {
         (_, Some(problem)) => writeln!(out, "abi: unusable: {problem}")?,
         (Some(v), None) => writeln!(out, "abi: wasmpool v{v}")?,
+        (None, None) if info.command => writeln!(out, "abi: none")?,
         (None, None) => writeln!(out, "abi: none (numeric exports only)")?,
     }
     if info.command {

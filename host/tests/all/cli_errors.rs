@@ -252,6 +252,7 @@ fn inspect_lists_tasks_and_says_command_but_not_the_machinery() {
         .and_then(|rest| rest.split("imports:\n").next())
         .unwrap();
     assert_eq!(tasks, "  (none)\n", "{text}");
+    assert!(text.contains("\nabi: none\n"), "{text}");
     assert!(
         text.contains("\ncommand: yes (_start; run it with `wasmpool run`)\n"),
         "{text}"
