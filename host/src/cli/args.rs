@@ -36,8 +36,8 @@ pub(crate) struct Common {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run a task on every line of JSON input, in parallel, and print the
-    /// results in input order.
+    /// Run a task on every input (JSON lines; or text lines, a JSON array, a
+    /// range), in parallel, and print the results in input order.
     #[command(after_help = MAP_EXAMPLES)]
     Map(MapArgs),
     /// Run a WASI command (`_start`), like `wasmtime run`; with -n N, run N
@@ -240,7 +240,8 @@ pub(crate) struct MapArgs {
     #[arg(long, short = 'r')]
     pub(crate) raw_output: bool,
     /// Write the results to FILE instead of stdout; FILE is replaced only
-    /// once every result is written (a failed run leaves it untouched).
+    /// once every result is written (a run that ends with status 2 leaves
+    /// it as it was).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
     /// Declare a named queue shared by every instance, holding at most
