@@ -555,9 +555,15 @@ pub(crate) fn json_line_hint(text: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// What to say when `map` waits for input typed at a terminal.
-pub(crate) const TERMINAL_HINT: &str =
-    "reading inputs from the terminal, one per line; end with Ctrl-D, or pass --input FILE";
+/// What to say when `map` waits for input typed at a terminal: lines, or
+/// (`array`) one JSON array.
+pub(crate) fn terminal_hint(array: bool) -> &'static str {
+    if array {
+        "reading a JSON array from the terminal; end with Ctrl-D, or pass --input-array FILE"
+    } else {
+        "reading inputs from the terminal, one per line; end with Ctrl-D, or pass --input FILE"
+    }
+}
 
 #[cfg(test)]
 mod test {

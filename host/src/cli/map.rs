@@ -539,7 +539,8 @@ fn open_input(args: &MapArgs) -> anyhow::Result<(Box<dyn input::Source>, String)
         }
         _ => {
             if io::stdin().is_terminal() {
-                eprintln!("wasmpool: {}", input::TERMINAL_HINT);
+                let array = args.input_array.is_some();
+                eprintln!("wasmpool: {}", input::terminal_hint(array));
             }
             (Box::new(io::stdin().lock()), "<stdin>".into())
         }

@@ -457,10 +457,9 @@ fn input_sources_exclude_each_other() {
     );
 }
 
-/// A terminal on stdin: `map` says it reads from there, rather than wait
-/// silently; what is typed runs, and Ctrl-D ends the input.
-#[test]
-fn terminal_on_stdin_gets_a_hint() {
+/// Runs `wasmpool args...` with a pseudo-terminal as stdin, types `typed`
+/// at it, and returns its exit status, stdout and stderr (both pipes).
+fn on_terminal(args: &[&str], typed: &[u8]) -> (bool, String, String) {
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;
     let (mut master, mut slave) = (-1, -1);
@@ -485,35 +484,60 @@ fn terminal_on_stdin_gets_a_hint() {
     };
     let cache = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmpool"))
-        .args(["map", SQUARE, "--task", "square"])
+        .args(args)
         .env("WASMPOOL_CACHE_DIR", cache.path())
         .stdin(slave)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Typed at the terminal: a line, then Ctrl-D (the terminal's EOF).
-    master.write_all(b"3\n\x04").unwrap();
-    let mut stderr_text = String::new();
+    master.write_all(typed).unwrap();
     let mut err = child.stderr.take().unwrap();
-    let out = {
+    let reader = std::thread::spawn(move || {
         let mut text = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut text)
-            .unwrap();
+        err.read_to_string(&mut text).unwrap();
         text
-    };
-    err.read_to_string(&mut stderr_text).unwrap();
-    assert!(child.wait().unwrap().success(), "{stderr_text}");
+    });
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let ok = child.wait().unwrap().success();
+    (ok, out, reader.join().unwrap())
+}
+
+/// A terminal on stdin: `map` says it reads from there, rather than wait
+/// silently; what is typed runs, and Ctrl-D (the terminal's EOF) ends the
+/// input.
+#[test]
+fn terminal_on_stdin_gets_a_hint() {
+    let (ok, out, err) = on_terminal(&["map", SQUARE, "--task", "square"], b"3\n\x04");
+    assert!(ok, "{err}");
     assert_eq!(out, "{\"index\":0,\"ok\":9}\n");
     assert!(
-        stderr_text.contains(
+        err.contains(
             "wasmpool: reading inputs from the terminal, one per line; end with Ctrl-D, or pass --input FILE"
         ),
-        "{stderr_text}"
+        "{err}"
+    );
+    let args = [
+        "map",
+        SQUARE,
+        "--task",
+        "square",
+        "--input-array",
+        "-",
+        "-r",
+    ];
+    let (ok, out, err) = on_terminal(&args, b"[2,\n 3]\n\x04");
+    assert!(ok, "{err}");
+    assert_eq!(out, "4\n9\n");
+    assert!(
+        err.contains("wasmpool: reading a JSON array from the terminal; end with Ctrl-D, or pass --input-array FILE"),
+        "{err}"
     );
     // Not on a pipe.
     let out = wasmpool(&["map", SQUARE, "--task", "square"], "");
