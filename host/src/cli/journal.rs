@@ -11,12 +11,15 @@
 //! `line` is, byte for byte, the line `map` printed in its default format
 //! (`{"index":N,"ok":..}` or `{"index":N,"error":{..}}`), so a replay can
 //! write it back verbatim. `input` is the first 16 hex digits of the SHA-256
-//! of the task's input line (without its line ending), so a resume with other
-//! input is refused; `check` is the same over the index, `input` and `line`,
-//! so an edited or damaged record is refused (it guards against accidents,
-//! not against someone who recomputes it). A journal may hold several records
-//! for one index (`--retry-failed` appends the new result of a failed task):
-//! the last one counts.
+//! of the task's input text (the JSON the task gets: a JSON line without its
+//! line ending, a `--raw` line as a JSON string, an `--input-array` element
+//! as written, a `--range` number), so a resume with other input is refused,
+//! and the same input read another way is the same input; `check` is the
+//! same over the index, `input` and `line`, so an edited or damaged record
+//! is refused (it guards against accidents, not against someone who
+//! recomputes it). A journal may hold several records for one index
+//! (`--retry-failed` appends the new result of a failed task): the last one
+//! counts.
 //!
 //! Results are appended as they are printed and written out whenever the
 //! output is flushed, so a killed process loses at most the results it had
@@ -89,8 +92,9 @@ pub(crate) struct ErrorBody {
     pub(crate) message: String,
 }
 
-/// The hash that binds a record to its input line: the first 8 bytes of the
-/// SHA-256 of the line without its trailing `\n` or `\r\n`.
+/// The hash that binds a record to its input: the first 8 bytes of the
+/// SHA-256 of the task's input text (a line without its trailing `\n` or
+/// `\r\n`).
 pub(crate) type InputHash = u64;
 
 /// The [`InputHash`] of one input line (as read, line ending included or not).
