@@ -175,6 +175,8 @@ pub(crate) struct ArrayElements {
     buf: Vec<u8>,
     /// The brackets open inside the current element.
     open: Vec<u8>,
+    /// The longest element kept ([`MAX_INPUT`]).
+    max: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +200,7 @@ impl ArrayElements {
             state: ArrayState::Start,
             buf: Vec::new(),
             open: Vec::new(),
+            max: MAX_INPUT,
         }
     }
 
@@ -240,7 +243,7 @@ impl ArrayElements {
         )
     }
 
-    /// Reads one element into `buf` (as far as [`MAX_INPUT`]); whether it
+    /// Reads one element into `buf` (as far as `max` bytes); whether it
     /// was longer.
     fn element(&mut self) -> anyhow::Result<bool> {
         self.buf.clear();
@@ -286,7 +289,7 @@ impl ArrayElements {
                     _ => {}
                 }
             }
-            if self.buf.len() < MAX_INPUT {
+            if self.buf.len() < self.max {
                 self.buf.push(b);
             } else {
                 too_long = true;
@@ -368,7 +371,8 @@ impl Source for ArrayElements {
                         }
                     }
                     let problem = too_long.then(|| {
-                        format!("the element is longer than {MAX_INPUT} bytes, the most one input may be")
+                        let max = self.max;
+                        format!("the element is longer than {max} bytes, the most one input may be")
                     });
                     return Ok(Some(Item {
                         text: &self.buf,
@@ -611,6 +615,28 @@ mod test {
             own(&[("{\n    \"x\": 1\n  }", 2, 3), ("2", 5, 3)])
         );
         assert_eq!(array(" [ ] \n").unwrap(), own(&[]));
+    }
+
+    #[test]
+    fn an_element_past_the_limit_is_a_problem_of_its_own() {
+        let text = "[1, \"0123456789\", [1, 2, 3, 4, 5, 6], 2]";
+        let mut elements =
+            ArrayElements::new(Box::new(io::Cursor::new(text.as_bytes().to_vec())), "a");
+        elements.max = 8;
+        let mut got = Vec::new();
+        while let Some(item) = elements.next_item().unwrap() {
+            got.push((item.text.len(), item.origin.column, item.problem.is_some()));
+        }
+        assert_eq!(
+            got,
+            [
+                (1, Some(2), false),
+                (8, Some(5), true),
+                (8, Some(19), true),
+                (1, Some(39), false)
+            ],
+            "the rest of a long element is read past, not kept"
+        );
     }
 
     #[test]
