@@ -38,12 +38,32 @@ pub(crate) fn start_clock() {
 /// The bar being shown, if any: what [`suspend`] writes around.
 static SHOWN: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
+thread_local! {
+    /// Whether this thread is inside [`suspend`]: the bar is already off the
+    /// screen, and taking it off again would wait on its own lock.
+    static SUSPENDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `f`, which writes to stderr (or to the terminal stderr is on), with
-/// the progress bar taken off the screen, and draws it again after.
+/// the progress bar taken off the screen, and draws it again after. `f` may
+/// itself log or call `suspend`.
 pub(crate) fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    if SUSPENDED.get() {
+        return f();
+    }
     let bar = SHOWN.lock().unwrap_or_else(|e| e.into_inner()).clone();
     match bar {
-        Some(bar) => bar.suspend(f),
+        Some(bar) => bar.suspend(|| {
+            struct Reset;
+            impl Drop for Reset {
+                fn drop(&mut self) {
+                    SUSPENDED.set(false);
+                }
+            }
+            SUSPENDED.set(true);
+            let _reset = Reset;
+            f()
+        }),
         None => f(),
     }
 }
@@ -436,6 +456,16 @@ mod test {
         assert_eq!(raw("a\n\n \nb"), 4);
         assert_eq!(raw("a\n\n"), 2);
         assert_eq!(raw(" "), 1);
+    }
+
+    #[test]
+    fn suspend_nests() {
+        let bar = ProgressBar::with_draw_target(Some(3), ProgressDrawTarget::hidden());
+        *SHOWN.lock().unwrap() = Some(bar);
+        let got = suspend(|| suspend(|| suspend(|| 42)));
+        *SHOWN.lock().unwrap() = None;
+        assert_eq!(got, 42);
+        assert!(!SUSPENDED.get());
     }
 
     #[test]
