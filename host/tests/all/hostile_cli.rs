@@ -187,6 +187,42 @@ both_modes! {
     }
 }
 
+/// A task module whose `blob` task answers input `0` after sleeping 2 s,
+/// input `2` at once with `""`, and any other input with a 16 MiB string
+/// built from one page of its memory: outputs that pile up behind task 0.
+const BOMB: &str = r#"(module
+    (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+    (import "wasmpool" "input_len" (func $len (result i32)))
+    (import "wasmpool" "input_read" (func $read (param i32 i32) (result i32)))
+    (import "wasmpool" "output_write" (func $write (param i32 i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 200) "\"")
+    (func (export "wasmpool_abi_v1"))
+    (func (export "wasmpool_task_blob") (result i32) (local $n i32)
+        (drop (call $read (i32.const 300) (i32.const 1)))
+        (if (i32.eq (i32.load8_u (i32.const 300)) (i32.const 48))
+            (then
+                (i64.store (i32.const 24) (i64.const 2000000000))
+                (i32.store (i32.const 16) (i32.const 1))
+                (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+                (call $write (i32.const 200) (i32.const 1))
+                (call $write (i32.const 200) (i32.const 1))
+                (return (i32.const 0))))
+        (if (i32.eq (i32.load8_u (i32.const 300)) (i32.const 50))
+            (then
+                (call $write (i32.const 200) (i32.const 1))
+                (call $write (i32.const 200) (i32.const 1))
+                (return (i32.const 0))))
+        (memory.fill (i32.const 1024) (i32.const 120) (i32.const 32768))
+        (call $write (i32.const 200) (i32.const 1))
+        (local.set $n (i32.const 512))
+        (loop $l
+            (call $write (i32.const 1024) (i32.const 32768))
+            (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+            (br_if $l (local.get $n)))
+        (call $write (i32.const 200) (i32.const 1))
+        (i32.const 0)))"#;
+
 both_modes! {
     #[test]
     fn map_queue_flood_keeps_host_memory_within_the_queue_budget() {
@@ -239,37 +275,7 @@ both_modes! {
         let dir = tempfile::tempdir().unwrap();
         // Task 0 sleeps 2 s; every other task returns a 16 MiB string built
         // from one page of memory: 99 x 16 MiB would pile up behind task 0.
-        let wat = file(
-            dir.path(),
-            "bomb.wat",
-            r#"(module
-                (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-                (import "wasmpool" "input_len" (func $len (result i32)))
-                (import "wasmpool" "input_read" (func $read (param i32 i32) (result i32)))
-                (import "wasmpool" "output_write" (func $write (param i32 i32)))
-                (memory (export "memory") 1)
-                (data (i32.const 200) "\"")
-                (func (export "wasmpool_abi_v1"))
-                (func (export "wasmpool_task_blob") (result i32) (local $n i32)
-                    (drop (call $read (i32.const 300) (i32.const 1)))
-                    (if (i32.eq (i32.load8_u (i32.const 300)) (i32.const 48))
-                        (then
-                            (i64.store (i32.const 24) (i64.const 2000000000))
-                            (i32.store (i32.const 16) (i32.const 1))
-                            (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
-                            (call $write (i32.const 200) (i32.const 1))
-                            (call $write (i32.const 200) (i32.const 1))
-                            (return (i32.const 0))))
-                    (memory.fill (i32.const 1024) (i32.const 120) (i32.const 32768))
-                    (call $write (i32.const 200) (i32.const 1))
-                    (local.set $n (i32.const 512))
-                    (loop $l
-                        (call $write (i32.const 1024) (i32.const 32768))
-                        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
-                        (br_if $l (local.get $n)))
-                    (call $write (i32.const 200) (i32.const 1))
-                    (i32.const 0)))"#,
-        );
+        let wat = file(dir.path(), "bomb.wat", BOMB);
         let input: String = (0..100)
             .map(|i| format!("{}\n", if i == 0 { 0 } else { 1 }))
             .collect();
@@ -295,6 +301,32 @@ both_modes! {
         // being built, the line being written, the process itself and what the
         // allocator keeps: well under the 1.6 GiB that would pile up.
         assert!(run.peak_kib < 640 << 10, "peak {} KiB", run.peak_kib);
+    }
+
+    #[test]
+    fn outputs_behind_a_slow_task_stay_bounded_among_many_fast_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        // Task 0 sleeps 2 s, 1,500 tasks return "" at once, then 64 return
+        // 16 MiB each. Batches cut short by the output budget come back with
+        // their unrun inputs, and those rests wait while the stream is past
+        // its budget. When they were sent again at once, free workers kept
+        // taking them, each time running one 16 MiB output more: 1.05 GiB
+        // here (2.4 GiB with 3,000 and 150), against 420-510 MiB now.
+        let wat = file(dir.path(), "bomb.wat", BOMB);
+        let input: String = std::iter::once(0)
+            .chain(std::iter::repeat_n(2, 1500))
+            .chain(std::iter::repeat_n(1, 64))
+            .map(|i| format!("{i}\n"))
+            .collect();
+        let run = wasmpool_watched(
+            &dir.path().join("cache"),
+            &["map", &wat, "--task", "blob", "-j", "2", "--max-memory", "16MiB", "--values"],
+            &input,
+            LIMIT,
+            false,
+        );
+        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+        assert!(run.peak_kib < 768 << 10, "peak {} KiB", run.peak_kib);
     }
 
     #[test]
