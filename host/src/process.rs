@@ -424,13 +424,17 @@ impl ProcessGroup {
         }
         let shared_output = g.copies.is_some_and(|n| n > 1);
         let (out, err) = match g.stdio {
-            Stdio::Lines => (Target::Stdout, Target::Stderr),
+            Stdio::Lines | Stdio::Tagged => (Target::Stdout, Target::Stderr),
             Stdio::Null => (Target::Null, Target::Null),
         };
-        let (out, err) = (
+        let (mut out, mut err) = (
             LineSink::new(out, shared_output),
             LineSink::keeping_tail(err, shared_output),
         );
+        if g.stdio == Stdio::Tagged {
+            out = out.with_prefix(format!("{index}\t"));
+            err = err.with_prefix(format!("{index}\t"));
+        }
         wasi.stdout(out.clone()).stderr(err.clone());
         let wasi = wasi.build_p1();
         let interrupt = Arc::new(AtomicBool::new(false));

@@ -32,6 +32,11 @@ pub enum Stdio {
     /// from processes running side by side never mix.
     #[default]
     Lines,
+    /// Like [`Lines`](Stdio::Lines), each line prefixed with the process's
+    /// index and a tab (`3\tline`), as GNU parallel's `--tag` does, so that
+    /// the lines of copies running side by side can be told apart and
+    /// sorted (`sort -s -n -k1,1`).
+    Tagged,
     /// Discarded.
     Null,
 }
@@ -56,9 +61,12 @@ struct Inner {
     /// The last [`TAIL`] bytes written, when kept.
     tail: Option<Mutex<Vec<u8>>>,
     target: Target,
-    /// Other guests may write to the same stream: pieces and the last line
-    /// are ended with a newline.
+    /// Other guests may write to the same stream, or lines are tagged:
+    /// pieces and the last line are ended with a newline.
     shared: bool,
+    /// Written before every line (and every piece of a long one); empty
+    /// for none.
+    prefix: Vec<u8>,
 }
 
 /// A guest output stream that writes whole lines (see the module docs).
@@ -76,6 +84,7 @@ impl LineSink {
                 tail: None,
                 target,
                 shared,
+                prefix: Vec::new(),
             }),
         }
     }
@@ -89,8 +98,19 @@ impl LineSink {
                 tail: Some(Mutex::new(Vec::new())),
                 target,
                 shared,
+                prefix: Vec::new(),
             }),
         }
+    }
+
+    /// This sink with `prefix` written before each line (see
+    /// [`Stdio::Tagged`]); each line, and each piece of a long one, then
+    /// ends with a newline. Only before the sink is cloned.
+    pub(crate) fn with_prefix(mut self, prefix: String) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("a sink is tagged before it is shared");
+        inner.prefix = prefix.into_bytes();
+        inner.shared = true;
+        self
     }
 
     /// The message of the last Rust panic the guest printed (`thread 'main'
@@ -128,7 +148,14 @@ impl Inner {
         // A failed write to the host's own stdout (a closed pipe) cannot be
         // reported to anyone useful; the guest carries on.
         let write = |out: &mut dyn Write| {
-            out.write_all(bytes)?;
+            if self.prefix.is_empty() {
+                out.write_all(bytes)?;
+            } else {
+                for line in bytes.split_inclusive(|&b| b == b'\n') {
+                    out.write_all(&self.prefix)?;
+                    out.write_all(line)?;
+                }
+            }
             if end_line {
                 out.write_all(b"\n")?;
             }
@@ -283,5 +310,18 @@ mod test {
         let out = out.lock().unwrap();
         assert_eq!(out.len(), MAX_LINE + 5 + 21);
         assert!(!out.contains(&b'\n'));
+    }
+
+    #[test]
+    fn tagged_lines_each_get_the_prefix_and_a_last_newline() {
+        let (sink, out) = capture(false);
+        let sink = sink.with_prefix("7\t".into());
+        sink.write(b"one\ntwo\nthr");
+        sink.write(b"ee\n\nlast");
+        sink.finish();
+        assert_eq!(
+            *out.lock().unwrap(),
+            b"7\tone\n7\ttwo\n7\tthree\n7\t\n7\tlast\n"
+        );
     }
 }

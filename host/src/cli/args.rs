@@ -100,8 +100,8 @@ Examples:
 
 const RUN_EXAMPLES: &str = "\
 Examples:
-  wasmpool run hello.wasm -- --name world
-  wasmpool run worker.wasm -n 5 -- --shard {i}
+  wasmpool run hello.wasm --name world
+  wasmpool run worker.wasm -n 5 --tag -- --shard {i}
   wasmpool run counter.wasm -n 5 --shared-memory 64KiB
   wasmpool run tool.wasm --dir ./data::/data:ro --env LANG=C
 
@@ -144,8 +144,17 @@ pub(crate) struct RunArgs {
     pub(crate) limits: LimitArgs,
     #[command(flatten)]
     pub(crate) mode: ModeArgs,
-    /// Arguments for the guest (after `--`).
-    #[arg(last = true, value_name = "ARGS")]
+    /// Prefix each line a copy writes (stdout and stderr) with its index and
+    /// a tab, as GNU parallel's --tag.
+    #[arg(long)]
+    pub(crate) tag: bool,
+    /// Arguments for the guest: everything after MODULE that is not one of
+    /// wasmpool's flags before it, or everything after `--`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
     pub(crate) args: Vec<String>,
 }
 

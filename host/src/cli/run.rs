@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use wasmpool::{Process, ProcessGroup};
+use wasmpool::{Process, ProcessGroup, Stdio, TaskErrorKind};
 
 use super::args::{Common, RunArgs};
 use super::progress::{self, Progress, Tally};
@@ -27,7 +27,12 @@ pub(crate) fn run(
         .limits(args.limits.to_limits())
         .args(std::iter::once(program).chain(args.args.iter().cloned()))
         .entry(args.invoke.clone())
-        .inherit_stdin(copies == 1);
+        .inherit_stdin(copies == 1)
+        .stdio(if args.tag {
+            Stdio::Tagged
+        } else {
+            Stdio::Lines
+        });
     if let Some(n) = args.copies {
         builder = builder.copies(n);
     }
@@ -83,7 +88,10 @@ pub(crate) fn run(
             }
         }
         let status = p.join(None).expect("joined without a timeout");
-        if let Some(err) = status.error() {
+        // A single copy that called `proc_exit(n)` ended as a command does:
+        // its status is wasmpool's, and there is nothing to add to it.
+        let plain_exit = |e: &wasmpool::TaskError| copies == 1 && e.kind() == TaskErrorKind::Exit;
+        if let Some(err) = status.error().filter(|e| !plain_exit(e)) {
             let who = if copies == 1 {
                 String::new()
             } else {

@@ -402,13 +402,10 @@ both_modes! {
 
     #[test]
     fn run_passes_the_exit_code_through() {
+        // One copy ends as a command does: its status, and no error line.
         let out = wasmpool(&["run", wasmpool_tests::HELLO, "--", "--exit=3"], "");
         assert_eq!(out.status.code(), Some(3));
-        assert!(
-            stderr(&out).contains("guest called proc_exit(3)"),
-            "{}",
-            stderr(&out)
-        );
+        assert_eq!(stderr(&out), "");
         let out = wasmpool(
             &["run", wasmpool_tests::HELLO, "-n", "3", "--", "--exit=4"],
             "",
@@ -419,6 +416,46 @@ both_modes! {
             "{}",
             stderr(&out)
         );
+    }
+
+    #[test]
+    fn run_takes_the_guests_arguments_after_the_module_without_a_separator() {
+        let out = wasmpool(&["run", wasmpool_tests::HELLO, "a", "-x", "--env", "K=V"], "");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains(r#"args ["a", "-x", "--env", "K=V"]"#),
+            "{}",
+            stdout(&out)
+        );
+        // wasmpool's flags before the first argument are wasmpool's.
+        let out = wasmpool(&["run", wasmpool_tests::HELLO, "-n", "2", "b", "--exit=0"], "");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stdout(&out).contains(r#"process 1 args ["b", "--exit=0"]"#));
+        // `--` still ends wasmpool's flags.
+        let out = wasmpool(&["run", wasmpool_tests::HELLO, "--", "-n", "2"], "");
+        assert!(stdout(&out).contains(r#"process  args ["-n", "2"]"#), "{}", stdout(&out));
+    }
+
+    #[test]
+    fn run_tag_prefixes_each_copys_lines_with_its_index() {
+        let out = wasmpool(
+            &["run", wasmpool_tests::HELLO, "-n", "3", "--tag", "--", "--exit=2"],
+            "",
+        );
+        assert_eq!(out.status.code(), Some(2));
+        let text = stdout(&out);
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort();
+        let mut expect: Vec<String> = (0..3)
+            .flat_map(|i| {
+                [
+                    format!("{i}\thello from process {i} of 3"),
+                    format!("{i}\tprocess {i} args [\"--exit=2\"] GREETING=None"),
+                ]
+            })
+            .collect();
+        expect.sort();
+        assert_eq!(lines, expect);
     }
 
     #[test]
