@@ -46,8 +46,9 @@ pub(crate) enum Mode {
 #[derive(Debug, Clone)]
 pub(crate) struct EngineOptions<'a> {
     pub(crate) allocation: Allocation,
-    /// Whether a shared region is wanted: turns on wasm threads (a Tier 2
-    /// feature in wasmtime, so only for runs that ask for it).
+    /// Whether a shared region is wanted: lets the host create a shared
+    /// memory (a Tier 2 feature in wasmtime, so only for runs that ask for
+    /// it). The threads proposal's instructions are wasmtime's default.
     pub(crate) threads: bool,
     /// Whether running wasm code must be stoppable: epoch checks compiled
     /// in (see `limits.rs`).
