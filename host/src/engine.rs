@@ -20,6 +20,10 @@ use wasmtime::{
 use crate::error::Error;
 use crate::limits::Limits;
 
+/// The dirty bytes of a linear memory or table written back when its slot
+/// is reset, rather than given back to the kernel (see `build`).
+const KEEP_RESIDENT: usize = 1 << 20;
+
 /// How instances are allocated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Allocation {
@@ -160,6 +164,21 @@ impl EngineOptions<'_> {
                 // costs a guard-page mprotect each, which was most of the
                 // CLI's start-up time).
                 .total_stacks(if async_mode { slots } else { 0 });
+            // Where Linux's PAGEMAP_SCAN is available (6.7+), a slot is reset
+            // for its next instance by writing back the pages the last one
+            // dirtied (up to KEEP_RESIDENT bytes of them), not by `madvise`:
+            // no page-table change, so no TLB shootdown on the other cores
+            // and no page faults when the slot is used again. A fresh
+            // instance per task on 2 workers (`--isolation task`): 200,000
+            // tasks 1.7-2.2 s -> 0.95-1.4 s, kernel time 1.3-1.6 s -> 0.4-0.5
+            // s. Without the scan, wasmtime would write back the first
+            // KEEP_RESIDENT bytes whether dirty or not: `madvise` it stays.
+            if PoolingAllocationConfig::is_pagemap_scan_available() {
+                pooling
+                    .pagemap_scan(wasmtime::Enabled::Yes)
+                    .linear_memory_keep_resident(KEEP_RESIDENT)
+                    .table_keep_resident(KEEP_RESIDENT);
+            }
             if let Some(reservation) = fit_slots(slots, self.limits, async_mode)? {
                 pooling.max_memory_size(reservation as usize);
                 config.memory_reservation(reservation);

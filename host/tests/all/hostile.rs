@@ -163,6 +163,33 @@ both_modes! {
     }
 
     #[test]
+    fn a_fresh_instance_sees_none_of_what_the_last_one_wrote() {
+        // Slots are reset by writing back the pages an instance dirtied
+        // (engine.rs): its data segment, untouched memory, and memory it
+        // grew must all read as new for the next task in the same slot.
+        let module = r#"(module
+            (memory 2)
+            (data (i32.const 1024) "\2a\00\00\00")
+            (func (export "poke") (param $at i32) (result i32) (local $old i32)
+                (if (i32.ge_u (local.get $at) (i32.const 131072))
+                    (then (drop (memory.grow (i32.const 2)))))
+                (local.set $old (i32.load (local.get $at)))
+                (i32.store (local.get $at) (i32.const 0x5a5a5a5a))
+                (local.get $old)))"#;
+        let pool = pool_builder()
+            .module_bytes(module)
+            .workers(1)
+            .isolation(Isolation::Task)
+            .cache(None)
+            .build()
+            .unwrap();
+        for at in [1024, 70_000, 200_000, 1024, 200_000, 70_000] {
+            let old: i32 = pool.map("poke", [at]).unwrap().pop().unwrap().unwrap();
+            assert_eq!(old, if at == 1024 { 42 } else { 0 }, "at {at}");
+        }
+    }
+
+    #[test]
     fn recycle_after_replaces_the_instance() {
         let pool = builder(TESTGUEST, 1).recycle_after(2).build().unwrap();
         // One task at a time, so that the async mode too has one instance.
