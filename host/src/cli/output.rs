@@ -1,9 +1,13 @@
 //! `--output FILE`: the results are written to a temporary file beside
 //! `FILE` and renamed over it only when the run has written everything, so
-//! `FILE` is either untouched or whole, never half-written.
+//! `FILE` is either untouched or whole, never half-written. What cannot be
+//! replaced by a file (a device such as `/dev/null`, a FIFO, `/dev/stdout`)
+//! is written directly, and a symlink is followed, so the file it points to
+//! is replaced and the link stays.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -12,7 +16,9 @@ use anyhow::Context;
 /// [`commit`](AtomicFile::commit), it is removed and `target` is untouched.
 pub(crate) struct AtomicFile {
     target: PathBuf,
-    temp: PathBuf,
+    /// The temporary file, renamed over `target` on commit; `None` where
+    /// `target` is written directly (a device, a FIFO, stdout).
+    temp: Option<PathBuf>,
     file: Option<File>,
 }
 
@@ -27,6 +33,20 @@ impl AtomicFile {
         if target.is_dir() {
             anyhow::bail!("{show}: is a directory; --output needs a file name");
         }
+        if let Some(file) = direct(target)? {
+            return Ok(AtomicFile {
+                target: target.to_path_buf(),
+                temp: None,
+                file: Some(file),
+            });
+        }
+        // A symlink is followed, as a shell's `>` writes through it: the
+        // file it points to is replaced and the link stays a link.
+        let resolved = match fs::symlink_metadata(target) {
+            Ok(meta) if meta.file_type().is_symlink() => fs::canonicalize(target).ok(),
+            _ => None,
+        };
+        let target = resolved.as_deref().unwrap_or(target);
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -43,7 +63,7 @@ impl AtomicFile {
                 Ok(file) => {
                     return Ok(AtomicFile {
                         target: target.to_path_buf(),
-                        temp,
+                        temp: Some(temp),
                         file: Some(file),
                     });
                 }
@@ -71,10 +91,13 @@ impl AtomicFile {
     pub(crate) fn commit(mut self) -> anyhow::Result<()> {
         let file = self.file.take().expect("commit runs once");
         let show = self.target.display().to_string();
+        let Some(temp) = self.temp.take() else {
+            return Ok(());
+        };
         file.sync_all()
             .with_context(|| format!("{show}: cannot write the output"))?;
         drop(file);
-        fs::rename(&self.temp, &self.target)
+        fs::rename(&temp, &self.target)
             .with_context(|| format!("{show}: cannot put the output in place"))?;
         Ok(())
     }
@@ -82,9 +105,40 @@ impl AtomicFile {
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.temp);
+        if let (Some(_), Some(temp)) = (self.file.take(), &self.temp) {
+            let _ = fs::remove_file(temp);
         }
+    }
+}
+
+/// `target` opened for writing where it cannot be replaced by a renamed
+/// file: `/dev/stdout` and `/dev/stderr` (and their `/dev/fd/N` and
+/// `/proc/self/fd/N` names) are this process's own stream, whatever it is
+/// (a rename would replace the device node, or a file `>>` appends to);
+/// another existing path that is not a regular file (`/dev/null`, a FIFO,
+/// a terminal) is opened as it is.
+fn direct(target: &Path) -> anyhow::Result<Option<File>> {
+    let show = target.display();
+    let stream = match target.to_str() {
+        Some("/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1") => {
+            Some(io::stdout().as_fd().try_clone_to_owned())
+        }
+        Some("/dev/stderr" | "/dev/fd/2" | "/proc/self/fd/2") => {
+            Some(io::stderr().as_fd().try_clone_to_owned())
+        }
+        _ => None,
+    };
+    if let Some(fd) = stream {
+        let fd = fd.with_context(|| format!("{show}: cannot write the output"))?;
+        return Ok(Some(File::from(fd)));
+    }
+    match fs::metadata(target) {
+        Ok(meta) if !meta.is_file() => OpenOptions::new()
+            .write(true)
+            .open(target)
+            .map(Some)
+            .with_context(|| format!("{show}: cannot open the output")),
+        _ => Ok(None),
     }
 }
 

@@ -431,6 +431,81 @@ both_modes! {
     }
 }
 
+/// `-o` naming what a renamed file cannot replace (a FIFO here; `/dev/null`
+/// and `/dev/stdout` alike) writes to it directly, and a symlink is written
+/// through: a rename over them once replaced `/dev/null` with a file.
+#[test]
+fn output_to_a_fifo_or_a_symlink_keeps_it_what_it_is() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let out = wasmpool(
+        &[
+            "map",
+            SQUARE,
+            "--task",
+            "square",
+            "-r",
+            "--range",
+            "1..4",
+            "-o",
+            s(&fifo),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Checked before the join: a FIFO renamed away would leave the reader
+    // waiting for good.
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert_eq!(reader.join().unwrap(), "1\n4\n9\n");
+    assert_eq!(
+        files_in(dir.path()),
+        ["fifo"],
+        "no temporary file beside it"
+    );
+
+    let real = write(dir.path(), "real.txt", "old\n");
+    let link = dir.path().join("link.txt");
+    std::os::unix::fs::symlink("real.txt", &link).unwrap();
+    let out = wasmpool(
+        &[
+            "map",
+            SQUARE,
+            "--task",
+            "square",
+            "-r",
+            "--range",
+            "2..4",
+            "-o",
+            s(&link),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_to_string(&real).unwrap(), "4\n9\n");
+    assert_eq!(files_in(dir.path()), ["fifo", "link.txt", "real.txt"]);
+}
+
 #[test]
 fn input_sources_exclude_each_other() {
     for args in [
