@@ -22,6 +22,11 @@ use anyhow::bail;
 /// memory.
 pub(crate) const MAX_INPUT: usize = 64 << 20;
 
+/// How deep `--input-array` checks that each bracket closes the one it
+/// should; deeper brackets are only counted. serde reads JSON at most 128
+/// deep, so an element past this fails alone either way.
+const MAX_CHECKED_DEPTH: usize = 1024;
+
 /// Where an input's text came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Origin {
@@ -173,8 +178,13 @@ pub(crate) struct ArrayElements {
     column: u64,
     state: ArrayState,
     buf: Vec<u8>,
-    /// The brackets open inside the current element.
+    /// The brackets open inside the current element, the innermost
+    /// [`MAX_CHECKED_DEPTH`] of them.
     open: Vec<u8>,
+    /// How many brackets are open past the depth `open` holds: only
+    /// counted, so that endless `[[[[...` costs no memory (an element that
+    /// deep is no JSON serde reads: it fails alone when the task parses it).
+    deeper: u64,
     /// The longest element kept ([`MAX_INPUT`]).
     max: usize,
 }
@@ -200,6 +210,7 @@ impl ArrayElements {
             state: ArrayState::Start,
             buf: Vec::new(),
             open: Vec::new(),
+            deeper: 0,
             max: MAX_INPUT,
         }
     }
@@ -248,6 +259,7 @@ impl ArrayElements {
     fn element(&mut self) -> anyhow::Result<bool> {
         self.buf.clear();
         self.open.clear();
+        self.deeper = 0;
         let (mut in_string, mut escaped, mut too_long) = (false, false, false);
         let (line, column) = (self.line, self.column);
         loop {
@@ -269,7 +281,9 @@ impl ArrayElements {
             } else {
                 match b {
                     b'"' => in_string = true,
+                    b'[' | b'{' if self.open.len() == MAX_CHECKED_DEPTH => self.deeper += 1,
                     b'[' | b'{' => self.open.push(b),
+                    b']' | b'}' if self.deeper > 0 => self.deeper -= 1,
                     b']' | b'}' => {
                         let opener = if b == b']' { b'[' } else { b'{' };
                         match self.open.pop() {
@@ -637,6 +651,25 @@ mod test {
             ],
             "the rest of a long element is read past, not kept"
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_counted_not_kept() {
+        let depth = 1_000_000;
+        let text = format!("[{}{}, 2]", "[".repeat(depth), "]".repeat(depth));
+        let mut elements = ArrayElements::new(Box::new(io::Cursor::new(text.into_bytes())), "a");
+        let first = elements.next_item().unwrap().unwrap();
+        assert_eq!(first.text.len(), 2 * depth);
+        assert!(
+            elements.open.capacity() <= MAX_CHECKED_DEPTH,
+            "a million `[` took {} bytes of brackets",
+            elements.open.capacity()
+        );
+        assert_eq!(elements.next_item().unwrap().unwrap().text, b"2");
+        // A mismatch within the checked depth is still found where it is.
+        let inner = format!("[{}}}{}]", "[".repeat(10), "]".repeat(9));
+        let err = array(&inner).unwrap_err().to_string();
+        assert!(err.starts_with("a.json:1:12: `}` closes a `[`"), "{err}");
     }
 
     #[test]
