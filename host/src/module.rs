@@ -408,8 +408,13 @@ pub(crate) fn resolve_task(
                 Some(near) => format!("did you mean {near:?}? "),
                 None => String::new(),
             };
+            let command = if tasks.is_empty() && module.get_export("_start").is_some() {
+                " (it exports _start: a WASI command, run as a process)"
+            } else {
+                ""
+            };
             fail(format!(
-                "no task named {name:?} (no export {abi_export} or {name}); {hint}{}",
+                "no task named {name:?} (no export {abi_export} or {name}); {hint}{}{command}",
                 list(&tasks)
             ))
         }

@@ -223,8 +223,18 @@ impl ProcessGroupBuilder {
                 )));
             }
             None => {
+                let tasks = crate::ModuleInfo::of(runtime.program.module()).tasks;
+                let what = if tasks.is_empty() {
+                    "a WASI command exports _start".to_string()
+                } else {
+                    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+                    format!(
+                        "this is a task module, run by a pool: its tasks are {}",
+                        names.join(", ")
+                    )
+                };
                 return Err(no_entry(format!(
-                    "no export {} to run (a WASI command exports _start)",
+                    "no export {} to run ({what})",
                     self.entry
                 )));
             }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use super::args::CompileArgs;
 
 pub(crate) fn run(args: CompileArgs) -> anyhow::Result<ExitCode> {
+    let named = args.output.is_some();
     let output = args
         .output
         .unwrap_or_else(|| args.module.with_extension("cwasm"));
@@ -20,7 +21,10 @@ pub(crate) fn run(args: CompileArgs) -> anyhow::Result<ExitCode> {
     wasmpool::Precompiler::new()
         .fuel(args.fuel)
         .precompile_file(&args.module, &output)?;
-    tracing::info!("{}: written", output.display());
+    if !named {
+        // The user did not say where: say where it went.
+        eprintln!("wasmpool: wrote {}", output.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
