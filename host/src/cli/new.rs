@@ -115,8 +115,8 @@ fn sdk_dir(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// A package name cargo takes: ASCII letters, digits, `-` and `_`, not
-/// starting with a digit.
+/// A package name cargo takes: ASCII letters, digits, `-` and `_`,
+/// starting with a letter or `_`.
 fn check_name(name: &str) -> anyhow::Result<()> {
     let Some(first) = name.chars().next() else {
         bail!("the crate needs a name");
@@ -132,6 +132,11 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     }
     if first.is_ascii_digit() {
         bail!("{name:?} is not a crate name: it must not start with a digit");
+    }
+    if first == '-' {
+        bail!(
+            "{name:?} is not a crate name: it must start with a letter or `_` (cargo refuses a leading `-`)"
+        );
     }
     if KEYWORDS.contains(&module_name(name).as_str()) {
         bail!("{name:?} is not a crate name: it is a Rust keyword (cargo refuses it)");
@@ -326,6 +331,11 @@ mod test {
                 .to_string()
                 .contains("must not start with a digit")
         );
+        for name in ["-", "-x"] {
+            let err = check_name(name).unwrap_err().to_string();
+            assert!(err.contains("must start with a letter or `_`"), "{err}");
+        }
+        assert!(check_name("_x").is_ok());
         assert!(
             check_name("a/b")
                 .unwrap_err()
