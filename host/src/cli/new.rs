@@ -155,10 +155,25 @@ const KEYWORDS: &[&str] = &[
 
 /// Refuses a directory that exists and holds anything.
 fn check_empty(dir: &Path) -> anyhow::Result<()> {
+    let exists = std::fs::symlink_metadata(dir).is_ok();
     match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && exists => {
+            bail!(
+                "{}: is a symlink to {}, which does not exist; create that directory, or choose \
+                 another --path",
+                dir.display(),
+                std::fs::read_link(dir).unwrap_or_default().display()
+            )
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory && exists => {
             bail!("{}: already exists and is not a directory", dir.display())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            bail!(
+                "{}: cannot be created: a file is in its path, where a directory should be",
+                dir.display()
+            )
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!("{}: cannot read it", dir.display()))),
         Ok(mut entries) => {
@@ -350,6 +365,23 @@ mod test {
                 .contains("Rust keyword")
         );
         assert!(check_name("fnord").is_ok());
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_made_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("afile");
+        std::fs::write(&file, "x").unwrap();
+        let err = |p: &Path| check_empty(p).unwrap_err().to_string();
+        assert!(err(&file).contains("already exists and is not a directory"));
+        assert!(
+            err(&file.join("sub")).contains("a file is in its path"),
+            "{}",
+            err(&file.join("sub"))
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+        assert!(err(&link).contains("is a symlink to"), "{}", err(&link));
     }
 
     #[test]
