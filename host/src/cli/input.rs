@@ -27,6 +27,9 @@ pub(crate) const MAX_INPUT: usize = 64 << 20;
 /// deep, so an element past this fails alone either way.
 const MAX_CHECKED_DEPTH: usize = 1024;
 
+/// The UTF-8 byte order mark, skipped where a file starts with it.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Where an input's text came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Origin {
@@ -92,6 +95,9 @@ impl Source for Lines {
                 Err(e) => return Err(cannot_read(&self.name, e)),
             }
             self.line += 1;
+            if self.line == 1 && self.buf.starts_with(BOM) {
+                self.buf.drain(..BOM.len());
+            }
             let too_long = self.buf.len() > MAX_INPUT;
             if too_long {
                 skip_line(&mut self.reader).map_err(|e| cannot_read(&self.name, e))?;
@@ -234,6 +240,23 @@ impl ArrayElements {
         }
     }
 
+    /// Skips the UTF-8 byte order mark that some editors put first (as a
+    /// column of its own).
+    fn skip_bom(&mut self) -> anyhow::Result<&mut Self> {
+        let starts = loop {
+            match self.reader.fill_buf() {
+                Ok(buf) => break buf.starts_with(BOM),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(cannot_read(&self.name, e)),
+            }
+        };
+        if starts && self.line == 1 && self.column == 1 {
+            self.reader.consume(BOM.len());
+            self.column += 1;
+        }
+        Ok(self)
+    }
+
     /// Skips whitespace; the byte after it, not consumed.
     fn skip_space(&mut self) -> anyhow::Result<Option<u8>> {
         loop {
@@ -326,7 +349,7 @@ impl Source for ArrayElements {
                         Some(_) => Err(self.broken("more text after the end of the array")),
                     };
                 }
-                ArrayState::Start => match self.skip_space()? {
+                ArrayState::Start => match self.skip_bom()?.skip_space()? {
                     Some(b'[') => {
                         self.bump(b'[');
                         self.state = ArrayState::Element { first: true };
@@ -670,6 +693,25 @@ mod test {
         let inner = format!("[{}}}{}]", "[".repeat(10), "]".repeat(9));
         let err = array(&inner).unwrap_err().to_string();
         assert!(err.starts_with("a.json:1:12: `}` closes a `[`"), "{err}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_first_is_skipped() {
+        assert_eq!(
+            array("\u{feff}[1, 2]").unwrap(),
+            own(&[("1", 1, 3), ("2", 1, 6)])
+        );
+        let lines = Lines::new(
+            Box::new(io::Cursor::new(b"\xEF\xBB\xBF1\n\xEF\xBB\xBF2\n".to_vec())),
+            "a",
+            false,
+        );
+        let got = items(lines).unwrap();
+        assert_eq!(got[0].0, "1");
+        assert_eq!(
+            got[1].0, "\u{feff}2",
+            "only the file's first bytes are a mark"
+        );
     }
 
     #[test]
