@@ -159,6 +159,15 @@ impl Journal {
             task: task.to_string(),
         };
         let show = path.display();
+        // It is read back whole, then appended to: a FIFO or `/dev/stdout`
+        // on a pipe would wait for good, a device fails on its first sync.
+        if let Ok(meta) = std::fs::metadata(path)
+            && !meta.is_file()
+        {
+            bail!(
+                "{show}: is not a regular file; --journal needs one, as it is read back on a rerun"
+            );
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)

@@ -50,6 +50,14 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
             let module = std::fs::read(&args.module)
                 .with_context(|| format!("{}: cannot read the module", args.module.display()))?;
             let journal = Journal::open(path, &module, &args.task)?;
+            // Checked once the journal exists, so that two names of one
+            // new file are caught too.
+            if args.output.as_deref().is_some_and(|o| same_file(o, path)) {
+                anyhow::bail!(
+                    "{}: --output and --journal name the same file; the results would replace the journal",
+                    path.display()
+                );
+            }
             tracing::info!(
                 "{}: {} results already recorded",
                 path.display(),
@@ -598,5 +606,14 @@ impl super::args::PoolArgs {
             b = b.isolation(wasmpool::Isolation::Task);
         }
         b
+    }
+}
+
+/// Whether `a` and `b` name one file (the same path, or the same inode).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => a == b,
     }
 }

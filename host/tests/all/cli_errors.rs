@@ -285,3 +285,67 @@ fn colour_only_when_forced_and_never_with_no_color() {
     ));
     assert_eq!(no_color, plain);
 }
+
+/// A journal that is not a regular file is refused before anything runs
+/// (`/dev/stdout` on a pipe made the run wait for good, reading its own
+/// output; `/dev/null` failed with a bare "Invalid argument"), and so is
+/// `--output` naming the journal (the results replaced it).
+#[test]
+fn a_journal_must_be_a_file_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let fifo = fifo.to_str().unwrap();
+    let out = wasmpool(
+        &[
+            "map",
+            SQUARE,
+            "--task",
+            "square",
+            "--range",
+            "0..3",
+            "--journal",
+            fifo,
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is not a regular file; --journal needs one"),
+        "{}",
+        stderr(&out)
+    );
+
+    let journal = dir.path().join("j.jsonl");
+    let (j, o) = (
+        journal.to_str().unwrap(),
+        format!("{}/./j.jsonl", dir.path().display()),
+    );
+    let out = wasmpool(
+        &[
+            "map",
+            SQUARE,
+            "--task",
+            "square",
+            "--range",
+            "0..3",
+            "--journal",
+            j,
+            "-o",
+            &o,
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--output and --journal name the same file"),
+        "{}",
+        stderr(&out)
+    );
+    let kept = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        kept.starts_with("{\"wasmpool_journal\""),
+        "still a journal: {kept}"
+    );
+}
