@@ -359,14 +359,6 @@ pub(crate) fn resolve_task(
         });
     }
     let tasks = || ModuleInfo::of(module).tasks;
-    let list = |tasks: &[TaskInfo]| {
-        if tasks.is_empty() {
-            "it has no tasks".to_string()
-        } else {
-            let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-            format!("its tasks are: {}", names.join(", "))
-        }
-    };
     if let Some(short) = name.strip_prefix(abi::TASK_PREFIX)
         && module.get_export(name).is_some()
     {
@@ -377,7 +369,10 @@ pub(crate) fn resolve_task(
     if let Some(what) = reserved(name)
         && module.get_export(name).is_some()
     {
-        return fail(format!("{name} is {what}, not a task; {}", list(&tasks())));
+        return fail(format!(
+            "{name} is {what}, not a task; {}",
+            task_list(&tasks())
+        ));
     }
     match module.get_export(name) {
         Some(ExternType::Func(ty)) => match numeric_kind(&ty) {
@@ -395,7 +390,7 @@ pub(crate) fn resolve_task(
         Some(other) => fail(format!(
             "export {name} is a {}, not a function, so it cannot run as a task; {}",
             extern_kind(&other),
-            list(&tasks())
+            task_list(&tasks())
         )),
         None => {
             let tasks = tasks();
@@ -415,7 +410,7 @@ pub(crate) fn resolve_task(
             };
             fail(format!(
                 "no task named {name:?} (no export {abi_export} or {name}); {hint}{}{command}",
-                list(&tasks)
+                task_list(&tasks)
             ))
         }
     }
@@ -428,5 +423,16 @@ fn extern_kind(ty: &ExternType) -> &'static str {
         ExternType::Table(_) => "table",
         ExternType::Global(_) => "global",
         ExternType::Tag(_) => "tag",
+    }
+}
+
+/// "its tasks are: a, b" or "it has no tasks": the list error messages
+/// give wherever a module's tasks are named.
+pub(crate) fn task_list(tasks: &[TaskInfo]) -> String {
+    if tasks.is_empty() {
+        "it has no tasks".to_string()
+    } else {
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        format!("its tasks are: {}", names.join(", "))
     }
 }

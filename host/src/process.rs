@@ -227,10 +227,9 @@ impl ProcessGroupBuilder {
                 let what = if tasks.is_empty() {
                     "a WASI command exports _start".to_string()
                 } else {
-                    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
                     format!(
-                        "this is a task module, run by a pool: its tasks are {}",
-                        names.join(", ")
+                        "this is a task module, run by a pool: {}",
+                        crate::module::task_list(&tasks)
                     )
                 };
                 return Err(no_entry(format!(
