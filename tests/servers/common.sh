@@ -5,16 +5,29 @@ PATH=$PATH:/usr/sbin:/sbin
 
 die() { echo "$PROG: $*" >&2; exit 1; }
 
-# die_log MSG LOGFILE...: fail with the last lines of each server log named.
+# log_mark FILE...: remember how long each log is now, so that die_log shows
+# only what was written after (by the server this script started).
+declare -A LOG_MARK=()
+log_mark() {
+  local f
+  for f in "$@"; do LOG_MARK[$f]=$( { wc -l <"$f"; } 2>/dev/null || echo 0); done
+}
+
+# die_log MSG LOGFILE...: fail with the last lines of each server log named
+# (those written since its log_mark, if it has one).
 die_log() {
   local msg=$1; shift
   echo "$PROG: $msg" >&2
-  local f
+  local f from
   for f in "$@"; do
-    if [[ -s $f ]]; then
-      echo "---- last lines of $f ----" >&2
-      tail -n 25 "$f" >&2
+    [[ -s $f ]] || continue
+    from=$(( ${LOG_MARK[$f]:-0} + 1 ))
+    if [[ -z $(tail -n +"$from" "$f" | head -c 1) ]]; then
+      echo "---- (nothing new in $f) ----" >&2
+      continue
     fi
+    echo "---- last lines of $f ----" >&2
+    tail -n +"$from" "$f" | tail -n 25 >&2
   done
   exit 1
 }
