@@ -37,7 +37,7 @@ use crate::worker::{Batch, Done, StreamState};
 pub(crate) type Inputs<'a> = Box<dyn Iterator<Item = Result<Payload, TaskError>> + 'a>;
 
 /// Turns a raw output into what the stream yields.
-pub(crate) type Decode<T> = fn(&Task, Output) -> Result<T, TaskError>;
+pub(crate) type Decode<'a, T> = Box<dyn FnMut(&Task, Output) -> Result<T, TaskError> + 'a>;
 
 /// The bytes an input holds while it waits to run.
 fn input_size(item: &Result<Payload, TaskError>) -> usize {
@@ -402,7 +402,7 @@ pub struct Imap<'a, T> {
     current: std::vec::IntoIter<Result<Output, TaskError>>,
     /// The index of the first input whose batch is not yet in `current`.
     next_emit: u64,
-    decode: Decode<T>,
+    decode: Decode<'a, T>,
 }
 
 impl<T> std::fmt::Debug for Imap<'_, T> {
@@ -418,7 +418,7 @@ impl<T> std::fmt::Debug for Imap<'_, T> {
 }
 
 impl<'a, T> Imap<'a, T> {
-    pub(crate) fn new(d: Dispatch<'a>, decode: Decode<T>) -> Self {
+    pub(crate) fn new(d: Dispatch<'a>, decode: Decode<'a, T>) -> Self {
         Imap {
             d,
             pending: BTreeMap::new(),
@@ -553,7 +553,7 @@ pub struct ImapUnordered<'a, T> {
     d: Dispatch<'a>,
     current: std::vec::IntoIter<Result<Output, TaskError>>,
     current_index: u64,
-    decode: Decode<T>,
+    decode: Decode<'a, T>,
 }
 
 impl<T> std::fmt::Debug for ImapUnordered<'_, T> {
@@ -565,7 +565,7 @@ impl<T> std::fmt::Debug for ImapUnordered<'_, T> {
 }
 
 impl<'a, T> ImapUnordered<'a, T> {
-    pub(crate) fn new(d: Dispatch<'a>, decode: Decode<T>) -> Self {
+    pub(crate) fn new(d: Dispatch<'a>, decode: Decode<'a, T>) -> Self {
         ImapUnordered {
             d,
             current: Vec::new().into_iter(),

@@ -321,6 +321,16 @@ impl Task {
     /// assert_eq!(task.encode(&3).unwrap(), wasmpool::Payload::Values(vec![wasmpool::WasmValue::I64(3)].into()));
     /// ```
     pub fn encode<I: Serialize + ?Sized>(&self, input: &I) -> Result<Payload, TaskError> {
+        self.encode_into(input, Vec::with_capacity(BUFFER_START))
+    }
+
+    /// [`encode`](Self::encode), writing an ABI task's JSON into `bytes`
+    /// (cleared first) instead of a new buffer.
+    pub(crate) fn encode_into<I: Serialize + ?Sized>(
+        &self,
+        input: &I,
+        mut bytes: Vec<u8>,
+    ) -> Result<Payload, TaskError> {
         let bad = |e: serde_json::Error| {
             TaskError::new(
                 TaskErrorKind::Input,
@@ -328,7 +338,12 @@ impl Task {
             )
         };
         match &self.spec.kind {
-            TaskKind::Abi => serde_json::to_vec(input).map(Payload::Bytes).map_err(bad),
+            TaskKind::Abi => {
+                bytes.clear();
+                serde_json::to_writer(&mut bytes, input)
+                    .map(|()| Payload::Bytes(bytes))
+                    .map_err(bad)
+            }
             TaskKind::Numeric { params, .. } => crate::numeric::to_args(params, input)
                 .map(Payload::Values)
                 .map_err(|e| TaskError::new(TaskErrorKind::Input, e.0)),
@@ -354,7 +369,9 @@ impl Task {
         match &self.spec.kind {
             TaskKind::Abi => {
                 serde_json::from_slice::<IgnoredAny>(text).map_err(invalid)?;
-                Ok(Payload::Bytes(text.to_vec()))
+                let mut bytes = Vec::with_capacity(text.len().max(BUFFER_START));
+                bytes.extend_from_slice(text);
+                Ok(Payload::Bytes(bytes))
             }
             TaskKind::Numeric { params, .. } => {
                 let args = match json_integer(text.trim_ascii()) {
@@ -424,17 +441,8 @@ impl Task {
     /// assert_eq!(n, 16);
     /// ```
     pub fn decode<O: DeserializeOwned>(&self, output: Output) -> Result<O, TaskError> {
-        let bad = |e: serde_json::Error| {
-            TaskError::new(
-                TaskErrorKind::Output,
-                format!(
-                    "the output does not decode as {}: {e}",
-                    std::any::type_name::<O>()
-                ),
-            )
-        };
         match output {
-            Output::Bytes(bytes) => serde_json::from_slice(&bytes).map_err(bad),
+            Output::Bytes(bytes) => self.decode_bytes(&bytes),
             Output::Values(values) => crate::numeric::from_results(&values).map_err(|e| {
                 TaskError::new(
                     TaskErrorKind::Output,
@@ -447,6 +455,61 @@ impl Task {
         }
     }
 }
+
+impl Task {
+    /// Decodes an ABI task's output bytes as a serde value
+    /// ([`decode`](Self::decode) without taking the buffer).
+    pub(crate) fn decode_bytes<O: DeserializeOwned>(&self, bytes: &[u8]) -> Result<O, TaskError> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            TaskError::new(
+                TaskErrorKind::Output,
+                format!(
+                    "the output does not decode as {}: {e}",
+                    std::any::type_name::<O>()
+                ),
+            )
+        })
+    }
+}
+
+/// Byte buffers handed back by a stream's decoder for its encoder to fill
+/// again (one thread: the stream's caller). At most [`Spares::MAX`] are
+/// kept, none larger than [`Spares::MAX_CAPACITY`].
+#[derive(Debug, Default)]
+pub(crate) struct Spares(std::cell::RefCell<Vec<Vec<u8>>>);
+
+impl Spares {
+    /// More than a stream's default window holds.
+    const MAX: usize = 8192;
+    /// Big buffers go back to the allocator.
+    const MAX_CAPACITY: usize = 4096;
+
+    /// A spare buffer, or a new one.
+    pub(crate) fn take(&self) -> Vec<u8> {
+        self.0
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BUFFER_START))
+    }
+
+    /// Keeps `bytes` for a later [`take`](Self::take) if there is room.
+    pub(crate) fn give(&self, mut bytes: Vec<u8>) {
+        let mut spares = self.0.borrow_mut();
+        if spares.len() < Self::MAX
+            && (BUFFER_START..=Self::MAX_CAPACITY).contains(&bytes.capacity())
+        {
+            bytes.clear();
+            spares.push(bytes);
+        }
+    }
+}
+
+/// The least capacity of an ABI task's input buffer. The buffer comes back
+/// as a later task's output buffer (`Guest::abi_outcome`), so room for a
+/// small result in it means the worker's thread never grows it: a buffer
+/// reallocated there and freed on the caller's thread takes the
+/// allocator's slow cross-thread path (measured at 5% of a tiny SDK task).
+const BUFFER_START: usize = 64;
 
 /// `text` as an integer, if it is exactly a JSON integer
 /// (`-?(0|[1-9][0-9]*)`) that fits an `i128`.

@@ -94,7 +94,9 @@ fn memory<'a>(
     caller: &'a mut Caller<'_, StoreData>,
     function: &'static str,
 ) -> Result<(&'a mut [u8], &'a mut StoreData), AbiError> {
-    let memory = caller.data().memory.ok_or(AbiError {
+    // `ok_or_else`: the error's message is a `String`, and building it
+    // eagerly cost a malloc and a free on every host call.
+    let memory = caller.data().memory.ok_or_else(|| AbiError {
         function,
         message: "the module exports no memory named \"memory\"".into(),
     })?;

@@ -325,4 +325,34 @@ both_modes! {
             "invalid configuration: the number of workers must be at least 1"
         );
     }
+
+    /// The SDK reads an input in one call when it fits the instance's
+    /// kept buffer and in two when it may not, and keeps its buffers from
+    /// task to task: every length around the buffer's edges (256 bytes to
+    /// start, 64 KiB kept), in an order that grows and shrinks them, comes
+    /// back whole.
+    #[test]
+    fn sdk_inputs_and_outputs_of_every_size_round_trip_through_kept_buffers() {
+        let pool = pool(TESTGUEST, 1);
+        let lens = [
+            0usize, 1, 252, 253, 254, 255, 256, 257, 300, 1000, 65534, 65535, 65536, 65537,
+            1 << 20, 3, 254, 255, 256, 70000, 10, 100_000, 0,
+        ];
+        let inputs: Vec<String> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| char::from(b'a' + ((i + j) % 26) as u8)).collect())
+            .collect();
+        let out: Vec<String> = pool
+            .map("shout", inputs.clone())
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        for (i, (got, sent)) in out.iter().zip(&inputs).enumerate() {
+            // The JSON text of a string of n letters is n + 2 bytes.
+            let want = format!("{} ({})", sent.to_uppercase(), sent.len());
+            assert!(got == &want, "input {i} of {} letters came back wrong", lens[i]);
+        }
+    }
 }
