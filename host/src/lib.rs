@@ -195,5 +195,5 @@ pub use queue::{Queue, QueueError};
 pub use runtime::DEFAULT_QUEUE_BYTES;
 pub use shm::{SharedRegion, ShmError, Wake};
 pub use stdio::Stdio;
-pub use task::{Output, Payload, Task, Values, WasmType, WasmValue};
+pub use task::{Output, Payload, Spares, Task, Values, WasmType, WasmValue};
 pub use worker::WorkerStats;

@@ -554,7 +554,7 @@ impl Pool {
         let inputs: Inputs<'a> = Box::new(
             inputs
                 .into_iter()
-                .map(move |i| encoder.encode_into(&i, spares.take())),
+                .map(move |i| encoder.encode_into(&i, || spares.take())),
         );
         let decode: Decode<'a, O> = Box::new(move |task, output| match output {
             Output::Bytes(bytes) => {

@@ -485,6 +485,234 @@ impl Queue {
         Err(state)
     }
 
+    /// Puts a prefix of `messages` at once: waits up to `timeout` until the
+    /// first fits, then puts, in order, as many as fit now (the queue's
+    /// capacity and byte budget), and returns how many (`Ok(0)` only for no
+    /// messages). The messages are copied only once they are put, so the
+    /// host memory taken is bounded by the queue's budget whatever the
+    /// caller hands in. The caller checks each message against
+    /// [`max_bytes`](Self::max_bytes) first (`queue_put_many` traps); a
+    /// first message that could never fit is refused with
+    /// [`QueueError::TooLarge`] rather than waited for.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Timeout`], [`QueueError::Closed`] or
+    /// [`QueueError::Interrupted`], each with nothing put.
+    pub(crate) fn put_many_interruptible<'m>(
+        &self,
+        messages: impl Iterator<Item = &'m [u8]> + Clone,
+        timeout: Option<Duration>,
+        waiter: Waiter<'_>,
+    ) -> Result<usize, QueueError> {
+        let deadline = deadline(timeout);
+        let mut spins = 0;
+        let mut state = self.lock();
+        loop {
+            state = match self.try_put_many(state, messages.clone())? {
+                Ok(put) => return Ok(put),
+                Err(s) => s,
+            };
+            if spins < SPINS {
+                spins += 1;
+                state = self.spin(state);
+                continue;
+            }
+            let slice = match next_slice(deadline, waiter) {
+                Ok(slice) => slice,
+                Err(Stop::Timeout) => return Err(QueueError::Timeout(None)),
+                Err(Stop::Interrupted) => return Err(QueueError::Interrupted(None)),
+            };
+            state.sleeping_putters += 1;
+            state = sleep(&self.not_full, state, slice);
+            state.sleeping_putters -= 1;
+        }
+    }
+
+    /// The async face of [`put_many_interruptible`](Self::put_many_interruptible).
+    pub(crate) async fn put_many_async<'m>(
+        &self,
+        messages: impl Iterator<Item = &'m [u8]> + Clone,
+        timeout: Option<Duration>,
+        waiter: &OwnedWaiter,
+    ) -> Result<usize, QueueError> {
+        let done = wait::until(&self.writable, deadline(timeout), waiter, || {
+            match self.try_put_many(self.lock(), messages.clone()) {
+                Ok(Ok(put)) => Some(Ok(put)),
+                Ok(Err(_)) => None,
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .await;
+        match done {
+            Ok(result) => result,
+            Err(Stop::Timeout) => Err(QueueError::Timeout(None)),
+            Err(Stop::Interrupted) => Err(QueueError::Interrupted(None)),
+        }
+    }
+
+    /// One attempt at a batched put, with the lock held: `Ok(Ok(n))` the
+    /// first `n` messages put (waiting getters woken; `n == 0` only for no
+    /// messages), `Ok(Err(..))` not even the first fits now (the lock
+    /// handed back), `Err` closed or a first message that never fits.
+    #[allow(clippy::type_complexity)]
+    fn try_put_many<'a, 'm>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        messages: impl Iterator<Item = &'m [u8]>,
+    ) -> Result<Result<usize, MutexGuard<'a, State>>, QueueError> {
+        if state.closed {
+            return Err(QueueError::Closed(None));
+        }
+        let mut put = 0;
+        let mut empty = true;
+        for message in messages {
+            empty = false;
+            let size = cost(message);
+            if put == 0 && size > self.max_bytes {
+                return Err(QueueError::TooLarge {
+                    len: message.len(),
+                    max_bytes: self.max_bytes,
+                    message: None,
+                });
+            }
+            if state.items.len() >= self.capacity || state.bytes + size > self.max_bytes {
+                break;
+            }
+            state.bytes += size;
+            state.items.push_back(message.to_vec());
+            put += 1;
+        }
+        if put == 0 && !empty {
+            return Ok(Err(state));
+        }
+        let wake = state.sleeping_getters > 0;
+        drop(state);
+        if wake {
+            if put == 1 {
+                self.not_empty.notify_one();
+            } else {
+                self.not_empty.notify_all();
+            }
+        }
+        if put > 0 {
+            self.readable.notify_additional(put);
+        }
+        Ok(Ok(put))
+    }
+
+    /// Takes up to `max_count` (at least 1) of the oldest messages at once,
+    /// waiting up to `timeout` only for the first, and appends them to `out`
+    /// in the layout of `queue_get_many` (each a `u32` little-endian length,
+    /// then its bytes): the first message always, the next ones while `out`
+    /// grows by at most `max_bytes` in all. Returns how many were taken.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Timeout`], [`QueueError::Interrupted`], or
+    /// [`QueueError::Closed`] once the queue is closed and drained.
+    pub(crate) fn get_many_interruptible(
+        &self,
+        max_count: usize,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+        timeout: Option<Duration>,
+        waiter: Waiter<'_>,
+    ) -> Result<usize, QueueError> {
+        let deadline = deadline(timeout);
+        let mut spins = 0;
+        let mut state = self.lock();
+        loop {
+            state = match self.try_get_many(state, max_count, max_bytes, out) {
+                Ok(done) => return done,
+                Err(s) => s,
+            };
+            if spins < SPINS {
+                spins += 1;
+                state = self.spin(state);
+                continue;
+            }
+            let slice = match next_slice(deadline, waiter) {
+                Ok(slice) => slice,
+                Err(Stop::Timeout) => return Err(QueueError::Timeout(None)),
+                Err(Stop::Interrupted) => return Err(QueueError::Interrupted(None)),
+            };
+            state.sleeping_getters += 1;
+            state = sleep(&self.not_empty, state, slice);
+            state.sleeping_getters -= 1;
+        }
+    }
+
+    /// The async face of [`get_many_interruptible`](Self::get_many_interruptible).
+    pub(crate) async fn get_many_async(
+        &self,
+        max_count: usize,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+        timeout: Option<Duration>,
+        waiter: &OwnedWaiter,
+    ) -> Result<usize, QueueError> {
+        let done = wait::until(&self.readable, deadline(timeout), waiter, || {
+            self.try_get_many(self.lock(), max_count, max_bytes, out)
+                .ok()
+        })
+        .await;
+        match done {
+            Ok(result) => result,
+            Err(Stop::Timeout) => Err(QueueError::Timeout(None)),
+            Err(Stop::Interrupted) => Err(QueueError::Interrupted(None)),
+        }
+    }
+
+    /// One attempt at a batched get, with the lock held: `Ok` how many
+    /// messages went to `out` (at least one; waiting putters woken) or
+    /// `Closed`; `Err` the lock back when empty.
+    #[allow(clippy::type_complexity)]
+    fn try_get_many<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        max_count: usize,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Result<usize, QueueError>, MutexGuard<'a, State>> {
+        let start = out.len();
+        let mut taken = 0;
+        while taken < max_count.max(1) {
+            let Some(front) = state.items.front() else {
+                break;
+            };
+            let grown = out.len() - start + PREFIX + front.len();
+            if taken > 0 && grown > max_bytes {
+                break;
+            }
+            let message = state.items.pop_front().expect("a front message");
+            state.bytes -= cost(&message);
+            // A host-put message longer than u32::MAX bytes cannot be
+            // described (nor copied by a guest's i32 length): saturate.
+            let len = u32::try_from(message.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&message);
+            taken += 1;
+        }
+        if taken > 0 {
+            let wake = state.sleeping_putters > 0;
+            drop(state);
+            if wake {
+                if taken == 1 {
+                    self.not_full.notify_one();
+                } else {
+                    self.not_full.notify_all();
+                }
+            }
+            self.writable.notify_additional(taken);
+            return Ok(Ok(taken));
+        }
+        if state.closed {
+            return Ok(Err(QueueError::Closed(None)));
+        }
+        Err(state)
+    }
+
     /// Puts a serde value as JSON.
     ///
     /// # Errors
@@ -530,6 +758,36 @@ impl Queue {
                 std::any::type_name::<T>()
             ))
         })
+    }
+}
+
+/// The length prefix of each message in a batch (`queue_put_many`,
+/// `queue_get_many`): a `u32`, little-endian.
+pub(crate) const PREFIX: usize = 4;
+
+/// The messages of a length-prefixed batch, in order; it stops at the first
+/// prefix or message the bytes do not hold (`queue_put_many` checks a
+/// guest's batch whole before it walks it).
+#[derive(Debug, Clone)]
+pub(crate) struct Batch<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Batch<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Batch { rest: bytes }
+    }
+}
+
+impl<'a> Iterator for Batch<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (prefix, rest) = self.rest.split_first_chunk::<PREFIX>()?;
+        let len = u32::from_le_bytes(*prefix) as usize;
+        let message = rest.get(..len)?;
+        self.rest = &rest[len..];
+        Some(message)
     }
 }
 

@@ -321,15 +321,15 @@ impl Task {
     /// assert_eq!(task.encode(&3).unwrap(), wasmpool::Payload::Values(vec![wasmpool::WasmValue::I64(3)].into()));
     /// ```
     pub fn encode<I: Serialize + ?Sized>(&self, input: &I) -> Result<Payload, TaskError> {
-        self.encode_into(input, Vec::with_capacity(BUFFER_START))
+        self.encode_into(input, || Vec::with_capacity(BUFFER_START))
     }
 
-    /// [`encode`](Self::encode), writing an ABI task's JSON into `bytes`
-    /// (cleared first) instead of a new buffer.
+    /// [`encode`](Self::encode), writing an ABI task's JSON into the buffer
+    /// `buffer` gives (cleared first); a numeric task takes none.
     pub(crate) fn encode_into<I: Serialize + ?Sized>(
         &self,
         input: &I,
-        mut bytes: Vec<u8>,
+        buffer: impl FnOnce() -> Vec<u8>,
     ) -> Result<Payload, TaskError> {
         let bad = |e: serde_json::Error| {
             TaskError::new(
@@ -339,6 +339,7 @@ impl Task {
         };
         match &self.spec.kind {
             TaskKind::Abi => {
+                let mut bytes = buffer();
                 bytes.clear();
                 serde_json::to_writer(&mut bytes, input)
                     .map(|()| Payload::Bytes(bytes))
@@ -363,13 +364,38 @@ impl Task {
     /// assert!(task.parse_json(b"[1, 2").is_err());
     /// ```
     pub fn parse_json(&self, text: &[u8]) -> Result<Payload, TaskError> {
+        self.parse_json_into(text, Vec::new())
+    }
+
+    /// [`parse_json`](Self::parse_json), copying an ABI task's text into
+    /// `buffer` (cleared first) instead of a new allocation: give it a
+    /// buffer of an output already written (see [`Spares`]). A numeric
+    /// task does not use it.
+    ///
+    /// # Errors
+    ///
+    /// As [`parse_json`](Self::parse_json).
+    ///
+    /// ```no_run
+    /// # let pool = wasmpool::Pool::builder().module_file("square.wasm").build().unwrap();
+    /// let task = pool.task("square").unwrap();
+    /// let spares = wasmpool::Spares::default();
+    /// let payload = task.parse_json_into(b"7", spares.take()).unwrap();
+    /// assert_eq!(payload, wasmpool::Payload::Bytes(b"7".to_vec()));
+    /// ```
+    pub fn parse_json_into(&self, text: &[u8], buffer: Vec<u8>) -> Result<Payload, TaskError> {
         let invalid = |e: serde_json::Error| {
             TaskError::new(TaskErrorKind::Input, format!("invalid JSON: {e}"))
         };
         match &self.spec.kind {
             TaskKind::Abi => {
-                serde_json::from_slice::<IgnoredAny>(text).map_err(invalid)?;
-                let mut bytes = Vec::with_capacity(text.len().max(BUFFER_START));
+                // A bare number, the commonest line, needs no parser.
+                if !is_json_number(text) {
+                    serde_json::from_slice::<IgnoredAny>(text).map_err(invalid)?;
+                }
+                let mut bytes = buffer;
+                bytes.clear();
+                bytes.reserve(text.len().max(BUFFER_START));
                 bytes.extend_from_slice(text);
                 Ok(Payload::Bytes(bytes))
             }
@@ -407,6 +433,9 @@ impl Task {
     /// ```
     pub fn write_json(&self, output: &Output, out: &mut Vec<u8>) -> Result<(), TaskError> {
         match output {
+            // A bare number is valid and compact as it is: the commonest
+            // output needs neither the parser nor the byte-by-byte copy.
+            Output::Bytes(bytes) if is_json_number(bytes) => out.extend_from_slice(bytes),
             Output::Bytes(bytes) => {
                 check_json_output(bytes)?;
                 let start = out.len();
@@ -472,11 +501,22 @@ impl Task {
     }
 }
 
-/// Byte buffers handed back by a stream's decoder for its encoder to fill
-/// again (one thread: the stream's caller). At most [`Spares::MAX`] are
-/// kept, none larger than [`Spares::MAX_CAPACITY`].
+/// Byte buffers of outputs already used, kept to hold later inputs, on the
+/// thread that reads a stream: a stream of tiny tasks then allocates no
+/// buffer per task once its window is full (malloc and free were half of
+/// the caller's time). [`Pool::imap`](crate::Pool::imap) does this by
+/// itself; [`Pool::imap_payloads`](crate::Pool::imap_payloads) callers give
+/// [`Output::Bytes`] buffers back with [`give`](Self::give) and fill
+/// [`take`](Self::take)n ones with [`Task::parse_json_into`]. At most 8,192
+/// buffers are kept, none larger than 4 KiB.
+///
+/// ```
+/// let spares = wasmpool::Spares::default();
+/// spares.give(Vec::with_capacity(100));
+/// assert!(spares.take().capacity() >= 100);
+/// ```
 #[derive(Debug, Default)]
-pub(crate) struct Spares(std::cell::RefCell<Vec<Vec<u8>>>);
+pub struct Spares(std::cell::RefCell<Vec<Vec<u8>>>);
 
 impl Spares {
     /// More than a stream's default window holds.
@@ -484,8 +524,8 @@ impl Spares {
     /// Big buffers go back to the allocator.
     const MAX_CAPACITY: usize = 4096;
 
-    /// A spare buffer, or a new one.
-    pub(crate) fn take(&self) -> Vec<u8> {
+    /// A spare buffer (empty), or a new one.
+    pub fn take(&self) -> Vec<u8> {
         self.0
             .borrow_mut()
             .pop()
@@ -493,7 +533,7 @@ impl Spares {
     }
 
     /// Keeps `bytes` for a later [`take`](Self::take) if there is room.
-    pub(crate) fn give(&self, mut bytes: Vec<u8>) {
+    pub fn give(&self, mut bytes: Vec<u8>) {
         let mut spares = self.0.borrow_mut();
         if spares.len() < Self::MAX
             && (BUFFER_START..=Self::MAX_CAPACITY).contains(&bytes.capacity())
@@ -524,6 +564,39 @@ fn json_integer(text: &[u8]) -> Option<i128> {
         return None;
     }
     std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// Whether `text` is exactly one JSON number (RFC 8259:
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`), with no whitespace.
+fn is_json_number(text: &[u8]) -> bool {
+    fn digits(t: &[u8]) -> usize {
+        t.iter().take_while(|b| b.is_ascii_digit()).count()
+    }
+    let mut t = text.strip_prefix(b"-").unwrap_or(text);
+    match t {
+        [b'0', ..] => t = &t[1..],
+        [b'1'..=b'9', ..] => t = &t[digits(t)..],
+        _ => return false,
+    }
+    if let [b'.', rest @ ..] = t {
+        let n = digits(rest);
+        if n == 0 {
+            return false;
+        }
+        t = &rest[n..];
+    }
+    if let [b'e' | b'E', rest @ ..] = t {
+        let rest = rest
+            .strip_prefix(b"+")
+            .or_else(|| rest.strip_prefix(b"-"))
+            .unwrap_or(rest);
+        let n = digits(rest);
+        if n == 0 {
+            return false;
+        }
+        t = &rest[n..];
+    }
+    t.is_empty()
 }
 
 /// How deep an output may nest arrays and objects: serde_json's own limit,
@@ -607,7 +680,40 @@ fn values_to_json(values: &[WasmValue]) -> Json {
 
 #[cfg(test)]
 mod test {
-    use super::compact_json;
+    use super::{compact_json, is_json_number};
+
+    #[test]
+    fn json_numbers_are_told_exactly() {
+        for yes in [
+            "0",
+            "-0",
+            "7",
+            "-12",
+            "10",
+            "1.5",
+            "-0.25",
+            "1e9",
+            "1E+9",
+            "2.5e-3",
+            "123456789012345678901234567890",
+            "1e400",
+            "-1e-400",
+            &"9".repeat(500),
+            &format!("1.{}e99999", "0".repeat(300)),
+        ] {
+            assert!(is_json_number(yes.as_bytes()), "{yes}");
+            assert!(
+                serde_json::from_str::<serde::de::IgnoredAny>(yes).is_ok(),
+                "{yes}"
+            );
+        }
+        for no in [
+            "", "-", "01", "-01", "1.", ".5", "1e", "1e+", "+1", " 1", "1 ", "1\n", "0x1", "1.5.2",
+            "NaN", "Infinity", "1_000", "--1", "1e5e5", "\"1\"",
+        ] {
+            assert!(!is_json_number(no.as_bytes()), "{no:?}");
+        }
+    }
 
     fn compact(text: &str) -> String {
         let mut out = Vec::new();

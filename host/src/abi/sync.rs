@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::{MODULE, abi_error, mem, memory, owned_waiter, stopped, waiter};
 use crate::engine::Mode;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Batch, PREFIX, Queue, QueueError};
 use crate::sandbox::StoreData;
 use crate::shm::{SharedRegion, ShmError, Wake};
 
@@ -102,6 +102,127 @@ fn get_status(state: &mut StoreData, got: Result<Vec<u8>, QueueError>) -> wasmti
     }
 }
 
+/// Checks a guest's batch for `queue_put_many` whole, before anything is
+/// put: exactly `count` length-prefixed messages filling `batch`, each
+/// within the queue's byte budget. Walks it without allocating, in at most
+/// `batch.len() / 4 + 1` steps whatever `count` says.
+fn check_batch(queue: &Queue, batch: &[u8], count: i32) -> wasmtime::Result<()> {
+    const F: &str = "queue_put_many";
+    let Ok(count) = usize::try_from(count) else {
+        return abi_error(F, format!("negative count {count}"));
+    };
+    let mut rest = batch;
+    for i in 0..count {
+        let Some((prefix, tail)) = rest.split_first_chunk::<PREFIX>() else {
+            return abi_error(
+                F,
+                format!(
+                    "the batch of {} bytes ends inside the length prefix of message {i} of {count}",
+                    batch.len()
+                ),
+            );
+        };
+        let len = u32::from_le_bytes(*prefix) as usize;
+        if len > tail.len() {
+            return abi_error(
+                F,
+                format!(
+                    "message {i} of {count} says {len} bytes, but only {} bytes of the batch follow",
+                    tail.len()
+                ),
+            );
+        }
+        if crate::queue::cost(&tail[..len]) > queue.max_bytes() {
+            return abi_error(
+                F,
+                format!(
+                    "message {i} of {len} bytes is larger than queue {:?}'s byte budget of {} bytes",
+                    queue.name(),
+                    queue.max_bytes()
+                ),
+            );
+        }
+        rest = &tail[len..];
+    }
+    if !rest.is_empty() {
+        return abi_error(
+            F,
+            format!(
+                "{} bytes of the batch are left after its {count} messages",
+                rest.len()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// `queue_put_many`'s arguments: the queue and the checked batch (still in
+/// guest memory: messages are copied only as they are put).
+fn put_many_args<'a>(
+    caller: &'a mut Caller<'_, StoreData>,
+    q: i32,
+    ptr: i32,
+    len: i32,
+    count: i32,
+) -> wasmtime::Result<(&'a Arc<Queue>, &'a [u8], &'a StoreData)> {
+    let (mem, state) = memory(caller, "queue_put_many")?;
+    let batch = mem::slice("queue_put_many", mem, ptr, len)?;
+    let queue = queue(state, "queue_put_many", q)?;
+    check_batch(queue, batch, count)?;
+    Ok((queue, batch, state))
+}
+
+/// `queue_put_many`'s result: how many were put, -1 timed out, -2 closed.
+fn put_many_status(state: &StoreData, put: Result<usize, QueueError>) -> wasmtime::Result<i32> {
+    match put {
+        // At most `count`, an i32.
+        Ok(n) => Ok(n as i32),
+        Err(QueueError::Timeout(_)) => Ok(-1),
+        Err(QueueError::Interrupted(_)) => Err(stopped(state)),
+        Err(QueueError::TooLarge { len, max_bytes, .. }) => abi_error(
+            "queue_put_many",
+            format!(
+                "a message of {len} bytes is larger than the queue's byte budget of {max_bytes} bytes"
+            ),
+        ),
+        Err(_) => Ok(-2),
+    }
+}
+
+/// `queue_get_many`'s limits: at least one message, a byte cap of at
+/// least zero (the first message is taken whatever its size).
+fn get_many_limits(max_count: i32, max_bytes: i32) -> wasmtime::Result<(usize, usize)> {
+    if max_count < 1 {
+        return abi_error(
+            "queue_get_many",
+            format!("max_count must be at least 1, not {max_count}"),
+        );
+    }
+    if max_bytes < 0 {
+        return abi_error("queue_get_many", format!("negative max_bytes {max_bytes}"));
+    }
+    Ok((max_count as usize, max_bytes as usize))
+}
+
+/// `queue_get_many`'s result: the batch's length in bytes (held for
+/// `queue_messages`), -1 timed out, -2 closed.
+fn get_many_status(
+    state: &mut StoreData,
+    got: Result<usize, QueueError>,
+    batch: Vec<u8>,
+) -> wasmtime::Result<i64> {
+    match got {
+        Ok(_) => {
+            let len = batch.len() as i64;
+            state.message = Some(batch);
+            Ok(len)
+        }
+        Err(QueueError::Timeout(_)) => Ok(-1),
+        Err(QueueError::Interrupted(_)) => Err(stopped(state)),
+        Err(_) => Ok(-2),
+    }
+}
+
 /// `shm_wait_i32`'s status: 0 woken, 1 value differed, 2 timed out.
 fn wait_status(data: &StoreData, wake: Result<Wake, ShmError>) -> wasmtime::Result<i32> {
     match shm("shm_wait_i32", wake)? {
@@ -156,6 +277,45 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>, mode: Mode) -> wasmt
                     get_status(state, got)
                 },
             )?;
+            linker.func_wrap(
+                MODULE,
+                "queue_put_many",
+                |mut caller: Caller<'_, StoreData>,
+                 q: i32,
+                 ptr: i32,
+                 len: i32,
+                 count: i32,
+                 ms: i64|
+                 -> wasmtime::Result<i32> {
+                    let (queue, batch, state) = put_many_args(&mut caller, q, ptr, len, count)?;
+                    let put =
+                        queue.put_many_interruptible(Batch::new(batch), timeout(ms), waiter(state));
+                    put_many_status(state, put)
+                },
+            )?;
+            linker.func_wrap(
+                MODULE,
+                "queue_get_many",
+                |mut caller: Caller<'_, StoreData>,
+                 q: i32,
+                 max_count: i32,
+                 max_bytes: i32,
+                 ms: i64|
+                 -> wasmtime::Result<i64> {
+                    let (max_count, max_bytes) = get_many_limits(max_count, max_bytes)?;
+                    let state = caller.data_mut();
+                    let queue = queue(state, "queue_get_many", q)?;
+                    let mut batch = Vec::new();
+                    let got = queue.get_many_interruptible(
+                        max_count,
+                        max_bytes,
+                        &mut batch,
+                        timeout(ms),
+                        waiter(state),
+                    );
+                    get_many_status(state, got, batch)
+                },
+            )?;
         }
         Mode::Async => {
             linker.func_wrap_async(
@@ -183,6 +343,41 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>, mode: Mode) -> wasmt
                     })
                 },
             )?;
+            linker.func_wrap_async(
+                MODULE,
+                "queue_put_many",
+                |mut caller: Caller<'_, StoreData>,
+                 (q, ptr, len, count, ms): (i32, i32, i32, i32, i64)| {
+                    Box::new(async move {
+                        let (queue, batch, state) = put_many_args(&mut caller, q, ptr, len, count)?;
+                        let (queue, waiter) = (queue.clone(), owned_waiter(state));
+                        // The batch stays in guest memory while the guest is
+                        // suspended in this call: only what is put is copied.
+                        let put = queue
+                            .put_many_async(Batch::new(batch), timeout(ms), &waiter)
+                            .await;
+                        put_many_status(caller.data(), put)
+                    })
+                },
+            )?;
+            linker.func_wrap_async(
+                MODULE,
+                "queue_get_many",
+                |mut caller: Caller<'_, StoreData>,
+                 (q, max_count, max_bytes, ms): (i32, i32, i32, i64)| {
+                    Box::new(async move {
+                        let (max_count, max_bytes) = get_many_limits(max_count, max_bytes)?;
+                        let state = caller.data();
+                        let queue = queue(state, "queue_get_many", q)?.clone();
+                        let waiter = owned_waiter(state);
+                        let mut batch = Vec::new();
+                        let got = queue
+                            .get_many_async(max_count, max_bytes, &mut batch, timeout(ms), &waiter)
+                            .await;
+                        get_many_status(caller.data_mut(), got, batch)
+                    })
+                },
+            )?;
         }
     }
     linker.func_wrap(
@@ -196,6 +391,23 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>, mode: Mode) -> wasmt
             };
             let n = dest.len().min(message.len());
             dest[..n].copy_from_slice(&message[..n]);
+            Ok(n as i32)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "queue_messages",
+        |mut caller: Caller<'_, StoreData>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            let (mem, state) = memory(&mut caller, "queue_messages")?;
+            let dest = mem::slice_mut("queue_messages", mem, ptr, len)?;
+            let Some(batch) = state.message.take() else {
+                return abi_error(
+                    "queue_messages",
+                    "no batch is held: call queue_get_many first",
+                );
+            };
+            let n = dest.len().min(batch.len());
+            dest[..n].copy_from_slice(&batch[..n]);
             Ok(n as i32)
         },
     )?;

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::Context;
-use wasmpool::{Output, Task, TaskError, TaskErrorKind, TryNext};
+use wasmpool::{Output, Spares, Task, TaskError, TaskErrorKind, TryNext};
 
 use super::args::{Common, MapArgs};
 use super::input::{self, Origin};
@@ -73,12 +73,15 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
     let order: Rc<RefCell<VecDeque<Pending>>> = Rc::default();
     let plan = journal.as_ref().map(|j| j.plan(args.retry_failed));
     let read_error = Rc::new(RefCell::new(None));
+    // Output buffers, once written out, hold the next input lines.
+    let spares = Rc::new(Spares::default());
     let payloads = Inputs {
         source,
         index: 0,
         error: read_error.clone(),
         parse: {
             let (task, input_name, order) = (task.clone(), input_name.clone(), order.clone());
+            let spares = spares.clone();
             // Only a JSON line that does not parse may be meant as text.
             let json_lines = !args.raw && args.input_array.is_none() && args.range.is_none();
             move |index: u64, item: input::Item<'_>| {
@@ -117,7 +120,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
                 if let Some(problem) = item.problem {
                     return Some(Err(located(&problem)));
                 }
-                Some(task.parse_json(item.text).map_err(|e| {
+                Some(task.parse_json_into(item.text, spares.take()).map_err(|e| {
                     let hint = if !json_lines || e.kind() != TaskErrorKind::Input {
                         None
                     } else if serde_json::from_slice::<serde::de::IgnoredAny>(item.text).is_err() {
@@ -168,6 +171,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         fail_fast: args.fail_fast,
         input_name: &input_name,
         line: Vec::with_capacity(256),
+        spares: &spares,
         total: 0,
         failed: 0,
         replayed: 0,
@@ -308,6 +312,8 @@ struct Emitter<'a, W: Write> {
     fail_fast: bool,
     input_name: &'a str,
     line: Vec<u8>,
+    /// Where output buffers go back for input lines.
+    spares: &'a Spares,
     total: u64,
     failed: u64,
     replayed: u64,
@@ -335,7 +341,14 @@ impl<W: Write> Emitter<'_, W> {
             self.line.extend_from_slice(b",\"ok\":");
         }
         let at = self.line.len();
-        match result.and_then(|output| self.task.write_json(&output, &mut self.line)) {
+        let written = result.and_then(|output| {
+            let written = self.task.write_json(&output, &mut self.line);
+            if let Output::Bytes(bytes) = output {
+                self.spares.give(bytes);
+            }
+            written
+        });
+        match written {
             Ok(()) => {
                 let end = self.line.len();
                 if needs_line {
