@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::limits::Limits;
 use crate::program::Source;
 use crate::suggest;
-use crate::task::{TaskKind, TaskSpec, WasmType};
+use crate::task::{ExportIndex, TaskKind, TaskSpec, WasmType};
 
 /// A module's tasks and imports, as `wasmpool inspect` shows them.
 ///
@@ -354,6 +354,7 @@ pub(crate) fn resolve_task(
             pool,
             id,
             name: name.into(),
+            export_index: ExportIndex(module.get_export_index(&abi_export)),
             export: abi_export,
             kind: TaskKind::Abi,
         });
@@ -381,6 +382,7 @@ pub(crate) fn resolve_task(
                 id,
                 name: name.into(),
                 export: name.into(),
+                export_index: ExportIndex(module.get_export_index(name)),
                 kind,
             }),
             None => fail(format!(

@@ -445,7 +445,7 @@ impl ProcessGroup {
             err = err.with_prefix(format!("{index}\t"));
         }
         wasi.stdout(out.clone()).stderr(err.clone());
-        let wasi = wasi.build_p1();
+        let wasi = Some(wasi.build_p1());
         let interrupt = Arc::new(AtomicBool::new(false));
         let state = Arc::new(State::default());
         // In the async mode the watch is armed around each poll of the

@@ -450,7 +450,7 @@ impl Runtime {
     pub(crate) fn guest(
         &self,
         worker: WorkerId,
-        wasi: WasiP1Ctx,
+        wasi: Option<WasiP1Ctx>,
         interrupt: Arc<AtomicBool>,
         deadline: Option<Instant>,
     ) -> Result<Guest, TaskError> {
@@ -458,7 +458,12 @@ impl Runtime {
     }
 
     /// What a new guest of this runtime is made of, besides its program.
-    fn parts(&self, worker: WorkerId, wasi: WasiP1Ctx, interrupt: Arc<AtomicBool>) -> GuestParts {
+    fn parts(
+        &self,
+        worker: WorkerId,
+        wasi: Option<WasiP1Ctx>,
+        interrupt: Arc<AtomicBool>,
+    ) -> GuestParts {
         GuestParts {
             worker,
             limits: self.limits.clone(),
@@ -472,7 +477,7 @@ impl Runtime {
     pub(crate) async fn guest_async(
         &self,
         worker: WorkerId,
-        wasi: WasiP1Ctx,
+        wasi: Option<WasiP1Ctx>,
         interrupt: Arc<AtomicBool>,
         deadline: Option<Instant>,
     ) -> Result<Guest, TaskError> {
@@ -528,7 +533,7 @@ fn link(
 ) -> Result<InstancePre<StoreData>, Error> {
     let mut linker = Linker::<StoreData>::new(engine);
     fn wasi(s: &mut StoreData) -> &mut WasiP1Ctx {
-        &mut s.wasi
+        s.wasi()
     }
     match mode {
         Mode::Sync => wasmtime_wasi::p1::add_to_linker_sync(&mut linker, wasi),
@@ -548,7 +553,7 @@ fn link(
                 worker: WorkerId { index: 0, count: 1 },
                 limits: Arc::default(),
                 resources: resources.clone(),
-                wasi: crate::sandbox::sealed_wasi(),
+                wasi: None,
                 interrupt: Arc::default(),
             }),
         );

@@ -56,7 +56,9 @@ pub(crate) struct WorkerId {
 
 /// Everything a store holds for its one instance.
 pub(crate) struct StoreData {
-    pub(crate) wasi: WasiP1Ctx,
+    /// The WASI context; `None` stands for [`sealed_wasi`], made on the
+    /// guest's first WASI call (see [`StoreData::wasi`]).
+    wasi: Option<WasiP1Ctx>,
     /// The guest's exported `memory`, resolved once after instantiation.
     pub(crate) memory: Option<Memory>,
     /// The current task's input (empty between tasks).
@@ -103,11 +105,22 @@ pub(crate) struct GuestParts {
     pub(crate) worker: WorkerId,
     pub(crate) limits: Arc<Limits>,
     pub(crate) resources: Arc<Resources>,
-    pub(crate) wasi: WasiP1Ctx,
+    /// `None`: the sealed context of a pool's instances, made only if the
+    /// guest calls WASI. A fresh instance per task (`Isolation::Task`) then
+    /// pays nothing for WASI unless it uses it: building and dropping the
+    /// context (its random generator seeded, its stdio table filled) was a
+    /// tenth of a fresh instance's cost, measured.
+    pub(crate) wasi: Option<WasiP1Ctx>,
     pub(crate) interrupt: Arc<AtomicBool>,
 }
 
 impl StoreData {
+    /// The WASI context, made now if this is the guest's first WASI call
+    /// (the accessor the WASI imports are linked with).
+    pub(crate) fn wasi(&mut self) -> &mut WasiP1Ctx {
+        self.wasi.get_or_insert_with(sealed_wasi)
+    }
+
     pub(crate) fn new(parts: GuestParts) -> Self {
         StoreData {
             wasi: parts.wasi,
@@ -236,10 +249,14 @@ impl Guest {
             return Ok(());
         }
         let host = |message: String| TaskError::new(TaskErrorKind::Host, message);
-        let func = self
-            .instance
-            .get_func(&mut self.store, &task.export)
-            .ok_or_else(|| host(format!("export {} vanished", task.export)))?;
+        let func = match &task.export_index.0 {
+            Some(index) => self
+                .instance
+                .get_module_export(&mut self.store, index)
+                .and_then(wasmtime::Extern::into_func),
+            None => self.instance.get_func(&mut self.store, &task.export),
+        }
+        .ok_or_else(|| host(format!("export {} vanished", task.export)))?;
         let r = match &task.kind {
             TaskKind::Abi => Resolved::Abi(
                 func.typed(&self.store)

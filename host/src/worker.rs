@@ -39,7 +39,7 @@ mod concurrent;
 
 use crate::error::{TaskError, TaskErrorKind};
 use crate::runtime::Runtime;
-use crate::sandbox::{Guest, WorkerId, sealed_wasi};
+use crate::sandbox::{Guest, WorkerId};
 use crate::task::{Output, Payload, TaskSpec};
 use crate::watchdog::{Registry, Watch};
 
@@ -604,7 +604,7 @@ impl Worker {
         let made = catch_unwind(AssertUnwindSafe(|| {
             self.shared
                 .runtime
-                .guest(id, sealed_wasi(), self.shared.stop.clone(), deadline)
+                .guest(id, None, self.shared.stop.clone(), deadline)
         }))
         .unwrap_or_else(|panic| Err(host_panic(panic.as_ref(), "creating an instance")));
         let mut guest = made?;

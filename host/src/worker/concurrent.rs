@@ -33,7 +33,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::{Batch, Counters, Running, Shared, fresh_instance_error, host_panic, result_size};
 use crate::error::{TaskError, TaskErrorKind};
-use crate::sandbox::{Guest, WorkerId, sealed_wasi};
+use crate::sandbox::{Guest, WorkerId};
 use crate::shm::SharedRegion;
 use crate::task::{Output, Payload, TaskSpec};
 use crate::watchdog::{GRACE, Registry, TICK, Watch};
@@ -211,7 +211,7 @@ impl AsyncWorker {
         let deadline = self.shared.runtime.limits.deadline();
         let made = AssertUnwindSafe(self.shared.runtime.guest_async(
             self.id(),
-            sealed_wasi(),
+            None,
             self.shared.stop.clone(),
             deadline,
         ))
@@ -370,7 +370,7 @@ impl AsyncWorker {
                     None => {
                         let made = shared
                             .runtime
-                            .guest_async(id, sealed_wasi(), shared.stop.clone(), deadline)
+                            .guest_async(id, None, shared.stop.clone(), deadline)
                             .await;
                         match made {
                             Ok(guest) => (guest, true),
