@@ -244,8 +244,11 @@ pub(crate) fn run(name: &str) -> Sample {
             timed(100_000, || sum_map(&p, "square_i64", 100_000))
         }
         // Queues between two instances.
+        // Batched: the producer puts 256 values a `put_many`, the consumer
+        // takes up to 256 a `get_many` (one host call per batch each way).
         "queue/throughput" => {
             let n = 200_000u64;
+            let batch = 256u64;
             let p = Pool::builder()
                 .module_file(TESTGUEST)
                 .workers(2)
@@ -254,8 +257,8 @@ pub(crate) fn run(name: &str) -> Sample {
                 .expect("pool");
             timed(n, || {
                 let r = p
-                    .map::<(u32, u64), (u64, u64)>("pc", [(0, n), (1, n)])
-                    .expect("pc");
+                    .map::<(u32, u64, u64), (u64, u64)>("pc_batch", [(0, n, batch), (1, n, batch)])
+                    .expect("pc_batch");
                 r[1].clone().expect("consumer").1 as i64
             })
         }

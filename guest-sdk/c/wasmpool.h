@@ -129,6 +129,12 @@ enum {
 /* (wasmpool_queue_get_alloc only) the message did not fit in memory. */
 #define WASMPOOL_QUEUE_NO_MEMORY ((int64_t)-3)
 
+/* What wasmpool_queue_put_many returns instead of a count (>= 0). */
+/* The timeout passed while the queue stayed full: none was put. */
+#define WASMPOOL_BATCH_FULL ((int32_t)-1)
+/* The queue is closed: none was put. */
+#define WASMPOOL_BATCH_CLOSED ((int32_t)-2)
+
 /* What wasmpool_shm_wait_i32 returns. */
 enum {
     /* Woken by wasmpool_shm_notify. */
@@ -205,6 +211,35 @@ WASMPOOL_IMPORT(queue_close) void wasmpool_queue_close(int32_t q);
 /* `queue_len(q) -> i32`: the messages waiting (racy by nature: use it for
    reports, never to decide that a consumer is done). */
 WASMPOOL_IMPORT(queue_len) int32_t wasmpool_queue_len(int32_t q);
+
+/* Batches (docs/abi.md, "Batches"): many messages per host call, laid end
+   to end, each a 4-byte little-endian length followed by its bytes. */
+
+/* `queue_put_many(q, ptr, len, count, timeout_ms) -> i32`: puts the first
+   messages of the batch of `count` messages at [ptr, ptr + len), waiting
+   up to `timeout_ms` for room for the first, then as many as fit at once.
+   Returns how many were put (1..count; 0 for count 0: call again with the
+   rest), WASMPOOL_BATCH_FULL (timed out, none put) or
+   WASMPOOL_BATCH_CLOSED (none put). Traps on a bad handle or range, or a
+   batch that is not exactly `count` messages each within the byte budget. */
+WASMPOOL_IMPORT(queue_put_many)
+int32_t wasmpool_queue_put_many(int32_t q, const void *ptr, int32_t len, int32_t count,
+                                int64_t timeout_ms);
+
+/* `queue_get_many(q, max_count, max_bytes, timeout_ms) -> i64`: takes the
+   oldest messages of `q`, waiting up to `timeout_ms` for the first: the
+   first always, then more while at most `max_count` and the batch within
+   `max_bytes` bytes. Returns the batch's length (>= 4; held for
+   wasmpool_queue_messages), WASMPOOL_QUEUE_EMPTY or WASMPOOL_QUEUE_DRAINED.
+   Traps on a bad handle, max_count < 1 or max_bytes < 0. */
+WASMPOOL_IMPORT(queue_get_many)
+int64_t wasmpool_queue_get_many(int32_t q, int32_t max_count, int32_t max_bytes,
+                                int64_t timeout_ms);
+
+/* `queue_messages(ptr, len) -> i32`: copies the first min(len, length)
+   bytes of the batch taken by the last wasmpool_queue_get_many to `ptr` and
+   releases it; returns the bytes copied. Traps if nothing is held. */
+WASMPOOL_IMPORT(queue_messages) int32_t wasmpool_queue_messages(void *ptr, int32_t len);
 
 /* ------------------------------------------------------------------------ */
 /* Imports: the shared region (docs/abi.md, "Shared memory")                 */

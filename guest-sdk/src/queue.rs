@@ -56,6 +56,28 @@ impl<T> std::fmt::Debug for Queue<T> {
     }
 }
 
+/// The length prefix of each message of a batch (`queue_put_many`,
+/// `queue_get_many`): a `u32`, little-endian.
+const PREFIX: usize = 4;
+
+/// The bytes and the count of the first messages of a length-prefixed
+/// `batch`: at most `count` of them, within `max_bytes` (at least one).
+fn span(batch: &[u8], count: usize, max_bytes: usize) -> (usize, usize) {
+    let (mut at, mut n) = (0, 0);
+    while n < count {
+        let Some(prefix) = batch.get(at..at + PREFIX) else {
+            break;
+        };
+        let len = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
+        let end = at + PREFIX + len;
+        if n > 0 && end > max_bytes {
+            break;
+        }
+        (at, n) = (end, n + 1);
+    }
+    (at, n)
+}
+
 fn millis(timeout: Option<Duration>) -> i64 {
     timeout.map_or(-1, |t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
 }
@@ -169,6 +191,156 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         serde_json::from_slice(&buf).map_err(|e| QueueError::Invalid(e.to_string()))
     }
 
+    /// Puts every value, in order, waiting for room as long as it takes: one
+    /// host call (`queue_put_many`) puts as many as fit at once, so a
+    /// producer pays a host call per batch instead of per message. Other
+    /// producers' messages may land between two of those calls, never
+    /// inside one.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Closed`] once the queue is closed: the values before
+    /// some point were put, the rest were not (none is put twice).
+    /// [`QueueError::Invalid`] if a value does not encode (nothing is put).
+    ///
+    /// ```no_run
+    /// # let q = wasmpool_guest::Queue::<u64>::open("q").unwrap();
+    /// let numbers: Vec<u64> = (0..1000).collect();
+    /// q.put_many(&numbers).unwrap();
+    /// ```
+    pub fn put_many(&self, values: &[T]) -> Result<(), QueueError> {
+        let mut batch = Vec::with_capacity(values.len() * 16);
+        for value in values {
+            let at = batch.len();
+            batch.extend_from_slice(&[0; PREFIX]);
+            serde_json::to_writer(&mut batch, value)
+                .map_err(|e| QueueError::Invalid(e.to_string()))?;
+            let len = u32::try_from(batch.len() - at - PREFIX)
+                .map_err(|_| QueueError::Invalid("a message of 4 GiB or more".into()))?;
+            batch[at..at + PREFIX].copy_from_slice(&len.to_le_bytes());
+        }
+        let (mut at, mut left) = (0, values.len());
+        while left > 0 {
+            // One call takes at most i32::MAX bytes: the messages that fit.
+            let (len, count) = span(&batch[at..], left, i32::MAX as usize);
+            // SAFETY: `[at, at + len)` is live for the call and holds `count`
+            // whole length-prefixed messages; the host copies what it puts.
+            let put = unsafe {
+                sys::queue_put_many(
+                    self.handle,
+                    batch[at..].as_ptr(),
+                    len as i32,
+                    count as i32,
+                    -1,
+                )
+            };
+            match put {
+                -1 => return Err(QueueError::Timeout),
+                n if n <= 0 => return Err(QueueError::Closed),
+                n => {
+                    let n = (n as usize).min(count);
+                    at += span(&batch[at..], n, usize::MAX).0;
+                    left -= n;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes up to `max` of the oldest messages at once (one host call,
+    /// `queue_get_many`), waiting as long as it takes for the first; the
+    /// ones already waiting behind it come along. An empty `Vec` only for
+    /// `max == 0`.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Closed`] once the queue is closed and drained;
+    /// [`QueueError::Invalid`] if a message does not decode (the whole
+    /// batch was taken, so the rest of it is lost too).
+    ///
+    /// ```no_run
+    /// # let q = wasmpool_guest::Queue::<u64>::open("q").unwrap();
+    /// let mut total = 0;
+    /// while let Ok(batch) = q.get_many(256) {
+    ///     total += batch.iter().sum::<u64>();
+    /// }
+    /// println!("{total}");
+    /// ```
+    pub fn get_many(&self, max: usize) -> Result<Vec<T>, QueueError> {
+        self.get_many_with(max, None)
+    }
+
+    /// [`get_many`](Self::get_many), waiting at most `timeout` for the first message.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Timeout`], [`QueueError::Closed`] or [`QueueError::Invalid`].
+    ///
+    /// ```no_run
+    /// # let q = wasmpool_guest::Queue::<u64>::open("q").unwrap();
+    /// match q.get_many_timeout(64, std::time::Duration::from_millis(5)) {
+    ///     Ok(batch) => println!("{} messages", batch.len()),
+    ///     Err(e) => println!("{e}"),
+    /// }
+    /// ```
+    pub fn get_many_timeout(&self, max: usize, timeout: Duration) -> Result<Vec<T>, QueueError> {
+        self.get_many_with(max, Some(timeout))
+    }
+
+    fn get_many_with(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<T>, QueueError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let max_count = max.min(i32::MAX as usize) as i32;
+        let len = sys::queue_get_many(self.handle, max_count, i32::MAX, millis(timeout));
+        match len {
+            -1 => return Err(QueueError::Timeout),
+            n if n < 0 => return Err(QueueError::Closed),
+            _ => {}
+        }
+        let len = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(i32::MAX as usize);
+        let mut buf = Vec::<u8>::with_capacity(len);
+        // SAFETY: `buf` has room for `len` bytes; the host writes at most that
+        // many and returns the count, which bounds `set_len`.
+        let n = unsafe { sys::queue_messages(buf.as_mut_ptr(), len as i32) };
+        // SAFETY: the host initialized the first `n <= len` bytes.
+        unsafe { buf.set_len((n.max(0) as usize).min(len)) };
+        let mut values = Vec::new();
+        let mut rest = &buf[..];
+        while let Some((prefix, tail)) = rest.split_first_chunk::<PREFIX>() {
+            let len = (u32::from_le_bytes(*prefix) as usize).min(tail.len());
+            let value = serde_json::from_slice(&tail[..len])
+                .map_err(|e| QueueError::Invalid(e.to_string()))?;
+            values.push(value);
+            rest = &tail[len..];
+        }
+        Ok(values)
+    }
+
+    /// Takes batches of up to `max` messages ([`get_many`](Self::get_many))
+    /// until the queue is closed and drained: [`iter`](Self::iter) with one
+    /// host call per batch. Each batch is handed over whole, so dropping
+    /// the iterator loses nothing.
+    ///
+    /// # Panics
+    ///
+    /// The iterator panics on a message that does not decode as `T`.
+    ///
+    /// ```no_run
+    /// # let q = wasmpool_guest::Queue::<u64>::open("q").unwrap();
+    /// let total: u64 = q.batches(256).flatten().sum();
+    /// ```
+    pub fn batches(&self, max: usize) -> impl Iterator<Item = Vec<T>> + '_ {
+        let max = max.max(1);
+        std::iter::from_fn(move || match self.get_many(max) {
+            Ok(batch) => Some(batch),
+            Err(QueueError::Closed) => None,
+            Err(e) => panic!("queue: {e}"),
+        })
+    }
+
     /// Closes the queue for everyone: puts fail, and gets fail once it is drained.
     ///
     /// ```no_run
@@ -200,6 +372,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Takes messages until the queue is closed and drained.
+    ///
+    /// One message per host call, on purpose: an iterator that fetched
+    /// batches would hold messages it had taken from the queue but not yet
+    /// yielded, and `q.iter().take(5)` (or any early `break`) would drop
+    /// them, lost to every consumer. To pay one host call per batch, take
+    /// whole batches: [`batches`](Self::batches) or [`get_many`](Self::get_many).
     ///
     /// # Panics
     ///

@@ -33,6 +33,25 @@ unsafe extern "C" {
     pub(crate) safe fn queue_close(q: i32);
     /// Messages waiting.
     pub(crate) safe fn queue_len(q: i32) -> i32;
+    /// Puts a prefix of the `count` length-prefixed messages at `ptr`: how
+    /// many were put (>= 1 unless `count` is 0), -1 timed out, -2 closed.
+    pub(crate) fn queue_put_many(
+        q: i32,
+        ptr: *const u8,
+        len: i32,
+        count: i32,
+        timeout_ms: i64,
+    ) -> i32;
+    /// Takes up to `max_count` messages (the first always, more within
+    /// `max_bytes`): the held batch's length, -1 timed out, -2 closed.
+    pub(crate) safe fn queue_get_many(
+        q: i32,
+        max_count: i32,
+        max_bytes: i32,
+        timeout_ms: i64,
+    ) -> i64;
+    /// Copies the held batch to `ptr`.
+    pub(crate) fn queue_messages(ptr: *mut u8, len: i32) -> i32;
 
     /// The shared region's size in bytes (0: none).
     pub(crate) safe fn shm_size() -> i64;
@@ -114,6 +133,26 @@ mod native {
         outside()
     }
     pub(crate) fn queue_len(_q: i32) -> i32 {
+        outside()
+    }
+    pub(crate) unsafe fn queue_put_many(
+        _q: i32,
+        _ptr: *const u8,
+        _len: i32,
+        _count: i32,
+        _timeout_ms: i64,
+    ) -> i32 {
+        outside()
+    }
+    pub(crate) fn queue_get_many(
+        _q: i32,
+        _max_count: i32,
+        _max_bytes: i32,
+        _timeout_ms: i64,
+    ) -> i64 {
+        outside()
+    }
+    pub(crate) unsafe fn queue_messages(_ptr: *mut u8, _len: i32) -> i32 {
         outside()
     }
     pub(crate) fn shm_size() -> i64 {

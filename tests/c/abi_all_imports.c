@@ -10,6 +10,7 @@
  */
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "wasmpool.h"
 
@@ -47,6 +48,30 @@ WASMPOOL_TASK(queue_roundtrip) {
     if (wasmpool_queue_get(q, 0) != WASMPOOL_QUEUE_EMPTY) wasmpool_trap("an empty queue gave a message");
     wasmpool_output(message, (size_t)n);
     free(message);
+    return WASMPOOL_OK;
+}
+
+/* Queue `q` round trip through the batch calls: the input as a batch of
+   one message, taken back as a batch whose one message is output. */
+WASMPOOL_TASK(queue_batch) {
+    int32_t q = wasmpool_queue_open_str("q");
+    if (q < 0) return wasmpool_fail("no queue q");
+    size_t len;
+    char *input = wasmpool_input_alloc(&len);
+    if (input == NULL) return wasmpool_fail("out of memory");
+    char *batch = (char *)malloc(len + 4);
+    if (batch == NULL) return wasmpool_fail("out of memory");
+    uint32_t n32 = (uint32_t)len;
+    memcpy(batch, &n32, 4); /* wasm is little-endian */
+    memcpy(batch + 4, input, len);
+    free(input);
+    if (wasmpool_queue_put_many(q, batch, (int32_t)(len + 4), 1, WASMPOOL_FOREVER) != 1) wasmpool_trap("put_many");
+    int64_t got = wasmpool_queue_get_many(q, 8, 1 << 16, 1000);
+    if (got != (int64_t)(len + 4)) wasmpool_trap("get_many");
+    if (wasmpool_queue_messages(batch, (int32_t)got) != (int32_t)got) wasmpool_trap("queue_messages");
+    memcpy(&n32, batch, 4);
+    wasmpool_output(batch + 4, n32);
+    free(batch);
     return WASMPOOL_OK;
 }
 

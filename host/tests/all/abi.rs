@@ -54,6 +54,10 @@ fn all_imports_fixture_instantiates_and_runs() {
         .map::<&str, String>("queue_roundtrip", ["through the queue"])
         .unwrap();
     assert_eq!(r, [Ok("through the queue".to_string())]);
+    let r = pool
+        .map::<&str, String>("queue_batch", ["in a batch"])
+        .unwrap();
+    assert_eq!(r, [Ok("in a batch".to_string())]);
     assert_eq!(pool.map::<(), u32>("shm_all", [()]).unwrap(), [Ok(42)]);
     let echoed = pool
         .map::<serde_json::Value, serde_json::Value>("echo", [serde_json::json!({"a": [1, 2]})])
@@ -96,8 +100,8 @@ fn all_imports_fixture_covers_every_import() {
     }
     assert_eq!(
         names.len(),
-        28,
-        "the fixture imports all 28 names: {names:?}"
+        31,
+        "the fixture imports all 31 names: {names:?}"
     );
 }
 

@@ -207,7 +207,7 @@ fn header_declares_every_abi_function_with_the_fixtures_type() {
     let fixture = root().join("tests/fixtures/abi_all_imports.wat");
     let wat = ModuleInfo::from_file(&fixture, None).unwrap();
     let expected = abi_function_imports(&wat);
-    assert_eq!(expected.len(), 27, "{expected:#?}");
+    assert_eq!(expected.len(), 30, "{expected:#?}");
     let compiled = ModuleInfo::from_file(&c.all_imports, None).unwrap();
     assert_eq!(abi_function_imports(&compiled), expected);
     assert_eq!(
@@ -323,6 +323,7 @@ both_modes! {
         let worker = map("worker", json!(null)).unwrap();
         assert!(worker == json!(20) || worker == json!(21), "{worker}");
         assert_eq!(map("queue_roundtrip", json!("through the queue")).unwrap(), json!("through the queue"));
+        assert_eq!(map("queue_batch", json!("in a batch")).unwrap(), json!("in a batch"));
         assert_eq!(map("shm_all", json!(null)).unwrap(), json!(42));
         assert_eq!(map("host_echo", json!([1, "two"])).unwrap(), json!([1, "two"]));
         let err = map("host_fail", json!(null)).unwrap_err();

@@ -16,6 +16,7 @@ mod pool;
 mod precompiled;
 mod process;
 mod progress;
+mod queue_batch;
 mod scaffold;
 mod shared;
 mod util;

@@ -233,6 +233,65 @@ pub fn pingpong(role: u32, n: u64) -> Result<u64, String> {
     Ok(n)
 }
 
+/// Role 0 puts 0..n on queue `q` in `put_many` calls of `batch` values and
+/// closes it; role 1 takes `get_many(batch)` until closed, checks that the
+/// values come in order, once each, and returns [count, sum].
+/// (queue_batch::put_many_get_many_round_trip; bench: queue throughput)
+#[task]
+pub fn pc_batch(role: u32, n: u64, batch: u64) -> Result<(u64, u64), String> {
+    let q: Queue<u64> = Queue::open("q").ok_or("no queue q")?;
+    let batch = batch.max(1);
+    if role == 0 {
+        let mut values = Vec::with_capacity(batch as usize);
+        let mut i = 0;
+        while i < n {
+            values.clear();
+            values.extend(i..n.min(i + batch));
+            q.put_many(&values).map_err(|e| e.to_string())?;
+            i += values.len() as u64;
+        }
+        q.close();
+        Ok((n, 0))
+    } else {
+        let (mut count, mut sum) = (0u64, 0u64);
+        for got in q.batches(batch as usize) {
+            if got.is_empty() || got.len() as u64 > batch {
+                return Err(format!("a batch of {} for a max of {batch}", got.len()));
+            }
+            for x in got {
+                if x != count {
+                    return Err(format!("got {x} where {count} was next"));
+                }
+                count += 1;
+                sum += x;
+            }
+        }
+        Ok((count, sum))
+    }
+}
+
+/// `get_many_timeout(max, ms)` on queue `q`: the batch, or the error's text.
+/// (queue_batch::get_many_times_out_and_sees_close)
+#[task]
+pub fn get_many_within(max: u64, ms: u64) -> Result<Vec<u64>, String> {
+    let q: Queue<u64> = Queue::open("q").ok_or("no queue q")?;
+    q.get_many_timeout(max as usize, std::time::Duration::from_millis(ms))
+        .map_err(|e| e.to_string())
+}
+
+/// `put_many(values)` on queue `q`: "ok" or the error's text.
+/// (queue_batch::get_many_times_out_and_sees_close)
+#[task]
+pub fn put_many_values(values: Vec<u64>) -> String {
+    let Some(q) = Queue::<u64>::open("q") else {
+        return "no queue q".into();
+    };
+    match q.put_many(&values) {
+        Ok(()) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// Sleeps `ms` milliseconds through WASI (`poll_oneoff`), then returns it.
 /// (hostile::wasi_sleep_past_the_deadline_times_out)
 #[task]
