@@ -221,8 +221,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         let (mut at, mut left) = (0, values.len());
         while left > 0 {
-            // One call takes at most i32::MAX bytes: the messages that fit.
-            let (len, count) = span(&batch[at..], left, i32::MAX as usize);
+            // One call takes at most i32::MAX bytes: the messages that fit
+            // (walked only for a batch that large).
+            let (len, count) = if batch.len() - at <= i32::MAX as usize {
+                (batch.len() - at, left)
+            } else {
+                span(&batch[at..], left, i32::MAX as usize)
+            };
             // SAFETY: `[at, at + len)` is live for the call and holds `count`
             // whole length-prefixed messages; the host copies what it puts.
             let put = unsafe {
