@@ -55,10 +55,29 @@ pub(crate) enum Command {
     /// sample input, ready to build for wasm32-wasip1 and run with `map`.
     #[command(after_help = NEW_EXAMPLES)]
     New(NewArgs),
+    /// Join the outputs of `map --shard` into the output of one run, after
+    /// checking that they are all of one job and complete.
+    #[command(after_help = MERGE_EXAMPLES)]
+    Merge(MergeArgs),
     /// Print a completion script for a shell.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),
 }
+
+const MERGE_EXAMPLES: &str = "\
+Examples:
+  wasmpool merge out.0 out.1 out.2 -o out.jsonl
+  wasmpool merge out.* > out.jsonl
+
+Each OUT of `map --shard K/N -o OUT` has a sidecar OUT.shard naming its job
+(module, task, input) and its block of tasks. merge takes the outputs in any
+order (naming OUT.shard instead of OUT is the same), checks that they are of
+one job, that their blocks cover every task once, and that each output is
+whole, then writes them in order: exactly the output of one run over the
+whole input. A shard that is missing or did not finish is named, with its
+tasks; rerun it with its journal. Exit status: 0 if every task succeeded, 1
+if any failed (as a single run), 2 when the set is refused.
+See docs/scale-out.md.";
 
 const COMPILE_EXAMPLES: &str = "\
 Examples:
@@ -207,6 +226,7 @@ Examples:
   wasmpool map words.wasm --task count_words -R --input book.txt -o counts.jsonl
   wasmpool map square.wasm --task square_i64 --range 0..1000 --values
   wasmpool map tasks.wasm --task shout --input-array names.json -r
+  wasmpool map primes.wasm --task primes --input in.jsonl --shard 1/4 -o out.1 --journal j.1
 
 Output: one JSON line per input line, in input order:
   {\"index\":0,\"ok\":2262}
@@ -282,6 +302,26 @@ pub(crate) struct MapArgs {
     /// instead of replaying their failures.
     #[arg(long, requires = "journal")]
     pub(crate) retry_failed: bool,
+    /// Run only the K-th of N contiguous blocks of the input's tasks (from
+    /// 0; `auto`: from SLURM_ARRAY_TASK_ID/COUNT or
+    /// JOB_COMPLETION_INDEX/JOB_COMPLETIONS), with their global indices;
+    /// needs an input file or --range, and -o OUT, beside which it writes
+    /// OUT.shard for `wasmpool merge`.
+    #[arg(long, value_name = "K/N|auto", value_parser = super::shard::parse_shard,
+          requires = "output")]
+    pub(crate) shard: Option<super::shard::ShardArg>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct MergeArgs {
+    /// The outputs of `map --shard ... -o OUT` (or their OUT.shard
+    /// sidecars), in any order.
+    #[arg(value_name = "OUT", required = true)]
+    pub(crate) outputs: Vec<PathBuf>,
+    /// Write the merged output to FILE instead of stdout, atomically (FILE
+    /// is replaced only once all of it is written).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
 }
 
 /// Limits, the same for `map` and `run` (see docs/security.md).

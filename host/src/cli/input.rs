@@ -507,6 +507,17 @@ impl RangeValues {
     }
 }
 
+impl RangeValues {
+    /// The values of `range` from its `first`th on (from 0), each at its
+    /// position in the whole range: a shard of it.
+    pub(crate) fn starting_at(range: Range, first: u64) -> Self {
+        let mut values = RangeValues::new(range);
+        values.next = (values.next + i128::from(first)).min(values.end);
+        values.position = first;
+        values
+    }
+}
+
 impl Source for RangeValues {
     fn next_item(&mut self) -> anyhow::Result<Option<Item<'_>>> {
         if self.next >= self.end {

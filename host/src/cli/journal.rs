@@ -264,6 +264,27 @@ impl Journal {
         Ok(())
     }
 
+    /// Refuses a journal that holds results outside the tasks `first..end`
+    /// of a shard (`shard` describes it): it is another shard's, or of
+    /// another split of the input. Indices are global, so a shard's journal
+    /// holds `first..end` only.
+    pub(crate) fn check_shard(&self, first: u64, end: u64, shard: &str) -> anyhow::Result<()> {
+        let outside = self
+            .done
+            .iter()
+            .filter(|&(&index, _)| index < first || index >= end);
+        if let Some((index, held)) = outside.min_by_key(|&(&index, _)| index) {
+            bail!(
+                "{}:{}: this journal holds the result of task {index}, outside {shard}, so it is \
+                 the journal of another shard (or of another split of the input); give each shard \
+                 its own journal (e.g. --journal run.journal.K), or {START_OVER}",
+                self.path.display(),
+                held.at,
+            );
+        }
+        Ok(())
+    }
+
     /// Records one finished result: its index, the hash of its input line
     /// and its output line (without the newline). A line that cannot be one
     /// record (not UTF-8, or holding a raw newline) is not recorded, so
@@ -459,6 +480,15 @@ mod test {
         let err = j.check_covers(1, "in").unwrap_err().to_string();
         assert!(
             err.contains(":4: this journal holds the result of task 1"),
+            "{err}"
+        );
+        assert!(j.check_shard(0, 3, "shard 0/2").is_ok());
+        let err = j
+            .check_shard(1, 3, "shard 1/2 (tasks 1..3)")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":2: this journal holds the result of task 0, outside shard 1/2"),
             "{err}"
         );
     }

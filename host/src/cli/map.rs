@@ -18,8 +18,15 @@ use super::input::{self, Origin};
 use super::journal::{self, Entry, InputHash, Journal};
 use super::output::{AtomicFile, Sink};
 use super::progress::{self, Progress, Tally};
+use super::shard;
 
 pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result<ExitCode> {
+    // A shard counts its input first: what it cannot run is refused before
+    // the module is compiled.
+    let shard = match args.shard {
+        None => None,
+        Some(arg) => Some(shard::Plan::new(arg, &args)?),
+    };
     let mut builder = wasmpool::Pool::builder()
         .module_file(&args.module)
         .cache(common.cache());
@@ -44,12 +51,22 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
     builder = args.pool.apply(builder.limits(args.limits.to_limits()));
     let pool = builder.build()?;
     let task = pool.task(&args.task)?;
+    let module = match args.journal.is_some() || shard.is_some() {
+        false => Vec::new(),
+        true => std::fs::read(&args.module)
+            .with_context(|| format!("{}: cannot read the module", args.module.display()))?,
+    };
     let journal = match &args.journal {
         None => None,
         Some(path) => {
-            let module = std::fs::read(&args.module)
-                .with_context(|| format!("{}: cannot read the module", args.module.display()))?;
             let journal = Journal::open(path, &module, &args.task)?;
+            if let Some(plan) = &shard {
+                let what = format!(
+                    "shard {}/{} (tasks {}..{})",
+                    plan.shard.k, plan.shard.n, plan.first, plan.end
+                );
+                journal.check_shard(plan.first, plan.end, &what)?;
+            }
             // Checked once the journal exists, so that two names of one
             // new file are caught too.
             if args.output.as_deref().is_some_and(|o| same_file(o, path)) {
@@ -67,7 +84,11 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         }
     };
 
-    let (source, input_name) = open_input(&args)?;
+    let (first, end) = shard.as_ref().map_or((0, u64::MAX), |p| (p.first, p.end));
+    let (source, input_name) = open_input(&args, first)?;
+    if let Some(plan) = shard.as_ref().filter(|_| !quiet) {
+        eprintln!("wasmpool: {}", plan.describe());
+    }
     // The order of every input, where it came from, and where its result
     // comes from. The input iterator pushes; the output loop pops.
     let order: Rc<RefCell<VecDeque<Pending>>> = Rc::default();
@@ -77,7 +98,11 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
     let spares = Rc::new(Spares::default());
     let payloads = Inputs {
         source,
-        index: 0,
+        // A range starts at the shard's first value; a file is read from its
+        // start, skipping the tasks before the shard's.
+        index: if args.range.is_some() { first } else { 0 },
+        first,
+        end,
         error: read_error.clone(),
         parse: {
             let (task, input_name, order) = (task.clone(), input_name.clone(), order.clone());
@@ -143,7 +168,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
 
     // With --output, the results go to a file beside it, renamed over it
     // once all are written: a run that fails leaves no partial file.
-    let (sink, output) = match &args.output {
+    let (sink, mut output) = match &args.output {
         None => (Sink::Stdout(io::stdout().lock()), None),
         Some(path) => {
             let mut file = AtomicFile::create(path)?;
@@ -156,12 +181,19 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
     };
     let start = Instant::now();
     let progress = Progress::start(quiet, progress::TASKS, true);
-    if let Some(path) = args.input.as_deref().filter(|p| p.as_os_str() != "-") {
+    if let Some(plan) = &shard {
+        progress.set_total(plan.end - plan.first);
+    } else if let Some(path) = args.input.as_deref().filter(|p| p.as_os_str() != "-") {
         progress.count_lines_of(path, args.raw);
     }
-    if let Some(range) = args.range {
+    if let Some(range) = args.range.filter(|_| shard.is_none()) {
         progress.set_total(u64::try_from(range.len()).unwrap_or(u64::MAX));
     }
+    // A shard's output is hashed as it is written, for its sidecar.
+    let sink = shard::Digesting {
+        inner: sink,
+        digest: shard.as_ref().map(|p| p.digest.clone()),
+    };
     let mut emit = Emitter {
         task: &task,
         out: BufWriter::with_capacity(1 << 16, progress.around_bar(sink)),
@@ -241,11 +273,46 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
     if let Some(err) = read_error.borrow_mut().take() {
         return Err(err);
     }
-    if let Some(journal) = emit.journal.as_ref().filter(|_| !emit.stopped) {
+    if let Some(journal) = emit
+        .journal
+        .as_ref()
+        .filter(|_| !emit.stopped && shard.is_none())
+    {
         journal.check_covers(emit.total, &input_name)?;
     }
-    if let Some(output) = output {
+    if let Some(plan) = shard
+        .as_ref()
+        .filter(|p| !emit.stopped && emit.total != p.end - p.first)
+    {
+        anyhow::bail!(
+            "{input_name}: the input changed while the shard ran: it had {} tasks when counted, \
+             and now its tasks {}..{} are {} (do not change the input of a sharded job)",
+            plan.input.total,
+            plan.first,
+            plan.end,
+            emit.total
+        );
+    }
+    if let Some(output) = output.take() {
         output.commit()?;
+    }
+    if let (Some(plan), Some(path)) = (&shard, &args.output) {
+        let format = if args.raw_output {
+            "raw_output"
+        } else if args.values {
+            "values"
+        } else {
+            "json"
+        };
+        plan.write_sidecar(
+            path,
+            &module,
+            &args.task,
+            format,
+            emit.total,
+            emit.failed,
+            emit.stopped,
+        )?;
     }
     let Emitter {
         total,
@@ -265,7 +332,12 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         failed,
         replayed: journaled.then_some(replayed),
     });
-    if total == 0 {
+    if let Some(plan) = shard.as_ref().filter(|_| total == 0) {
+        eprintln!(
+            "wasmpool: shard {}/{} of the {} tasks of {input_name} is empty, so no tasks ran",
+            plan.shard.k, plan.shard.n, plan.input.total
+        );
+    } else if total == 0 {
         match args.range {
             Some(range) => eprintln!("wasmpool: --range {range} is empty, so no tasks ran"),
             None => eprintln!("wasmpool: {input_name}: no inputs, so no tasks ran"),
@@ -544,9 +616,10 @@ fn write_error(
 /// Opens the input the flags name: a [`Source`](input::Source) and what
 /// errors call it (`in.jsonl`, `<stdin>`, `<range 0..10>`). On a terminal,
 /// says that it waits for input typed there.
-fn open_input(args: &MapArgs) -> anyhow::Result<(Box<dyn input::Source>, String)> {
+fn open_input(args: &MapArgs, first: u64) -> anyhow::Result<(Box<dyn input::Source>, String)> {
     if let Some(range) = args.range {
-        return Ok((Box::new(input::RangeValues::new(range)), range.name()));
+        let values = input::RangeValues::starting_at(range, first);
+        return Ok((Box::new(values), range.name()));
     }
     let path = args.input_array.as_ref().or(args.input.as_ref());
     let (reader, name): (Box<dyn BufRead>, String) = match path {
@@ -579,7 +652,12 @@ fn open_input(args: &MapArgs) -> anyhow::Result<(Box<dyn input::Source>, String)
 /// for the caller.
 struct Inputs<F> {
     source: Box<dyn input::Source>,
+    /// The index of the next input.
     index: u64,
+    /// A shard's block: inputs before `first` are read past, and none is
+    /// read from `end` on.
+    first: u64,
+    end: u64,
     error: Rc<RefCell<Option<anyhow::Error>>>,
     parse: F,
 }
@@ -592,8 +670,12 @@ where
 
     fn next(&mut self) -> Option<T> {
         loop {
+            if self.index >= self.end {
+                return None;
+            }
             match self.source.next_item() {
                 Ok(None) => return None,
+                Ok(Some(_)) if self.index < self.first => self.index += 1,
                 Ok(Some(item)) => {
                     self.index += 1;
                     if let Some(out) = (self.parse)(self.index - 1, item) {

@@ -9,11 +9,13 @@ mod input;
 mod inspect;
 mod journal;
 mod map;
+mod merge;
 mod new;
 mod output;
 mod progress;
 pub(crate) mod report;
 mod run;
+mod shard;
 
 use std::process::ExitCode;
 
@@ -33,6 +35,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         Command::Inspect(inspect) => inspect::run(&args.common, inspect),
         Command::Compile(compile) => compile::run(compile),
         Command::New(new) => new::run(quiet, &new),
+        Command::Merge(merge) => merge::run(quiet, &merge),
         Command::Completions(completions) => completions::run(&completions),
     }
 }

@@ -18,5 +18,6 @@ mod process;
 mod progress;
 mod queue_batch;
 mod scaffold;
+mod shard;
 mod shared;
 mod util;
