@@ -526,7 +526,7 @@ impl Task {
 /// itself; [`Pool::imap_payloads`](crate::Pool::imap_payloads) callers give
 /// [`Output::Bytes`] buffers back with [`give`](Self::give) and fill
 /// [`take`](Self::take)n ones with [`Task::parse_json_into`]. At most 8,192
-/// buffers are kept, none larger than 4 KiB.
+/// buffers are kept, none larger than 1 KiB (8 MiB at most).
 ///
 /// ```
 /// let spares = wasmpool::Spares::default();
@@ -540,7 +540,7 @@ impl Spares {
     /// More than a stream's default window holds.
     const MAX: usize = 8192;
     /// Big buffers go back to the allocator.
-    const MAX_CAPACITY: usize = 4096;
+    const MAX_CAPACITY: usize = 1024;
 
     /// A spare buffer (empty), or a new one.
     pub fn take(&self) -> Vec<u8> {
