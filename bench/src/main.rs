@@ -195,6 +195,14 @@ fn specs(quick: bool) -> Vec<Spec> {
         runs,
         Some(SQUARES_100K),
     );
+    if cores > 1 {
+        add(
+            format!("instance/fresh@{cores}"),
+            Runner::Rust,
+            runs,
+            Some(SQUARES_100K),
+        );
+    }
     add(
         "queue/throughput".into(),
         Runner::Rust,

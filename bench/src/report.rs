@@ -144,12 +144,12 @@ fn targets(r: &[Stats], cores: usize) -> Vec<Target> {
     rate_target(
         "tiny tasks, SDK (serde) task, library",
         format!("tiny/sdk@{cores}"),
-        3e6,
+        5e6,
         "tasks",
     );
     rate_target(
-        "tiny tasks, CLI with JSON lines",
-        format!("tiny/cli@{cores}"),
+        "tiny tasks, CLI with JSON lines, SDK task",
+        format!("tiny/cli-sdk@{cores}"),
         3e6,
         "lines",
     );
@@ -175,6 +175,18 @@ fn targets(r: &[Stats], cores: usize) -> Vec<Target> {
             goal: "≤ 3 µs more per task".into(),
             measured: format!("{extra:.2} µs"),
             met: extra <= 3.0,
+        });
+    }
+    if let (Some(one), Some(many)) = (
+        find(r, "instance/fresh"),
+        find(r, &format!("instance/fresh@{cores}")),
+    ) {
+        let s = one.median / many.median;
+        t.push(Target {
+            what: format!("a fresh instance per task: {cores} workers against 1"),
+            goal: "≥ 1.8x".into(),
+            measured: format!("{s:.2}x"),
+            met: s >= 1.8,
         });
     }
     for (name, when) in [
@@ -363,10 +375,14 @@ pub(crate) fn write(
         "\n## Instances\n\n| isolation | tasks | time | per task | peak memory |\n|---|---|---|---|---|"
     );
     for (name, label) in [
-        ("instance/reused", "one instance per worker (default)"),
-        ("instance/fresh", "a fresh instance per task"),
+        ("instance/reused".to_string(), "one instance per worker (default), 1 worker".to_string()),
+        ("instance/fresh".to_string(), "a fresh instance per task, 1 worker".to_string()),
+        (
+            format!("instance/fresh@{cores}"),
+            format!("a fresh instance per task, {cores} workers"),
+        ),
     ] {
-        if let Some(s) = find(r, name) {
+        if let Some(s) = find(r, &name) {
             let _ = writeln!(
                 md,
                 "| {label} | {} | {} | {:.2} µs | {} |",
