@@ -228,7 +228,8 @@ pub(crate) fn run(name: &str) -> Sample {
                 mem_kib: None,
             }
         }
-        // A fresh instance per task against a reused one, one worker.
+        // A fresh instance per task against a reused one (one worker, or
+        // `@N`: N workers, for how fresh instances scale).
         "instance/reused" | "instance/fresh" => {
             let isolation = if prefix.ends_with("fresh") {
                 Isolation::Task
@@ -237,7 +238,7 @@ pub(crate) fn run(name: &str) -> Sample {
             };
             let p = Pool::builder()
                 .module_file(SQUARE)
-                .workers(1)
+                .workers(workers)
                 .isolation(isolation)
                 .build()
                 .expect("pool");
