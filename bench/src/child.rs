@@ -247,7 +247,9 @@ pub(crate) fn run(name: &str) -> Sample {
         // Queues between two instances.
         // Batched: the producer puts 256 values a `put_many`, the consumer
         // takes up to 256 a `get_many` (one host call per batch each way).
-        "queue/throughput" => {
+        // `queue/single`: one `put` and one `get` a message, as before
+        // batches.
+        "queue/throughput" | "queue/single" => {
             let n = 200_000u64;
             let batch = 256u64;
             let p = Pool::builder()
@@ -257,10 +259,15 @@ pub(crate) fn run(name: &str) -> Sample {
                 .build()
                 .expect("pool");
             timed(n, || {
-                let r = p
-                    .map::<(u32, u64, u64), (u64, u64)>("pc_batch", [(0, n, batch), (1, n, batch)])
-                    .expect("pc_batch");
-                r[1].clone().expect("consumer").1 as i64
+                let r = if prefix == "queue/single" {
+                    p.map::<(u32, u64), (u64, u64)>("pc", [(0, n), (1, n)])
+                } else {
+                    p.map::<(u32, u64, u64), (u64, u64)>("pc_batch", [(0, n, batch), (1, n, batch)])
+                };
+                r.expect("producer and consumer")[1]
+                    .clone()
+                    .expect("consumer")
+                    .1 as i64
             })
         }
         "queue/pingpong" => {

@@ -210,6 +210,12 @@ fn specs(quick: bool) -> Vec<Spec> {
         Some(200_000 * 199_999 / 2),
     );
     add(
+        "queue/single".into(),
+        Runner::Rust,
+        runs,
+        Some(200_000 * 199_999 / 2),
+    );
+    add(
         "queue/python-throughput".into(),
         Runner::Python,
         py_runs,

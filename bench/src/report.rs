@@ -375,8 +375,14 @@ pub(crate) fn write(
         "\n## Instances\n\n| isolation | tasks | time | per task | peak memory |\n|---|---|---|---|---|"
     );
     for (name, label) in [
-        ("instance/reused".to_string(), "one instance per worker (default), 1 worker".to_string()),
-        ("instance/fresh".to_string(), "a fresh instance per task, 1 worker".to_string()),
+        (
+            "instance/reused".to_string(),
+            "one instance per worker (default), 1 worker".to_string(),
+        ),
+        (
+            "instance/fresh".to_string(),
+            "a fresh instance per task, 1 worker".to_string(),
+        ),
         (
             format!("instance/fresh@{cores}"),
             format!("a fresh instance per task, {cores} workers"),
@@ -401,7 +407,11 @@ pub(crate) fn write(
     for (name, label) in [
         (
             "queue/throughput",
-            "wasmpool: producer → consumer (SDK `Queue<u64>`)",
+            "wasmpool: producer → consumer (SDK `Queue<u64>`, `put_many`/`get_many` of 256)",
+        ),
+        (
+            "queue/single",
+            "wasmpool: the same, one `put` and one `get` a message",
         ),
         (
             "queue/python-throughput",
