@@ -546,3 +546,235 @@ fn a_killed_shard_resumes_from_its_journal_and_merges_identically() {
         stderr(&err)
     );
 }
+
+/// Whether this is CI (`CI` set, as `.ci/run` does): a Slurm that cannot be
+/// installed or started is then a failure, not a skip.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// The helper scripts of tests/servers.
+fn servers(script: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/servers")
+        .join(script)
+}
+
+/// A private single-node Slurm under a temporary directory, stopped (its
+/// jobs cancelled, its daemons ended by PID) when dropped.
+struct Slurm {
+    dir: PathBuf,
+    conf: String,
+    _temp: tempfile::TempDir,
+}
+
+impl Slurm {
+    /// Starts one (installing Slurm with tests/servers/install if it is
+    /// missing); `Err` says why it could not.
+    fn start() -> Result<Slurm, String> {
+        if Command::new("sbatch").arg("--version").output().is_err() {
+            let install = Command::new(servers("install"))
+                .output()
+                .map_err(|e| format!("tests/servers/install: {e}"))?;
+            if !install.status.success() {
+                return Err(format!(
+                    "tests/servers/install failed: {}",
+                    String::from_utf8_lossy(&install.stderr)
+                ));
+            }
+        }
+        let temp = tempfile::Builder::new()
+            .prefix("wasmpool-slurm-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        // munged needs every directory above its socket searchable by all.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        let dir = temp.path().join("slurm");
+        std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
+        let mut slurm = Slurm {
+            dir,
+            conf: String::new(),
+            _temp: temp,
+        };
+        let started = Command::new(servers("slurm-start"))
+            .arg(&slurm.dir)
+            .output()
+            .map_err(|e| format!("tests/servers/slurm-start: {e}"))?;
+        let stdout = String::from_utf8_lossy(&started.stdout);
+        match stdout.lines().find_map(|l| l.strip_prefix("SLURM_CONF=")) {
+            Some(conf) if started.status.success() => slurm.conf = conf.to_string(),
+            _ => {
+                return Err(format!(
+                    "tests/servers/slurm-start failed: {}",
+                    String::from_utf8_lossy(&started.stderr)
+                ));
+            }
+        }
+        Ok(slurm)
+    }
+
+    /// A Slurm client command (sbatch, squeue, scontrol) on this cluster.
+    fn client(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("SLURM_CONF", &self.conf);
+        cmd
+    }
+}
+
+impl Drop for Slurm {
+    fn drop(&mut self) {
+        let _ = Command::new(servers("slurm-stop")).arg(&self.dir).output();
+    }
+}
+
+#[test]
+fn a_slurm_job_array_with_a_requeued_shard_merges_to_the_single_run() {
+    let started = Instant::now();
+    let slurm = match Slurm::start() {
+        Ok(slurm) => slurm,
+        Err(why) if !in_ci() => {
+            eprintln!("\nskipped: no private Slurm: {why} (with CI set, this is a failure)\n");
+            return;
+        }
+        Err(why) => panic!("no private Slurm (CI is set, so this fails): {why}"),
+    };
+    let cache = tempfile::tempdir().unwrap();
+    // The job's files, where the jobs (root, in another process tree) can
+    // reach them.
+    let d = slurm.dir.join("job");
+    std::fs::create_dir(&d).unwrap();
+    let input = d.join("in.jsonl");
+    // 80 tasks of 100 ms: about 2 s a shard on 2 workers.
+    std::fs::write(&input, "100\n".repeat(80)).unwrap();
+    let map = |extra: &str| {
+        format!(
+            "'{}' map '{}' --task sleep_ms -j 2 --input '{}'{extra}",
+            env!("CARGO_BIN_EXE_wasmpool"),
+            TESTGUEST,
+            p(&input)
+        )
+    };
+    let single = run(
+        cache.path(),
+        &[
+            "map",
+            TESTGUEST,
+            "--task",
+            "sleep_ms",
+            "-j",
+            "2",
+            "--input",
+            p(&input),
+        ],
+    );
+    assert_eq!(single.status.code(), Some(0), "{}", stderr(&single));
+    let script = d.join("job.sh");
+    let k = "$SLURM_ARRAY_TASK_ID";
+    let dir = p(&d);
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             echo \"run ${{SLURM_RESTART_COUNT:-0}}\" >> '{dir}'/runs.{k}\n\
+             export WASMPOOL_CACHE_DIR='{}'\n\
+             exec {}\n",
+            p(cache.path()),
+            map(&format!(
+                " --shard auto --journal '{dir}'/journal.{k} -o '{dir}'/out.{k}"
+            ))
+        ),
+    )
+    .unwrap();
+    // sbatch --wait, in the background: its first line is the job id.
+    let mut sbatch = slurm
+        .client("sbatch")
+        .args([
+            "--parsable",
+            "--wait",
+            "--array=0-1",
+            "--open-mode=append",
+            "-D",
+            dir,
+        ])
+        .arg("-o")
+        .arg(d.join("slurm-%a.out"))
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let job = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(sbatch.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim().split(';').next().unwrap().to_string()
+    };
+    assert!(job.parse::<u64>().is_ok(), "sbatch printed {job:?}");
+    // Shard 1 is requeued mid-run once it has recorded a few results: Slurm
+    // kills it and starts it again (SLURM_RESTART_COUNT=1).
+    let journal1 = d.join("journal.1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held =
+            std::fs::read_to_string(&journal1).map_or(0, |t| t.lines().count().saturating_sub(1));
+        if held > 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "shard 1 did not get going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let requeue = slurm
+        .client("scontrol")
+        .args(["requeue", &format!("{job}_1")])
+        .output()
+        .unwrap();
+    assert!(requeue.status.success(), "{}", stderr(&requeue));
+    // Done when sbatch --wait has returned and the queue is empty.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting = sbatch.try_wait().unwrap().is_none();
+        let queued = slurm
+            .client("squeue")
+            .args(["-h", "-j", &job])
+            .output()
+            .unwrap();
+        if !waiting && queued.stdout.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "job {job} not done within 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let runs = |k| std::fs::read_to_string(d.join(format!("runs.{k}"))).unwrap_or_default();
+    assert_eq!(runs(0), "run 0\n");
+    assert_eq!(runs(1), "run 0\nrun 1\n", "shard 1 ran twice");
+    let log1 = std::fs::read_to_string(d.join("slurm-1.out")).unwrap_or_default();
+    let replayed: u64 = log1
+        .split(" from the journal")
+        .next()
+        .and_then(|before| before.rsplit(", ").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary of a resumed run in shard 1's log:\n{log1}"));
+    assert!(
+        (1..40).contains(&replayed),
+        "the rerun replayed {replayed} of its 40 results: it was killed mid-run:\n{log1}"
+    );
+    let merged = run(
+        cache.path(),
+        &["merge", p(&d.join("out.1")), p(&d.join("out.0"))],
+    );
+    assert_eq!(merged.status.code(), Some(0), "{}", stderr(&merged));
+    assert_eq!(
+        merged.stdout, single.stdout,
+        "the merged output is the single run's"
+    );
+    drop(slurm);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+}
