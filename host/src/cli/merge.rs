@@ -458,3 +458,53 @@ impl BufRead for Hashed {
         self.reader.consume(amt);
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn a_sidecar_that_does_not_hold_together_is_refused() {
+        let input = shard::InputId {
+            name: "in.jsonl".into(),
+            kind: "json_lines".into(),
+            sha256: "ab".repeat(32),
+            total: 11,
+        };
+        let module = "cd".repeat(32);
+        let sidecar = Sidecar {
+            wasmpool_shard: shard::VERSION,
+            job: shard::job_id(&module, "t", &input),
+            module_sha256: module,
+            task: "t".into(),
+            input,
+            format: "json".into(),
+            k: 1,
+            n: 3,
+            first: 4,
+            end: 8,
+            total: 11,
+            done: 4,
+            failed: 0,
+            stopped: false,
+            output_sha256: "ef".repeat(32),
+            output_bytes: 80,
+        };
+        let text = serde_json::to_vec(&sidecar).unwrap();
+        assert_eq!(parse_sidecar(&text).unwrap().first, 4);
+        let edit = |f: fn(&mut Sidecar)| {
+            let mut s = sidecar.clone();
+            f(&mut s);
+            parse_sidecar(&serde_json::to_vec(&s).unwrap()).unwrap_err()
+        };
+        assert!(edit(|s| s.first = 3).contains("does not hold together"));
+        assert!(edit(|s| s.task = "u".into()).contains("does not hold together"));
+        assert!(edit(|s| s.k = 3).contains("does not hold together"));
+        assert!(edit(|s| s.wasmpool_shard = 2).contains("format 2"));
+        assert!(
+            parse_sidecar(b"{\"index\":0,\"ok\":1}")
+                .unwrap_err()
+                .contains("not a shard sidecar")
+        );
+    }
+}
