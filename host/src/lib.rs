@@ -157,6 +157,8 @@
 #![doc(test(attr(allow(dead_code, unused_variables, unused_mut))))]
 
 mod abi;
+#[cfg(feature = "broker")]
+pub mod broker;
 mod dispatch;
 mod engine;
 mod error;

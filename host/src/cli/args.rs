@@ -59,6 +59,11 @@ pub(crate) enum Command {
     /// checking that they are all of one job and complete.
     #[command(after_help = MERGE_EXAMPLES)]
     Merge(MergeArgs),
+    /// Run the tasks of jobs submitted with `map --broker URL` (queue mode
+    /// on Redis Streams), one instance per core, with this command line's
+    /// limits.
+    #[command(after_help = super::worker::EXAMPLES)]
+    Worker(super::worker::WorkerArgs),
     /// Print a completion script for a shell.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),
@@ -227,6 +232,7 @@ Examples:
   wasmpool map square.wasm --task square_i64 --range 0..1000 --values
   wasmpool map tasks.wasm --task shout --input-array names.json -r
   wasmpool map primes.wasm --task primes --input in.jsonl --shard 1/4 -o out.1 --journal j.1
+  wasmpool map primes.wasm --task primes --input in.jsonl --broker redis://queue:6379/0
 
 Output: one JSON line per input line, in input order:
   {\"index\":0,\"ok\":2262}
@@ -310,6 +316,16 @@ pub(crate) struct MapArgs {
     #[arg(long, value_name = "K/N|auto", value_parser = super::shard::parse_shard,
           requires = "output")]
     pub(crate) shard: Option<super::shard::ShardArg>,
+    /// Queue mode: submit the inputs to a Redis broker
+    /// (redis://HOST:PORT/DB) for `wasmpool worker`s to run, and print
+    /// their results in input order; rerun, it re-attaches to the same job.
+    #[arg(long, value_name = "URL")]
+    pub(crate) broker: Option<String>,
+    /// With --broker: put B consecutive inputs in one queue entry (for tiny
+    /// tasks) [default: 1].
+    #[arg(long, value_name = "B", requires = "broker",
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub(crate) batch: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -391,7 +407,7 @@ pub(crate) struct PoolArgs {
 }
 
 /// `5s`, `250ms`, `2m`, `1h`, `1.5s`, or a plain number of seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -21,6 +21,9 @@ use super::progress::{self, Progress, Tally};
 use super::shard;
 
 pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result<ExitCode> {
+    if args.broker.is_some() {
+        return super::broker_map::run(common, quiet, args);
+    }
     // A shard counts its input first: what it cannot run is refused before
     // the module is compiled.
     let shard = match args.shard {
@@ -693,7 +696,7 @@ where
 
 impl super::args::PoolArgs {
     /// Sets what the flags ask for on a pool builder.
-    fn apply(&self, mut b: wasmpool::PoolBuilder) -> wasmpool::PoolBuilder {
+    pub(super) fn apply(&self, mut b: wasmpool::PoolBuilder) -> wasmpool::PoolBuilder {
         if let Some(n) = self.recycle_after {
             b = b.recycle_after(n);
         }

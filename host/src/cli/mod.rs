@@ -3,6 +3,7 @@
 
 mod args;
 mod backtrace;
+mod broker_map;
 mod compile;
 mod completions;
 mod input;
@@ -16,6 +17,7 @@ mod progress;
 pub(crate) mod report;
 mod run;
 mod shard;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -37,6 +39,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         Command::New(new) => new::run(quiet, &new),
         Command::Merge(merge) => merge::run(quiet, &merge),
         Command::Completions(completions) => completions::run(&completions),
+        Command::Worker(worker) => worker::run(&args.common, quiet, worker),
     }
 }
 

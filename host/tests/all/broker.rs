@@ -1,0 +1,336 @@
+//! Queue mode on a real redis-server (issue 16): `map --broker` with
+//! `wasmpool worker`s prints exactly the single-machine output; a worker
+//! killed mid-task has its entries claimed by another, and Redis killed
+//! and restarted mid-run loses nothing; an entry whose workers keep dying
+//! becomes a `lost` error line after --max-attempts; a submitter killed and
+//! run again re-attaches to its job. Skipped (with a message) outside CI
+//! when redis-server is missing and cannot be installed; a failure under
+//! CI=1.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use wasmpool_tests::TESTGUEST;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+fn servers(script: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/servers")
+        .join(script)
+}
+
+/// A redis-server of tests/servers on loopback, stopped when dropped.
+struct Redis {
+    dir: PathBuf,
+    url: String,
+    _temp: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts one, or says why it cannot (`None` after printing the skip
+    /// message outside CI; a panic under CI).
+    fn start() -> Option<Redis> {
+        match Redis::try_start() {
+            Ok(redis) => Some(redis),
+            Err(why) if !in_ci() => {
+                eprintln!("SKIPPED: no redis-server for the queue mode tests: {why}");
+                None
+            }
+            Err(why) => panic!("CI: no redis-server for the queue mode tests: {why}"),
+        }
+    }
+
+    fn try_start() -> Result<Redis, String> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            let install = Command::new(servers("install"))
+                .output()
+                .map_err(|e| format!("tests/servers/install: {e}"))?;
+            if !install.status.success() {
+                return Err(format!(
+                    "tests/servers/install failed: {}",
+                    String::from_utf8_lossy(&install.stderr)
+                ));
+            }
+        }
+        let temp = tempfile::Builder::new()
+            .prefix("wasmpool-redis-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let mut redis = Redis {
+            dir: temp.path().join("redis"),
+            url: String::new(),
+            _temp: temp,
+        };
+        redis.url = redis.restart()?;
+        Ok(redis)
+    }
+
+    /// Starts it (again, on the same directory: same data, same port).
+    fn restart(&self) -> Result<String, String> {
+        let out = Command::new(servers("redis-start"))
+            .arg(&self.dir)
+            .output()
+            .map_err(|e| format!("tests/servers/redis-start: {e}"))?;
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || !url.starts_with("redis://") {
+            return Err(format!(
+                "tests/servers/redis-start failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(url)
+    }
+
+    /// SIGKILLs the server.
+    fn kill(&self) {
+        let out = Command::new(servers("redis-stop"))
+            .arg("--kill")
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = Command::new(servers("redis-stop"))
+            .arg("--kill")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// Child processes, SIGKILLed when dropped (a failing test leaves none).
+#[derive(Default)]
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wasmpool(cache: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmpool"));
+    cmd.args(args)
+        .env("WASMPOOL_CACHE_DIR", cache)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Waits for `child` at most `limit`, then kills it and fails.
+fn wait_output(child: Child, limit: Duration, what: &str) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: kill(2) on a child of this process, by its PID.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{what} did not finish in {limit:?}");
+        }
+    }
+}
+
+fn worker(cache: &Path, url: &str, extra: &[&str]) -> Child {
+    let mut args = vec!["worker", "--broker", url, "-q"];
+    args.extend_from_slice(extra);
+    wasmpool(cache, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn submit(cache: &Path, url: &str, task: &str, input: &Path) -> Child {
+    let args = [
+        "map",
+        TESTGUEST,
+        "--task",
+        task,
+        "--input",
+        input.to_str().unwrap(),
+        "--broker",
+        url,
+    ];
+    wasmpool(cache, &args).spawn().unwrap()
+}
+
+/// The output of `map` on this machine.
+fn single_run(cache: &Path, task: &str, input: &Path) -> Output {
+    let args = [
+        "map",
+        TESTGUEST,
+        "--task",
+        task,
+        "--input",
+        input.to_str().unwrap(),
+        "-j",
+        "2",
+        "-q",
+    ];
+    wasmpool(cache, &args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_same(single: &Output, queued: &Output) {
+    assert_eq!(
+        text(&queued.stdout),
+        text(&single.stdout),
+        "queue mode's output differs from one machine's; stderr: {}",
+        text(&queued.stderr)
+    );
+    assert_eq!(
+        queued.status.code(),
+        single.status.code(),
+        "{}",
+        text(&queued.stderr)
+    );
+}
+
+#[test]
+fn two_workers_print_exactly_the_single_machine_output() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let input = dir.path().join("in.jsonl");
+    // Multiples of ten fail; a line that is not JSON, a blank line and a
+    // string are input errors located in the file.
+    let mut lines: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    lines.insert(17, "oops".into());
+    lines.insert(40, String::new());
+    lines.insert(41, "\"x\"".into());
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let single = single_run(&cache, "fail_on_tens", &input);
+    let mut kids = Children::default();
+    let submitter = submit(&cache, &redis.url, "fail_on_tens", &input);
+    for _ in 0..2 {
+        kids.0
+            .push(worker(&cache, &redis.url, &["-j", "1", "--exit-when-idle"]));
+    }
+    let queued = wait_output(submitter, Duration::from_secs(60), "map --broker");
+    assert_same(&single, &queued);
+    assert_eq!(text(&queued.stdout).lines().count(), 202);
+    for kid in &mut kids.0 {
+        let status = kid.wait().unwrap();
+        assert!(status.success(), "a worker ended with {status}");
+    }
+}
+
+#[test]
+fn a_killed_worker_and_a_restarted_redis_lose_nothing() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let input = dir.path().join("in.jsonl");
+    let lines: Vec<String> = (0..40).map(|i| (100 + i).to_string()).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let single = single_run(&cache, "sleep_ms", &input);
+    let mut kids = Children::default();
+    let submitter = submit(&cache, &redis.url, "sleep_ms", &input);
+    let flags = ["-j", "1", "--claim-idle", "1s", "--exit-when-idle"];
+    kids.0.push(worker(&cache, &redis.url, &flags));
+    kids.0.push(worker(&cache, &redis.url, &flags));
+    // Both are mid-task (each task sleeps 100 ms or more).
+    std::thread::sleep(Duration::from_millis(1500));
+    kids.0[0].kill().unwrap();
+    kids.0[0].wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    redis.restart().unwrap();
+    let queued = wait_output(submitter, Duration::from_secs(90), "map --broker");
+    assert_same(&single, &queued);
+    let status = kids.0[1].wait().unwrap();
+    assert!(status.success(), "the surviving worker ended with {status}");
+}
+
+#[test]
+fn an_entry_whose_workers_keep_dying_becomes_a_lost_line() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let input = dir.path().join("in.jsonl");
+    // The middle task never ends in time: each worker running it is killed,
+    // as a task that crashes its worker process would have it.
+    std::fs::write(&input, "5\n600000\n7\n").unwrap();
+    let mut kids = Children::default();
+    let submitter = submit(&cache, &redis.url, "sleep_ms", &input);
+    let flags = ["-j", "1", "--claim-idle", "1s", "--max-attempts", "2"];
+    for _ in 0..2 {
+        let mut w = worker(&cache, &redis.url, &flags);
+        std::thread::sleep(Duration::from_millis(2000));
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+    let mut last = flags.to_vec();
+    last.push("--exit-when-idle");
+    kids.0.push(worker(&cache, &redis.url, &last));
+    let queued = wait_output(submitter, Duration::from_secs(60), "map --broker");
+    let out = text(&queued.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}\n{}", text(&queued.stderr));
+    assert_eq!(lines[0], r#"{"index":0,"ok":5}"#);
+    assert!(
+        lines[1].starts_with(
+            r#"{"index":1,"error":{"kind":"lost","message":"the task was delivered 2 times"#
+        ),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2], r#"{"index":2,"ok":7}"#);
+    assert_eq!(queued.status.code(), Some(1));
+}
+
+#[test]
+fn a_rerun_submitter_re_attaches_and_prints_the_same_output() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let input = dir.path().join("in.jsonl");
+    let lines: Vec<String> = (0..30).map(|i| (50 + i).to_string()).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let single = single_run(&cache, "sleep_ms", &input);
+    let mut kids = Children::default();
+    let mut first = submit(&cache, &redis.url, "sleep_ms", &input);
+    kids.0
+        .push(worker(&cache, &redis.url, &["-j", "1", "--exit-when-idle"]));
+    std::thread::sleep(Duration::from_millis(800));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let again = submit(&cache, &redis.url, "sleep_ms", &input);
+    let queued = wait_output(again, Duration::from_secs(60), "map --broker, again");
+    assert!(
+        text(&queued.stderr).contains("re-attached"),
+        "{}",
+        text(&queued.stderr)
+    );
+    assert_same(&single, &queued);
+    let started = Instant::now();
+    let status = kids.0[0].wait().unwrap();
+    assert!(status.success() && started.elapsed() < Duration::from_secs(30));
+}
