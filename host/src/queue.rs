@@ -232,6 +232,43 @@ impl Queue {
         self.lock()
     }
 
+    /// The blocking wait every synchronous call shares: `attempt` runs with
+    /// the lock held and either finishes (`Ok`) or hands the lock back; the
+    /// caller then re-checks after brief spins, and at last sleeps on
+    /// `side`'s condition variable, a slice at a time, until `timeout` or
+    /// an interruption (`wait.rs`). The one copy of the loop for `put`,
+    /// `get` and their batched forms.
+    fn wait<'a, R>(
+        &'a self,
+        side: Side,
+        timeout: Option<Duration>,
+        waiter: Waiter<'_>,
+        mut attempt: impl FnMut(MutexGuard<'a, State>) -> Result<R, MutexGuard<'a, State>>,
+    ) -> Result<R, Stop> {
+        let deadline = deadline(timeout);
+        let mut spins = 0;
+        let mut state = self.lock();
+        loop {
+            state = match attempt(state) {
+                Ok(done) => return Ok(done),
+                Err(state) => state,
+            };
+            if spins < SPINS {
+                spins += 1;
+                state = self.spin(state);
+                continue;
+            }
+            let slice = next_slice(deadline, waiter)?;
+            let (cv, sleepers): (_, fn(&mut State) -> &mut u32) = match side {
+                Side::Put => (&self.not_full, |s| &mut s.sleeping_putters),
+                Side::Get => (&self.not_empty, |s| &mut s.sleeping_getters),
+            };
+            *sleepers(&mut state) += 1;
+            state = sleep(cv, state, slice);
+            *sleepers(&mut state) -= 1;
+        }
+    }
+
     /// The number of messages waiting.
     ///
     /// ```
@@ -301,32 +338,20 @@ impl Queue {
         timeout: Option<Duration>,
         waiter: Waiter<'_>,
     ) -> Result<(), QueueError> {
-        let (mut message, size) = self.check_size(message)?;
-        let deadline = deadline(timeout);
-        let mut spins = 0;
-        let mut state = self.lock();
-        loop {
-            message = match self.try_put(state, message, size)? {
-                Ok(()) => return Ok(()),
-                Err((back, s)) => {
-                    state = s;
-                    back
+        let (message, size) = self.check_size(message)?;
+        let mut message = Some(message);
+        let done = self.wait(Side::Put, timeout, waiter, |state| {
+            let m = message.take().expect("put back after every attempt");
+            match self.try_put(state, m, size) {
+                Ok(Ok(())) => Ok(Ok(())),
+                Ok(Err((back, state))) => {
+                    message = Some(back);
+                    Err(state)
                 }
-            };
-            if spins < SPINS {
-                spins += 1;
-                state = self.spin(state);
-                continue;
+                Err(e) => Ok(Err(e)),
             }
-            let slice = match next_slice(deadline, waiter) {
-                Ok(slice) => slice,
-                Err(Stop::Timeout) => return Err(QueueError::Timeout(Some(message))),
-                Err(Stop::Interrupted) => return Err(QueueError::Interrupted(Some(message))),
-            };
-            state.sleeping_putters += 1;
-            state = sleep(&self.not_full, state, slice);
-            state.sleeping_putters -= 1;
-        }
+        });
+        outcome(done, message)
     }
 
     /// The async face of [`put_interruptible`](Self::put_interruptible): the
@@ -351,11 +376,7 @@ impl Queue {
             }
         })
         .await;
-        match done {
-            Ok(result) => result,
-            Err(Stop::Timeout) => Err(QueueError::Timeout(message)),
-            Err(Stop::Interrupted) => Err(QueueError::Interrupted(message)),
-        }
+        outcome(done, message)
     }
 
     /// What `message` counts against the byte budget, or why it never fits.
@@ -420,28 +441,8 @@ impl Queue {
         timeout: Option<Duration>,
         waiter: Waiter<'_>,
     ) -> Result<Vec<u8>, QueueError> {
-        let deadline = deadline(timeout);
-        let mut spins = 0;
-        let mut state = self.lock();
-        loop {
-            state = match self.try_get(state) {
-                Ok(done) => return done,
-                Err(s) => s,
-            };
-            if spins < SPINS {
-                spins += 1;
-                state = self.spin(state);
-                continue;
-            }
-            let slice = match next_slice(deadline, waiter) {
-                Ok(slice) => slice,
-                Err(Stop::Timeout) => return Err(QueueError::Timeout(None)),
-                Err(Stop::Interrupted) => return Err(QueueError::Interrupted(None)),
-            };
-            state.sleeping_getters += 1;
-            state = sleep(&self.not_empty, state, slice);
-            state.sleeping_getters -= 1;
-        }
+        let done = self.wait(Side::Get, timeout, waiter, |state| self.try_get(state));
+        outcome(done, None)
     }
 
     /// The async face of [`get_interruptible`](Self::get_interruptible).
@@ -454,11 +455,7 @@ impl Queue {
             self.try_get(self.lock()).ok()
         })
         .await;
-        match done {
-            Ok(result) => result,
-            Err(Stop::Timeout) => Err(QueueError::Timeout(None)),
-            Err(Stop::Interrupted) => Err(QueueError::Interrupted(None)),
-        }
+        outcome(done, None)
     }
 
     /// One attempt at a get, with the lock held: `Ok` the message (and a
@@ -505,28 +502,14 @@ impl Queue {
         timeout: Option<Duration>,
         waiter: Waiter<'_>,
     ) -> Result<usize, QueueError> {
-        let deadline = deadline(timeout);
-        let mut spins = 0;
-        let mut state = self.lock();
-        loop {
-            state = match self.try_put_many(state, messages.clone())? {
-                Ok(put) => return Ok(put),
-                Err(s) => s,
-            };
-            if spins < SPINS {
-                spins += 1;
-                state = self.spin(state);
-                continue;
+        let done = self.wait(Side::Put, timeout, waiter, |state| {
+            match self.try_put_many(state, messages.clone()) {
+                Ok(Ok(put)) => Ok(Ok(put)),
+                Ok(Err(state)) => Err(state),
+                Err(e) => Ok(Err(e)),
             }
-            let slice = match next_slice(deadline, waiter) {
-                Ok(slice) => slice,
-                Err(Stop::Timeout) => return Err(QueueError::Timeout(None)),
-                Err(Stop::Interrupted) => return Err(QueueError::Interrupted(None)),
-            };
-            state.sleeping_putters += 1;
-            state = sleep(&self.not_full, state, slice);
-            state.sleeping_putters -= 1;
-        }
+        });
+        outcome(done, None)
     }
 
     /// The async face of [`put_many_interruptible`](Self::put_many_interruptible).
@@ -544,11 +527,7 @@ impl Queue {
             }
         })
         .await;
-        match done {
-            Ok(result) => result,
-            Err(Stop::Timeout) => Err(QueueError::Timeout(None)),
-            Err(Stop::Interrupted) => Err(QueueError::Interrupted(None)),
-        }
+        outcome(done, None)
     }
 
     /// One attempt at a batched put, with the lock held: `Ok(Ok(n))` the
@@ -619,28 +598,10 @@ impl Queue {
         timeout: Option<Duration>,
         waiter: Waiter<'_>,
     ) -> Result<usize, QueueError> {
-        let deadline = deadline(timeout);
-        let mut spins = 0;
-        let mut state = self.lock();
-        loop {
-            state = match self.try_get_many(state, max_count, max_bytes, out) {
-                Ok(done) => return done,
-                Err(s) => s,
-            };
-            if spins < SPINS {
-                spins += 1;
-                state = self.spin(state);
-                continue;
-            }
-            let slice = match next_slice(deadline, waiter) {
-                Ok(slice) => slice,
-                Err(Stop::Timeout) => return Err(QueueError::Timeout(None)),
-                Err(Stop::Interrupted) => return Err(QueueError::Interrupted(None)),
-            };
-            state.sleeping_getters += 1;
-            state = sleep(&self.not_empty, state, slice);
-            state.sleeping_getters -= 1;
-        }
+        let done = self.wait(Side::Get, timeout, waiter, |state| {
+            self.try_get_many(state, max_count, max_bytes, out)
+        });
+        outcome(done, None)
     }
 
     /// The async face of [`get_many_interruptible`](Self::get_many_interruptible).
@@ -657,11 +618,7 @@ impl Queue {
                 .ok()
         })
         .await;
-        match done {
-            Ok(result) => result,
-            Err(Stop::Timeout) => Err(QueueError::Timeout(None)),
-            Err(Stop::Interrupted) => Err(QueueError::Interrupted(None)),
-        }
+        outcome(done, None)
     }
 
     /// One attempt at a batched get, with the lock held: `Ok` how many
@@ -800,6 +757,27 @@ pub(crate) const MESSAGE_OVERHEAD: usize = 64;
 /// by what they really cost.
 pub(crate) fn cost(message: &[u8]) -> usize {
     message.len() + MESSAGE_OVERHEAD
+}
+
+/// Which way a caller of [`Queue::wait`] waits: for room, or for a
+/// message.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Put,
+    Get,
+}
+
+/// A wait's result as the caller's: a stop becomes the error of that
+/// kind, handing back the message not put, if any.
+fn outcome<R>(
+    done: Result<Result<R, QueueError>, Stop>,
+    message: Option<Vec<u8>>,
+) -> Result<R, QueueError> {
+    match done {
+        Ok(result) => result,
+        Err(Stop::Timeout) => Err(QueueError::Timeout(message)),
+        Err(Stop::Interrupted) => Err(QueueError::Interrupted(message)),
+    }
 }
 
 /// Sleeps on `cv` for at most one slice (see `wait.rs`); the caller
