@@ -321,6 +321,22 @@ impl Broker {
         })
     }
 
+    /// Deletes the results of inputs `indices` (written out and kept
+    /// elsewhere, such as in a journal).
+    ///
+    /// # Errors
+    ///
+    /// Broker errors.
+    pub fn delete_results(&mut self, job: &JobId, indices: &[u64]) -> Result<(), BrokerError> {
+        if indices.is_empty() {
+            return Ok(());
+        }
+        let res = job.results();
+        self.run("delete results", |c| {
+            redis::cmd("HDEL").arg(&res).arg(indices).query::<()>(c)
+        })
+    }
+
     /// Deletes the job: its meta, stream, results, and its place in the
     /// jobs set (the module stays, for other jobs of it).
     ///

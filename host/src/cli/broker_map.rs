@@ -15,6 +15,7 @@ use wasmpool::{TaskError, TaskErrorKind};
 
 use super::args::{Common, MapArgs};
 use super::input::{self, Source};
+use super::journal::{self, Journal, Plan};
 use super::output::AtomicFile;
 
 /// The most inputs submitted and not yet written out.
@@ -47,6 +48,11 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
     let input_sha = hash_file(&path)?;
     let job = JobId::derive(&module, &args.task, &input_sha, how);
     let name = path.display().to_string();
+    let mut journal = match &args.journal {
+        None => None,
+        Some(path) => Some(Journal::open(path, &module, &args.task)?),
+    };
+    let plan = journal.as_ref().map(|j| j.plan(args.retry_failed));
     let mut broker = Broker::connect(&url)?;
     let submitted = broker.open_job(&job, &module, &args.task, &name, how)?;
     if !quiet {
@@ -81,6 +87,8 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         next: 0,
         submitted,
         total: None,
+        plan,
+        held: std::collections::VecDeque::new(),
     };
     let mut emitted = 0u64;
     let mut failed = 0u64;
@@ -94,8 +102,23 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         // Gather what is finished, in order.
         let want = state.submitted.saturating_sub(emitted).min(CHUNK);
         let mut progressed = false;
+        let mut journaled = Vec::new();
         for line in broker.results(&job, emitted, want)? {
-            let Some(line) = line else { break };
+            let (hash, replay) = state.held.front().copied().unwrap_or((0, false));
+            let line = match (line, &journal) {
+                (_, Some(j)) if replay => j
+                    .get(emitted)
+                    .expect("replayed results are journaled")
+                    .as_bytes()
+                    .to_vec(),
+                (Some(line), _) => line,
+                (None, _) => break,
+            };
+            if !replay && let Some(j) = &mut journal {
+                j.record(emitted, hash, &line)?;
+                journaled.push(emitted);
+            }
+            state.held.pop_front();
             if is_error_line(&line) {
                 failed += 1;
             }
@@ -103,6 +126,11 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
             out.write_all(b"\n")?;
             emitted += 1;
             progressed = true;
+        }
+        if let Some(j) = journal.as_mut().filter(|_| !journaled.is_empty()) {
+            // On disk before they leave Redis: the journal holds them now.
+            j.flush(true)?;
+            broker.delete_results(&job, &journaled)?;
         }
         if state.total == Some(emitted) {
             break;
@@ -117,6 +145,10 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
     }
     out.flush()?;
     drop(out);
+    if let Some(j) = &mut journal {
+        j.flush(true)?;
+        j.check_covers(emitted, &name)?;
+    }
     if let Some(output) = output.take() {
         output.commit()?;
     }
@@ -135,11 +167,15 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
 }
 
 /// Where submission is: the next input read, the inputs the broker has,
-/// and the total once the input has ended.
+/// and the total once the input has ended; with a journal, what it holds.
 struct Submit {
     next: u64,
     submitted: u64,
     total: Option<u64>,
+    plan: Option<Plan>,
+    /// From the next input to print on, each read input's hash (for its
+    /// journal record) and whether the journal holds its result.
+    held: std::collections::VecDeque<(journal::InputHash, bool)>,
 }
 
 impl Submit {
@@ -165,8 +201,24 @@ impl Submit {
             };
             let index = self.next;
             self.next += 1;
+            let (hash, replay) = match &self.plan {
+                None => (0, false),
+                Some(plan) => {
+                    let hash = journal::input_hash(item.text);
+                    match plan.replay(index, hash) {
+                        Ok(replay) => (hash, replay),
+                        Err(why) => anyhow::bail!("{name}:{}: {why}", item.origin.line),
+                    }
+                }
+            };
+            self.held.push_back((hash, replay));
             if index < first {
                 continue; // submitted by an earlier run
+            }
+            if replay {
+                // Its result is in the journal: not run again.
+                entries.extend((!current.is_empty()).then(|| std::mem::take(&mut current)));
+                continue;
             }
             if let Some(problem) = item.problem {
                 // It cannot run: its error line goes straight to the results.
@@ -243,7 +295,6 @@ fn refuse_unsupported(args: &MapArgs) -> anyhow::Result<()> {
         (args.range.is_some(), "--range"),
         (args.values || args.raw_output, "--values/--raw-output"),
         (args.fail_fast, "--fail-fast"),
-        (args.journal.is_some(), "--journal"),
         (args.shard.is_some(), "--shard"),
     ];
     if let Some((_, flag)) = flags.iter().find(|(set, _)| *set) {

@@ -164,7 +164,11 @@ fn worker(cache: &Path, url: &str, extra: &[&str]) -> Child {
 }
 
 fn submit(cache: &Path, url: &str, task: &str, input: &Path) -> Child {
-    let args = [
+    submit_with(cache, url, task, input, &[])
+}
+
+fn submit_with(cache: &Path, url: &str, task: &str, input: &Path, extra: &[&str]) -> Child {
+    let mut args = vec![
         "map",
         TESTGUEST,
         "--task",
@@ -174,6 +178,7 @@ fn submit(cache: &Path, url: &str, task: &str, input: &Path) -> Child {
         "--broker",
         url,
     ];
+    args.extend_from_slice(extra);
     wasmpool(cache, &args).spawn().unwrap()
 }
 
@@ -239,6 +244,20 @@ fn two_workers_print_exactly_the_single_machine_output() {
         let status = kid.wait().unwrap();
         assert!(status.success(), "a worker ended with {status}");
     }
+    // The same with 7 inputs to an entry (the last one short, and the
+    // input errors' entries cut around them).
+    let submitter = submit_with(
+        &cache,
+        &redis.url,
+        "fail_on_tens",
+        &input,
+        &["--batch", "7"],
+    );
+    let mut kids = Children::default();
+    kids.0
+        .push(worker(&cache, &redis.url, &["-j", "2", "--exit-when-idle"]));
+    let batched = wait_output(submitter, Duration::from_secs(60), "map --broker --batch 7");
+    assert_same(&single, &batched);
 }
 
 #[test]
@@ -333,4 +352,24 @@ fn a_rerun_submitter_re_attaches_and_prints_the_same_output() {
     let started = Instant::now();
     let status = kids.0[0].wait().unwrap();
     assert!(status.success() && started.elapsed() < Duration::from_secs(30));
+
+    // With a journal, results leave Redis once journaled; the rerun
+    // replays them from the journal and gathers the rest.
+    let journal = dir.path().join("journal");
+    let j = journal.to_str().unwrap();
+    let mut first = submit_with(&cache, &redis.url, "sleep_ms", &input, &["--journal", j]);
+    kids.0
+        .push(worker(&cache, &redis.url, &["-j", "1", "--exit-when-idle"]));
+    std::thread::sleep(Duration::from_millis(1200));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let recorded = std::fs::read_to_string(&journal).unwrap().lines().count();
+    assert!(recorded > 1, "the first run journaled nothing");
+    let again = submit_with(&cache, &redis.url, "sleep_ms", &input, &["--journal", j]);
+    let queued = wait_output(
+        again,
+        Duration::from_secs(60),
+        "map --broker --journal, again",
+    );
+    assert_same(&single, &queued);
 }
