@@ -92,7 +92,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
     };
     let mut emitted = 0u64;
     let mut failed = 0u64;
-    let mut pause = Duration::from_millis(2);
+    let mut pause = Duration::from_millis(5);
     loop {
         // Submit while the window has room.
         while state.total.is_none() && state.submitted < emitted + WINDOW {
@@ -101,7 +101,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         }
         // Gather what is finished, in order.
         let want = state.submitted.saturating_sub(emitted).min(CHUNK);
-        let mut progressed = false;
+        let mut got = 0;
         let mut journaled = Vec::new();
         for line in broker.results(&job, emitted, want)? {
             let (hash, replay) = state.held.front().copied().unwrap_or((0, false));
@@ -125,7 +125,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
             out.write_all(&line)?;
             out.write_all(b"\n")?;
             emitted += 1;
-            progressed = true;
+            got += 1;
         }
         if let Some(j) = journal.as_mut().filter(|_| !journaled.is_empty()) {
             // On disk before they leave Redis: the journal holds them now.
@@ -135,12 +135,17 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         if state.total == Some(emitted) {
             break;
         }
-        if progressed {
-            pause = Duration::from_millis(2);
-        } else {
+        // A full chunk: more may be waiting. Otherwise wait a little (each
+        // poll costs Redis a read of up to a chunk of fields), longer while
+        // nothing comes.
+        if got < CHUNK {
             out.flush()?;
+            pause = if got > 0 {
+                Duration::from_millis(10)
+            } else {
+                (pause * 2).min(Duration::from_millis(100))
+            };
             std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
     out.flush()?;

@@ -76,18 +76,35 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
     let mut refused: HashMap<JobId, String> = HashMap::new();
     let mut last_claim: HashMap<JobId, Instant> = HashMap::new();
     let mut idle_since = Instant::now();
+    // The jobs and their meta, read again after a round with nothing to do
+    // or once a second (not on every round: two round trips per entry).
+    let mut jobs: Vec<JobId> = Vec::new();
+    let mut infos: HashMap<JobId, wasmpool::broker::JobInfo> = HashMap::new();
+    let mut listed = Instant::now();
+    let mut stale = true;
     let mut done_tasks = 0u64;
     loop {
-        let jobs = broker.jobs()?;
+        if stale || listed.elapsed() >= Duration::from_secs(1) {
+            jobs = broker.jobs()?;
+            infos.retain(|job, _| jobs.contains(job));
+            listed = Instant::now();
+            stale = false;
+        }
         let mut worked = false;
         let single = jobs.len() == 1;
         for job in &jobs {
             if refused.contains_key(job) {
                 continue;
             }
-            let Some(info) = broker.job(job)? else {
-                continue;
-            };
+            if !infos.contains_key(job) {
+                match broker.job(job)? {
+                    Some(info) => {
+                        infos.insert(job.clone(), info);
+                    }
+                    None => continue,
+                }
+            }
+            let info = &infos[job];
             if !pools.contains_key(&info.module) {
                 match build_pool(common, &args, &mut broker, &info.module) {
                     Ok(pool) => {
@@ -109,7 +126,9 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
                     continue;
                 }
             };
-            let n = pool.workers();
+            // One entry per instance that can run at once.
+            let per_worker = args.mode.concurrency.unwrap_or(1) as usize;
+            let n = pool.workers() * per_worker;
             let mut deliveries = Vec::new();
             let due = last_claim
                 .get(job)
@@ -151,6 +170,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
             idle_since = Instant::now();
             continue;
         }
+        stale = true;
         if args.exit_when_idle && idle_since.elapsed() >= IDLE_EXIT {
             let mut left = 0;
             for job in jobs.iter().filter(|j| !refused.contains_key(*j)) {
