@@ -514,6 +514,41 @@ impl Broker {
             .collect())
     }
 
+    /// Resets the idle time of entries `ids` that `consumer` holds (a
+    /// heartbeat while they run, so that a task longer than the claim time
+    /// is not claimed from a live worker). `XCLAIM ... JUSTID` to the same
+    /// consumer: their delivery counts do not change.
+    ///
+    /// # Errors
+    ///
+    /// Broker errors.
+    pub fn touch(
+        &mut self,
+        job: &JobId,
+        consumer: &str,
+        ids: &[String],
+    ) -> Result<(), BrokerError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let tasks = job.tasks();
+        self.run("touch tasks", |c| {
+            let r = redis::cmd("XCLAIM")
+                .arg(&tasks)
+                .arg(keys::GROUP)
+                .arg(consumer)
+                .arg(0)
+                .arg(ids)
+                .arg("JUSTID")
+                .query::<Value>(c);
+            match r {
+                Err(e) if job_gone(&e) => Ok(Value::Nil),
+                other => other,
+            }
+        })?;
+        Ok(())
+    }
+
     /// Writes the results of finished entries (`(entry id, [(index, result
     /// line)])`), first writer wins, and acknowledges and deletes the
     /// entries, in one transaction.

@@ -67,6 +67,7 @@ const IDLE_EXIT: Duration = Duration::from_secs(2);
 pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let mut broker = Broker::connect(&args.broker)?;
     let consumer = consumer_name();
+    let running = heartbeat(&args.broker, &consumer, args.claim_idle)?;
     if !quiet {
         eprintln!("wasmpool: worker {consumer} on {}", args.broker);
     }
@@ -156,7 +157,9 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
                 name: &info.name,
                 json_lines: info.how == "json",
             };
-            done_tasks += run_deliveries(
+            let ids = deliveries.iter().map(|d| d.id.clone()).collect();
+            *lock(&running) = Some((job.clone(), ids));
+            let ran = run_deliveries(
                 &mut broker,
                 job,
                 pool,
@@ -164,7 +167,9 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
                 &job_lines,
                 deliveries,
                 args.max_attempts,
-            )?;
+            );
+            *lock(&running) = None;
+            done_tasks += ran?;
         }
         if worked {
             idle_since = Instant::now();
@@ -189,6 +194,37 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The entries being run: their job and ids.
+type Running = std::sync::Arc<std::sync::Mutex<Option<(JobId, Vec<String>)>>>;
+
+fn lock(running: &Running) -> std::sync::MutexGuard<'_, Option<(JobId, Vec<String>)>> {
+    running.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts a thread (with its own connection) that resets the idle time of
+/// the entries being run three times per `claim_idle`, so that a task that
+/// runs longer than `claim_idle` is not claimed from this live worker.
+fn heartbeat(url: &str, consumer: &str, claim_idle: Duration) -> anyhow::Result<Running> {
+    let running: Running = Default::default();
+    let mut broker = Broker::connect(url)?;
+    let (shared, consumer) = (running.clone(), consumer.to_string());
+    std::thread::Builder::new()
+        .name("wasmpool-heartbeat".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(claim_idle / 3);
+                let Some((job, ids)) = lock(&shared).clone() else {
+                    continue;
+                };
+                if let Err(e) = broker.touch(&job, &consumer, &ids) {
+                    tracing::warn!("job {job}: {e}");
+                }
+            }
+        })
+        .context("cannot start the heartbeat thread")?;
+    Ok(running)
 }
 
 /// A name for this worker's consumer: host and process id.
@@ -299,8 +335,9 @@ fn run_deliveries(
 /// The result line of an entry delivered too many times.
 fn lost_line(index: u64, ran: u64) -> Vec<u8> {
     let message = format!(
-        "the task was delivered {ran} times and its worker died (or lost the broker) each time; \
-         it is not run again (--max-attempts)"
+        "the task was delivered {ran} time{} and its worker died (or lost the broker) each time; \
+         it is not run again (--max-attempts)",
+        if ran == 1 { "" } else { "s" }
     );
     let message = serde_json::to_string(&message).expect("a string");
     format!(r#"{{"index":{index},"error":{{"kind":"lost","message":{message}}}}}"#).into_bytes()

@@ -153,6 +153,22 @@ fn wait_output(child: Child, limit: Duration, what: &str) -> Output {
     }
 }
 
+/// Waits at most `limit` for a child to exit (a worker with
+/// --exit-when-idle), else fails (the child is killed by `Children`).
+fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a worker did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn worker(cache: &Path, url: &str, extra: &[&str]) -> Child {
     let mut args = vec!["worker", "--broker", url, "-q"];
     args.extend_from_slice(extra);
@@ -241,7 +257,7 @@ fn two_workers_print_exactly_the_single_machine_output() {
     assert_same(&single, &queued);
     assert_eq!(text(&queued.stdout).lines().count(), 202);
     for kid in &mut kids.0 {
-        let status = kid.wait().unwrap();
+        let status = exit_within(kid, Duration::from_secs(30));
         assert!(status.success(), "a worker ended with {status}");
     }
     // The same with 7 inputs to an entry (the last one short, and the
@@ -284,7 +300,7 @@ fn a_killed_worker_and_a_restarted_redis_lose_nothing() {
     redis.restart().unwrap();
     let queued = wait_output(submitter, Duration::from_secs(90), "map --broker");
     assert_same(&single, &queued);
-    let status = kids.0[1].wait().unwrap();
+    let status = exit_within(&mut kids.0[1], Duration::from_secs(30));
     assert!(status.success(), "the surviving worker ended with {status}");
 }
 
@@ -326,6 +342,36 @@ fn an_entry_whose_workers_keep_dying_becomes_a_lost_line() {
 }
 
 #[test]
+fn a_task_longer_than_the_claim_time_is_not_claimed_from_a_live_worker() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "3000\n").unwrap();
+    let mut kids = Children::default();
+    let submitter = submit(&cache, &redis.url, "sleep_ms", &input);
+    let flags = [
+        "-j",
+        "1",
+        "--claim-idle",
+        "1s",
+        "--max-attempts",
+        "1",
+        "--exit-when-idle",
+    ];
+    kids.0.push(worker(&cache, &redis.url, &flags));
+    std::thread::sleep(Duration::from_millis(700));
+    kids.0.push(worker(&cache, &redis.url, &flags));
+    let queued = wait_output(submitter, Duration::from_secs(60), "map --broker");
+    assert_eq!(
+        text(&queued.stdout),
+        "{\"index\":0,\"ok\":3000}\n",
+        "{}",
+        text(&queued.stderr)
+    );
+}
+
+#[test]
 fn a_rerun_submitter_re_attaches_and_prints_the_same_output() {
     let Some(redis) = Redis::start() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -350,7 +396,7 @@ fn a_rerun_submitter_re_attaches_and_prints_the_same_output() {
     );
     assert_same(&single, &queued);
     let started = Instant::now();
-    let status = kids.0[0].wait().unwrap();
+    let status = exit_within(&mut kids.0[0], Duration::from_secs(30));
     assert!(status.success() && started.elapsed() < Duration::from_secs(30));
 
     // With a journal, results leave Redis once journaled; the rerun
