@@ -33,6 +33,13 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
              re-attaches to it (stdin cannot be read twice)"
         ),
     };
+    if super::compile::is_cwasm(&args.module) {
+        anyhow::bail!(
+            "{}: --broker sends the module to other machines, which never load precompiled \
+             machine code from the broker: give the .wasm (each worker compiles it once and caches it)",
+            args.module.display()
+        );
+    }
     let batch = u64::from(args.batch.unwrap_or(1));
     let module = std::fs::read(&args.module)
         .with_context(|| format!("{}: cannot read the module", args.module.display()))?;
