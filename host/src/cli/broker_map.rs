@@ -4,7 +4,7 @@
 //! machine. Run again, the same command re-attaches to the same job.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use wasmpool::{TaskError, TaskErrorKind};
 use super::args::{Common, MapArgs};
 use super::input::{self, Source};
 use super::journal::{self, Journal, Plan};
-use super::output::AtomicFile;
+use super::output::Sink;
 
 /// The most inputs submitted and not yet written out.
 const WINDOW: u64 = 4096;
@@ -77,17 +77,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         &name,
         args.raw,
     );
-    let (sink, mut output): (Box<dyn Write>, Option<AtomicFile>) = match &args.output {
-        None => (Box::new(io::stdout().lock()), None),
-        Some(path) => {
-            let mut file = AtomicFile::create(path)?;
-            let handle = file
-                .file()
-                .try_clone()
-                .with_context(|| format!("{}: cannot write the output", path.display()))?;
-            (Box::new(handle), Some(file))
-        }
-    };
+    let (sink, mut output) = Sink::open(args.output.as_deref())?;
     let mut out = BufWriter::with_capacity(1 << 16, sink);
 
     let mut state = Submit {
@@ -237,7 +227,7 @@ impl Submit {
                 let message = input::locate(name, item.origin, &problem);
                 let err = TaskError::new(TaskErrorKind::Input, message);
                 let mut line = Vec::new();
-                super::worker::error_line(&mut line, index, Some(item.origin.line), &err)?;
+                super::map::write_error(&mut line, index, Some(item.origin.line), &err)?;
                 results.push((index, line));
                 entries.extend((!current.is_empty()).then(|| std::mem::take(&mut current)));
                 continue;

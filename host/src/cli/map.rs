@@ -16,7 +16,7 @@ use wasmpool::{Output, Spares, Task, TaskError, TaskErrorKind, TryNext};
 use super::args::{Common, MapArgs};
 use super::input::{self, Origin};
 use super::journal::{self, Entry, InputHash, Journal};
-use super::output::{AtomicFile, Sink};
+use super::output::Sink;
 use super::progress::{self, Progress, Tally};
 use super::shard;
 
@@ -148,40 +148,17 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
                 if let Some(problem) = item.problem {
                     return Some(Err(located(&problem)));
                 }
-                Some(task.parse_json_into(item.text, spares.take()).map_err(|e| {
-                    let hint = if !json_lines || e.kind() != TaskErrorKind::Input {
-                        None
-                    } else if serde_json::from_slice::<serde::de::IgnoredAny>(item.text).is_err() {
-                        input::json_line_hint(item.text)
-                    } else {
-                        None
-                    };
-                    let mut error = located(e.message());
-                    if let Some(hint) = hint {
-                        error = TaskError::new(
-                            TaskErrorKind::Input,
-                            format!("{}; {hint}", error.message()),
-                        );
-                    }
-                    error
-                }))
+                Some(
+                    task.parse_json_into(item.text, spares.take())
+                        .map_err(|e| parse_error(e, item.text, json_lines, &input_name, origin)),
+                )
             }
         },
     };
 
     // With --output, the results go to a file beside it, renamed over it
     // once all are written: a run that fails leaves no partial file.
-    let (sink, mut output) = match &args.output {
-        None => (Sink::Stdout(io::stdout().lock()), None),
-        Some(path) => {
-            let mut file = AtomicFile::create(path)?;
-            let handle = file
-                .file()
-                .try_clone()
-                .with_context(|| format!("{}: cannot write the output", path.display()))?;
-            (Sink::File(handle), Some(file))
-        }
-    };
+    let (sink, mut output) = Sink::open(args.output.as_deref())?;
     let start = Instant::now();
     let progress = Progress::start(quiet, progress::TASKS, true);
     if let Some(plan) = &shard {
@@ -581,9 +558,34 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
+/// Why an input's text is not the task's input, located in the input
+/// (`in.jsonl:3: ...`), with a hint where a JSON line looks like plain
+/// text (`json_lines`: the input is JSON lines). `map` and `worker` (for a
+/// broker's inputs) both say it this way.
+pub(super) fn parse_error(
+    e: TaskError,
+    text: &[u8],
+    json_lines: bool,
+    input_name: &str,
+    origin: Origin,
+) -> TaskError {
+    let hint = if !json_lines || e.kind() != TaskErrorKind::Input {
+        None
+    } else if serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err() {
+        input::json_line_hint(text)
+    } else {
+        None
+    };
+    let mut message = input::locate(input_name, origin, e.message());
+    if let Some(hint) = hint {
+        message = format!("{message}; {hint}");
+    }
+    TaskError::new(TaskErrorKind::Input, message)
+}
+
 /// An error line, `{"index":..,"error":{"kind":..,"message":..}}`; `line`
 /// (the input's line, for input errors) after the message.
-fn write_error(
+pub(super) fn write_error(
     out: &mut Vec<u8>,
     index: u64,
     line: Option<u64>,

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use sha2::Digest;
 
 use super::args::MergeArgs;
-use super::output::AtomicFile;
+use super::output::Sink;
 use super::shard::{self, Sidecar};
 
 /// One shard to merge: its output, as named, and its sidecar.
@@ -44,17 +44,7 @@ pub(crate) fn run(quiet: bool, args: &MergeArgs) -> anyhow::Result<ExitCode> {
         check_part(part)?;
     }
 
-    let (mut out, file): (Box<dyn Write>, _) = match &args.output {
-        None => (Box::new(io::stdout().lock()), None),
-        Some(path) => {
-            let mut file = AtomicFile::create(path)?;
-            let handle = file
-                .file()
-                .try_clone()
-                .with_context(|| format!("{}: cannot write the output", path.display()))?;
-            (Box::new(handle), Some(file))
-        }
-    };
+    let (mut out, file) = Sink::open(args.output.as_deref())?;
     let mut out = io::BufWriter::with_capacity(1 << 16, &mut out);
     for part in &parts {
         // Copied as it is checked again: a file changed since the check is

@@ -149,6 +149,23 @@ pub(crate) enum Sink {
     File(File),
 }
 
+impl Sink {
+    /// Where `-o PATH` sends results: a temporary file beside PATH, renamed
+    /// over it by [`AtomicFile::commit`] once all are written (a run that
+    /// fails leaves no partial file), or stdout without `-o`.
+    pub(crate) fn open(path: Option<&Path>) -> anyhow::Result<(Sink, Option<AtomicFile>)> {
+        let Some(path) = path else {
+            return Ok((Sink::Stdout(io::stdout().lock()), None));
+        };
+        let mut file = AtomicFile::create(path)?;
+        let handle = file
+            .file()
+            .try_clone()
+            .with_context(|| format!("{}: cannot write the output", path.display()))?;
+        Ok((Sink::File(handle), Some(file)))
+    }
+}
+
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {

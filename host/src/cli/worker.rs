@@ -358,18 +358,7 @@ impl JobLines<'_> {
     ) -> Result<wasmpool::Payload, TaskError> {
         let origin = origin(input);
         task.parse_json(&input.text).map_err(|e| {
-            let hint = if !self.json_lines || e.kind() != TaskErrorKind::Input {
-                None
-            } else if serde_json::from_slice::<serde::de::IgnoredAny>(&input.text).is_err() {
-                input::json_line_hint(&input.text)
-            } else {
-                None
-            };
-            let mut message = input::locate(self.name, origin, e.message());
-            if let Some(hint) = hint {
-                message = format!("{message}; {hint}");
-            }
-            TaskError::new(TaskErrorKind::Input, message)
+            super::map::parse_error(e, &input.text, self.json_lines, self.name, origin)
         })
     }
 
@@ -396,7 +385,7 @@ impl JobLines<'_> {
                     err = TaskError::new(TaskErrorKind::Input, message);
                 }
                 line.clear();
-                error_line(
+                super::map::write_error(
                     &mut line,
                     input.index,
                     input_error.then_some(origin.line),
@@ -413,39 +402,4 @@ fn origin(input: &wasmpool::broker::Input) -> Origin {
         line: input.line,
         column: input.column,
     }
-}
-
-/// An error line, `{"index":..,"error":{"kind":..,"message":..}}`, as
-/// `map` writes it.
-pub(super) fn error_line(
-    out: &mut Vec<u8>,
-    index: u64,
-    line: Option<u64>,
-    err: &TaskError,
-) -> io::Result<()> {
-    #[derive(serde::Serialize)]
-    struct Line<'a> {
-        index: u64,
-        error: Body<'a>,
-    }
-    #[derive(serde::Serialize)]
-    struct Body<'a> {
-        kind: &'a str,
-        message: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        line: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        exit_code: Option<i32>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        backtrace: Option<&'a str>,
-    }
-    let body = Body {
-        kind: err.kind().as_str(),
-        message: err.message(),
-        line,
-        exit_code: err.exit_code(),
-        backtrace: err.backtrace(),
-    };
-    serde_json::to_writer(out, &Line { index, error: body })?;
-    Ok(())
 }

@@ -13,14 +13,10 @@ use std::time::{Duration, Instant};
 
 use wasmpool_tests::TESTGUEST;
 
+use crate::util::{install_servers, servers};
+
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-fn servers(script: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/servers")
-        .join(script)
 }
 
 /// A redis-server of tests/servers on loopback, stopped when dropped.
@@ -50,15 +46,7 @@ impl Redis {
             .output()
             .is_err()
         {
-            let install = Command::new(servers("install"))
-                .output()
-                .map_err(|e| format!("tests/servers/install: {e}"))?;
-            if !install.status.success() {
-                return Err(format!(
-                    "tests/servers/install failed: {}",
-                    String::from_utf8_lossy(&install.stderr)
-                ));
-            }
+            install_servers()?;
         }
         let temp = tempfile::Builder::new()
             .prefix("wasmpool-redis-")

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use wasmpool_tests::{SQUARE, TESTGUEST};
 
+use crate::util::{install_servers, servers};
+
 /// The scheduler variables `--shard auto` reads: removed from every run here
 /// (the tests may themselves run inside a Slurm job).
 const SCHEDULER_VARS: &[&str] = &[
@@ -553,13 +555,6 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 
-/// The helper scripts of tests/servers.
-fn servers(script: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/servers")
-        .join(script)
-}
-
 /// A private single-node Slurm under a temporary directory, stopped (its
 /// jobs cancelled, its daemons ended by PID) when dropped.
 struct Slurm {
@@ -573,15 +568,7 @@ impl Slurm {
     /// missing); `Err` says why it could not.
     fn start() -> Result<Slurm, String> {
         if Command::new("sbatch").arg("--version").output().is_err() {
-            let install = Command::new(servers("install"))
-                .output()
-                .map_err(|e| format!("tests/servers/install: {e}"))?;
-            if !install.status.success() {
-                return Err(format!(
-                    "tests/servers/install failed: {}",
-                    String::from_utf8_lossy(&install.stderr)
-                ));
-            }
+            install_servers()?;
         }
         let temp = tempfile::Builder::new()
             .prefix("wasmpool-slurm-")

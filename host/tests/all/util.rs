@@ -252,3 +252,25 @@ fn the_async_mode_reaches_pools_and_command_lines() {
         assert_eq!(mode_args(&["inspect", "m.wasm"]), ["inspect", "m.wasm"]);
     });
 }
+
+/// A script of tests/servers (real servers for the scale-out tests).
+pub(crate) fn servers(script: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/servers")
+        .join(script)
+}
+
+/// Installs the Debian packages of tests/servers (idempotent); `Err` says
+/// why it could not.
+pub(crate) fn install_servers() -> Result<(), String> {
+    let install = std::process::Command::new(servers("install"))
+        .output()
+        .map_err(|e| format!("tests/servers/install: {e}"))?;
+    if !install.status.success() {
+        return Err(format!(
+            "tests/servers/install failed: {}",
+            String::from_utf8_lossy(&install.stderr)
+        ));
+    }
+    Ok(())
+}
