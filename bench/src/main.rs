@@ -310,27 +310,52 @@ fn run_once(spec: &Spec) -> Result<Sample, String> {
         .map_err(|e| format!("{}: bad report {text:?}: {e}", spec.name))
 }
 
-fn measure(spec: &Spec) -> Result<Stats, String> {
-    let mut samples = Vec::with_capacity(spec.runs);
-    for _ in 0..spec.runs {
-        let s = run_once(spec)?;
-        if let Some(expect) = spec.expect
-            && s.check != expect
-        {
-            return Err(format!(
-                "{}: checksum {} where {expect} was expected",
-                spec.name, s.check
-            ));
-        }
-        samples.push(s);
+/// One run of `spec`, its checksum checked.
+fn sample(spec: &Spec) -> Result<Sample, String> {
+    let s = run_once(spec)?;
+    if let Some(expect) = spec.expect
+        && s.check != expect
+    {
+        return Err(format!(
+            "{}: checksum {} where {expect} was expected",
+            spec.name, s.check
+        ));
     }
+    Ok(s)
+}
+
+/// Runs every workload `runs` times, round-robin: round 1 runs each once,
+/// then round 2, and so on, so that a spell of a slower machine (this
+/// virtual machine's speed swings by up to 2x for tens of seconds) falls
+/// on one run of many workloads, which the medians drop, rather than on
+/// every run of one workload.
+fn measure_all(specs: &[Spec]) -> Result<Vec<Stats>, String> {
+    let rounds = specs.iter().map(|s| s.runs).max().unwrap_or(0);
+    let mut samples: Vec<Vec<Sample>> = specs.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        eprintln!("round {} of {rounds}", round + 1);
+        for (spec, done) in specs.iter().zip(&mut samples) {
+            if round < spec.runs {
+                done.push(sample(spec)?);
+            }
+        }
+    }
+    Ok(specs
+        .iter()
+        .zip(samples)
+        .map(|(spec, samples)| stats(spec, samples))
+        .collect())
+}
+
+/// The median run of `samples` and their spread.
+fn stats(spec: &Spec, mut samples: Vec<Sample>) -> Stats {
     samples.sort_by(|a, b| a.secs.total_cmp(&b.secs));
     let mid = &samples[samples.len() / 2];
     let mut peaks: Vec<u64> = samples.iter().map(|s| s.peak_kib).collect();
     peaks.sort_unstable();
     let mut mems: Vec<f64> = samples.iter().filter_map(|s| s.mem_kib).collect();
     mems.sort_by(f64::total_cmp);
-    Ok(Stats {
+    Stats {
         spec: spec.clone(),
         median: mid.secs,
         min: samples[0].secs,
@@ -339,7 +364,7 @@ fn measure(spec: &Spec) -> Result<Stats, String> {
         peak_kib: peaks[peaks.len() / 2],
         check: mid.check,
         mem_kib: mems.get(mems.len() / 2).copied(),
-    })
+    }
 }
 
 fn main() {
@@ -373,26 +398,23 @@ fn main() {
         std::process::exit(2);
     }
     let start = std::time::Instant::now();
-    let mut results = Vec::new();
-    for spec in specs(quick) {
-        eprint!("{:<34} ", spec.name);
-        match measure(&spec) {
-            Ok(stats) => {
-                eprintln!(
-                    "{:>10.4} s  ({:.4}-{:.4})  {:>8.0} items/s  {:>7.1} MiB",
-                    stats.median,
-                    stats.min,
-                    stats.max,
-                    stats.rate(),
-                    stats.peak_kib as f64 / 1024.0
-                );
-                results.push(stats);
-            }
-            Err(e) => {
-                eprintln!("\nwasmpool-bench: {e}");
-                std::process::exit(1);
-            }
+    let results = match measure_all(&specs(quick)) {
+        Ok(results) => results,
+        Err(e) => {
+            eprintln!("wasmpool-bench: {e}");
+            std::process::exit(1);
         }
+    };
+    for stats in &results {
+        eprintln!(
+            "{:<34} {:>10.4} s  ({:.4}-{:.4})  {:>8.0} items/s  {:>7.1} MiB",
+            stats.spec.name,
+            stats.median,
+            stats.min,
+            stats.max,
+            stats.rate(),
+            stats.peak_kib as f64 / 1024.0
+        );
     }
     let elapsed = start.elapsed();
     report::write(&out_dir, &results, elapsed, quick).expect("write the report");

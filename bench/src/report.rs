@@ -245,8 +245,9 @@ pub(crate) fn write(
     let _ = writeln!(
         md,
         "# Benchmarks\n\n<!-- Written by `cargo run --release -p wasmpool-bench`; do not edit by hand. -->\n\n\
-         Every figure is the median of {} runs (min–max in brackets), each run in a fresh process; peak \
-         memory is that process's peak RSS (with its children). Every run's checksum was checked. The suite \
+         Every figure is the median of {} runs (min–max in brackets), each run in a fresh process, the runs taken round-robin \
+         (every workload once, then again) so that a slower spell of the machine falls on one run of many \
+         workloads rather than on every run of one; peak memory is that process's peak RSS (with its children). Every run's checksum was checked. The suite \
          took {:.0} s.{}\n\nRun it with `just bench`, or:\n\n```sh\nrustup target add wasm32-wasip1 && cargo build \
          --release -p wasmpool && cargo run --release -p wasmpool-bench\n```\n\n## Machine\n\n| | |\n|---|---|\n{}",
         if quick {
