@@ -13,11 +13,7 @@ use std::time::{Duration, Instant};
 
 use wasmpool_tests::TESTGUEST;
 
-use crate::util::{install_servers, servers};
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
+use crate::util::{in_ci, install_servers, servers};
 
 /// A redis-server of tests/servers on loopback, stopped when dropped.
 struct Redis {

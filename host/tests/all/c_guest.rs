@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use wasmpool::{ModuleInfo, Stdio, TaskErrorKind};
 
 use crate::cli::wasmpool;
-use crate::util::{both_modes, group_builder, pool_builder};
+use crate::util::{both_modes, group_builder, in_ci, pool_builder};
 
 /// The packages that give clang its `wasm32-wasi` target on Debian 12.
 const APT_PACKAGES: &str = "clang lld wasi-libc libclang-rt-14-dev-wasm32";
@@ -144,11 +144,6 @@ fn compile(dir: &Path, source: &str, flags: &[&str]) -> String {
     assert!(ok, "{} {}:\n{errors}", clang(), args.join(" "));
     std::fs::rename(&partial, &out).unwrap();
     out.to_str().unwrap().to_string()
-}
-
-/// Whether a missing toolchain fails the tests instead of skipping them.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 
 /// The compiled C guests, built once per test run; `None` (after printing

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use wasmpool_tests::{SQUARE, TESTGUEST};
 
-use crate::util::{install_servers, servers};
+use crate::util::{in_ci, install_servers, servers};
 
 /// The scheduler variables `--shard auto` reads: removed from every run here
 /// (the tests may themselves run inside a Slurm job).
@@ -547,12 +547,6 @@ fn a_killed_shard_resumes_from_its_journal_and_merges_identically() {
         "{}",
         stderr(&err)
     );
-}
-
-/// Whether this is CI (`CI` set, as `.ci/run` does): a Slurm that cannot be
-/// installed or started is then a failure, not a skip.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 
 /// A private single-node Slurm under a temporary directory, stopped (its

@@ -274,3 +274,10 @@ pub(crate) fn install_servers() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Whether this is CI (`CI` set, as `.ci/run` does): a tool or server the
+/// tests need that cannot be installed or started is then a failure, not a
+/// skip.
+pub(crate) fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
