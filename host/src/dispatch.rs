@@ -1,5 +1,6 @@
-//! Feeding a pool and gathering its results: the ordered stream [`Imap`]
-//! and the unordered stream [`ImapUnordered`].
+//! Feeding a pool and gathering its results: the ordered stream [`Imap`],
+//! the unordered stream [`ImapUnordered`], and [`Feed`], a stream the caller
+//! pushes inputs into as they arrive.
 //!
 //! Inputs are pulled lazily from the caller's iterator, on the caller's
 //! thread, and cut into batches that go to the workers. Two rules keep it fast
@@ -56,6 +57,9 @@ pub(crate) struct Dispatch<'a> {
     engine: wasmtime::Engine,
     input: Inputs<'a>,
     input_done: bool,
+    /// The input is a [`Feed`]'s queue: running out of it means nothing
+    /// more for now, not the end.
+    open_ended: bool,
     task: Task,
     reply_tx: Sender<Done>,
     reply_rx: Receiver<Done>,
@@ -123,6 +127,7 @@ impl<'a> Dispatch<'a> {
             engine,
             input,
             input_done: false,
+            open_ended: false,
             task,
             reply_tx,
             reply_rx,
@@ -180,7 +185,7 @@ impl<'a> Dispatch<'a> {
             let mut bytes = 0;
             while items.len() < n && (items.is_empty() || self.input_bytes + bytes <= budget) {
                 let Some(item) = self.input.next() else {
-                    self.input_done = true;
+                    self.input_done = !self.open_ended;
                     break;
                 };
                 bytes += input_size(&item);
@@ -284,17 +289,26 @@ impl<'a> Dispatch<'a> {
         }
     }
 
-    fn recv(&mut self, block: bool) -> Option<Done> {
+    fn recv(&mut self, wait: Wait) -> Option<Done> {
         loop {
-            let received = match (block, self.cancelled_at) {
-                (false, _) => self.reply_rx.try_recv().ok(),
-                (true, None) => self.reply_rx.recv().ok(),
+            let received = match (wait, self.cancelled_at) {
+                (Wait::No, _) => self.reply_rx.try_recv().ok(),
+                (Wait::Forever, None) => self.reply_rx.recv().ok(),
+                (Wait::Until(until), None) => self.reply_rx.recv_deadline(until).ok(),
                 // Cancelled: a batch stuck in a wait nothing interrupts is
                 // given up after a grace, so that the stream ends promptly.
-                (true, Some(at)) => match self.reply_rx.recv_deadline(at + GRACE * 4) {
-                    Ok(done) => Some(done),
-                    Err(_) => return self.abandon_one(),
-                },
+                (wait, Some(at)) => {
+                    let give_up = at + GRACE * 4;
+                    let until = match wait {
+                        Wait::Until(until) => until.min(give_up),
+                        _ => give_up,
+                    };
+                    match self.reply_rx.recv_deadline(until) {
+                        Ok(done) => Some(done),
+                        Err(_) if until == give_up => return self.abandon_one(),
+                        Err(_) => return None,
+                    }
+                }
             };
             let mut done = received?;
             let Some((_, bytes)) = self.out.remove(&done.first_index) else {
@@ -353,6 +367,14 @@ impl Drop for Dispatch<'_> {
         // Workers skip the tasks of a stream nobody reads any more.
         self.stream.cancelled.store(true, Ordering::Relaxed);
     }
+}
+
+/// How long [`Dispatch::recv`] waits for a finished batch.
+#[derive(Clone, Copy)]
+enum Wait {
+    No,
+    Forever,
+    Until(Instant),
 }
 
 /// What [`Imap::try_next`] found.
@@ -443,7 +465,7 @@ impl<'a, T> Imap<'a, T> {
             if self.d.finished() {
                 return TryNext::Done;
             }
-            match self.d.recv(block) {
+            match self.d.recv(if block { Wait::Forever } else { Wait::No }) {
                 Some(done) => {
                     self.pending.insert(done.first_index, done);
                 }
@@ -604,10 +626,199 @@ impl<T> Iterator for ImapUnordered<'_, T> {
             if self.d.finished() {
                 return None;
             }
-            let done = self.d.recv(true)?;
+            let done = self.d.recv(Wait::Forever)?;
             self.d.release(&done);
             self.current_index = done.first_index;
             self.current = done.results.into_iter();
         }
+    }
+}
+
+/// A stream the caller feeds: inputs are pushed as they arrive, results
+/// are taken as tasks finish, `(index, result)` in completion order; the
+/// Python equivalent is a series of `pool.apply_async` calls.
+///
+/// Made by [`Pool::feed`](crate::Pool::feed). The index of an input is the
+/// number of inputs pushed before it. Unlike [`Imap`], a feed does not end
+/// when it has nothing to run: it waits for more inputs for as long as the
+/// caller keeps it, which is what a server or a work-queue consumer needs
+/// (`wasmpool worker` runs each broker job through one).
+///
+/// # Memory
+///
+/// Inputs pushed past [`room`](Self::room) wait in the feed until the
+/// window frees up: keep within it to bound memory. Finished outputs count
+/// against the pool's output budget, as in every stream.
+///
+/// # Drop
+///
+/// As for [`Imap`]: tasks not started are dropped, running ones
+/// interrupted where they wait, their results discarded.
+///
+/// ```
+/// # fn main() -> Result<(), wasmpool::Error> {
+/// let pool = wasmpool::Pool::builder()
+///     .module_bytes(r#"(module (func (export "double") (param i64) (result i64)
+///         local.get 0 local.get 0 i64.add))"#)
+///     .workers(2).cache(None).build()?;
+/// let task = pool.task("double")?;
+/// let mut feed = pool.feed(&task)?;
+/// for n in [1, 2, 3] {
+///     feed.push(task.parse_json(n.to_string().as_bytes()));
+/// }
+/// let mut results = Vec::new();
+/// while let Some((index, result)) = feed.next_timeout(std::time::Duration::from_secs(5)) {
+///     let mut json = Vec::new();
+///     task.write_json(&result?, &mut json)?;
+///     results.push((index, String::from_utf8(json).unwrap()));
+/// }
+/// results.sort();
+/// assert_eq!(results, [(0, "2".to_string()), (1, "4".into()), (2, "6".into())]);
+/// # Ok(()) }
+/// ```
+#[must_use = "a feed runs nothing unless its results are taken"]
+pub struct Feed<'a> {
+    d: Dispatch<'a>,
+    /// Pushed and not yet read by the dispatch (the dispatch's input
+    /// iterator pops from the front).
+    queued: std::rc::Rc<std::cell::RefCell<std::collections::VecDeque<Result<Payload, TaskError>>>>,
+    pushed: u64,
+    /// Results handed to the caller.
+    taken: u64,
+    current: std::vec::IntoIter<Result<Output, TaskError>>,
+    current_index: u64,
+}
+
+impl std::fmt::Debug for Feed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("task", &self.d.task.name())
+            .field("pushed", &self.pushed)
+            .field("taken", &self.taken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Feed<'a> {
+    pub(crate) fn new(make: impl FnOnce(Inputs<'a>) -> Dispatch<'a>) -> Self {
+        let queued: std::rc::Rc<std::cell::RefCell<std::collections::VecDeque<_>>> =
+            Default::default();
+        let input = queued.clone();
+        let mut d = make(Box::new(std::iter::from_fn(move || {
+            input.borrow_mut().pop_front()
+        })));
+        d.open_ended = true;
+        Feed {
+            d,
+            queued,
+            pushed: 0,
+            taken: 0,
+            current: Vec::new().into_iter(),
+            current_index: 0,
+        }
+    }
+
+    /// Adds an input (an `Err` is passed through as its result, as in
+    /// [`Pool::imap_payloads`](crate::Pool::imap_payloads)); returns its
+    /// index. It is sent to a worker at once if the window has room, else
+    /// when it frees up.
+    ///
+    /// Once the feed is cancelled, inputs pushed end as `terminated`
+    /// without running.
+    pub fn push(&mut self, input: Result<Payload, TaskError>) -> u64 {
+        self.queued.borrow_mut().push_back(input);
+        let index = self.pushed;
+        self.pushed += 1;
+        if self.d.cancelled_at.is_none() {
+            self.d.fill();
+        }
+        index
+    }
+
+    /// How many more inputs fit in the window now: pushed inputs beyond it
+    /// wait in the feed (unbounded memory if the caller does not look).
+    pub fn room(&self) -> usize {
+        self.d
+            .max_items
+            .saturating_sub(self.d.items_out + self.queued.borrow().len())
+    }
+
+    /// Inputs pushed whose results have not been taken yet.
+    pub fn pending(&self) -> u64 {
+        self.pushed - self.taken
+    }
+
+    /// The next finished result, if there is one now.
+    pub fn try_next(&mut self) -> Option<(u64, Result<Output, TaskError>)> {
+        self.step(Wait::No)
+    }
+
+    /// The next finished result, waiting up to `timeout` for one; `None` at
+    /// once when nothing is pending.
+    pub fn next_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Option<(u64, Result<Output, TaskError>)> {
+        self.step(Wait::Until(Instant::now() + timeout))
+    }
+
+    fn step(&mut self, wait: Wait) -> Option<(u64, Result<Output, TaskError>)> {
+        loop {
+            if let Some(r) = self.current.next() {
+                let index = self.current_index;
+                self.current_index += 1;
+                self.taken += 1;
+                return Some((index, r));
+            }
+            if self.d.cancelled_at.is_some() {
+                self.terminate_queued();
+            } else {
+                self.d.fill();
+            }
+            if self.d.batches_out == 0 && self.d.held.is_empty() {
+                return None;
+            }
+            let done = self.d.recv(wait)?;
+            self.d.release(&done);
+            self.current_index = done.first_index;
+            self.current = done.results.into_iter();
+        }
+    }
+
+    /// Inputs queued after a cancel end as `terminated`, without running.
+    fn terminate_queued(&mut self) {
+        let queued: Vec<_> = self.queued.borrow_mut().drain(..).collect();
+        if queued.is_empty() {
+            return;
+        }
+        let first_index = self.d.next_index;
+        self.d.next_index += queued.len() as u64;
+        let results: Vec<_> = queued
+            .iter()
+            .map(|_| {
+                Err(TaskError::new(
+                    TaskErrorKind::Terminated,
+                    "the feed was cancelled before this task started",
+                ))
+            })
+            .collect();
+        // Handed out as a finished batch of its own, after what is current.
+        self.d.items_out += results.len();
+        self.d.batches_out += 1;
+        self.d.out.insert(first_index, (results.len(), 0));
+        let _ = self.d.reply_tx.send(Done {
+            first_index,
+            results,
+            rest: Vec::new(),
+            busy: std::time::Duration::ZERO,
+            bytes: 0,
+        });
+    }
+
+    /// Stops the feed as [`Imap::cancel`] does: what is queued or not
+    /// started ends as `terminated`, running tasks are interrupted where
+    /// they wait; every pending input still yields its result.
+    pub fn cancel(&mut self) {
+        self.d.cancel();
     }
 }

@@ -181,7 +181,7 @@ mod wait;
 mod watchdog;
 mod worker;
 
-pub use dispatch::{Imap, ImapUnordered, TryNext};
+pub use dispatch::{Feed, Imap, ImapUnordered, TryNext};
 pub use engine::{CacheOutcome, ModuleCache};
 pub use error::{Error, TaskError, TaskErrorKind};
 pub use limits::{Limits, MAX_STACK_LIMIT, MAX_TIMEOUT};

@@ -15,7 +15,7 @@ use crossbeam_channel::Sender;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::dispatch::{Capacity, Decode, Dispatch, Imap, ImapUnordered, Inputs};
+use crate::dispatch::{Capacity, Decode, Dispatch, Feed, Imap, ImapUnordered, Inputs};
 use crate::engine::{Allocation, CacheOutcome};
 use crate::error::{Error, TaskError};
 use crate::module::{ModuleInfo, resolve_task};
@@ -590,16 +590,51 @@ impl Pool {
         task: &Task,
         payloads: impl IntoIterator<Item = Result<Payload, TaskError>> + 'a,
     ) -> Result<Imap<'a, Output>, Error> {
-        if task.spec.pool != self.id {
-            return Err(Error::ForeignTask {
-                task: task.name().to_string(),
-            });
-        }
+        self.check_own(task)?;
         let decode: Decode<'a, Output> = Box::new(|_, output| Ok(output));
         Ok(Imap::new(
             self.dispatch(task.clone(), Box::new(payloads.into_iter())),
             decode,
         ))
+    }
+
+    /// A stream that takes inputs as the caller pushes them and yields
+    /// results as tasks finish (see [`Feed`]): for inputs that arrive over
+    /// time, such as requests or work-queue entries.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignTask`] when `task` was looked up in another pool.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), wasmpool::Error> {
+    /// let pool = wasmpool::Pool::builder()
+    ///     .module_bytes(r#"(module (func (export "inc") (param i32) (result i32)
+    ///         local.get 0 i32.const 1 i32.add))"#)
+    ///     .workers(1).cache(None).build()?;
+    /// let task = pool.task("inc")?;
+    /// let mut feed = pool.feed(&task)?;
+    /// assert_eq!(feed.push(task.parse_json(b"41")), 0);
+    /// let (index, output) = feed.next_timeout(std::time::Duration::from_secs(5)).unwrap();
+    /// assert_eq!((index, feed.pending()), (0, 0));
+    /// # let _ = output?;
+    /// assert!(feed.try_next().is_none()); // nothing pending: no wait
+    /// # Ok(()) }
+    /// ```
+    pub fn feed<'a>(&'a self, task: &Task) -> Result<Feed<'a>, Error> {
+        self.check_own(task)?;
+        Ok(Feed::new(|inputs| self.dispatch(task.clone(), inputs)))
+    }
+
+    /// A task of this pool's, else [`Error::ForeignTask`]: a [`Task`] holds
+    /// export indices of its own pool's module.
+    fn check_own(&self, task: &Task) -> Result<(), Error> {
+        if task.spec.pool != self.id {
+            return Err(Error::ForeignTask {
+                task: task.name().to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Stops every worker: guests stop at once, waits end, and a worker

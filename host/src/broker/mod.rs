@@ -514,6 +514,32 @@ impl Broker {
             .collect())
     }
 
+    /// Whether some entry of the job has been held unacknowledged for
+    /// `idle` or longer (a dead worker's), without claiming it.
+    ///
+    /// # Errors
+    ///
+    /// Broker errors.
+    pub fn has_idle(&mut self, job: &JobId, idle: Duration) -> Result<bool, BrokerError> {
+        let tasks = job.tasks();
+        let pending: Option<StreamPendingCountReply> = self.run("look for idle tasks", |c| {
+            let r = redis::cmd("XPENDING")
+                .arg(&tasks)
+                .arg(keys::GROUP)
+                .arg("IDLE")
+                .arg(idle.as_millis() as u64)
+                .arg("-")
+                .arg("+")
+                .arg(1)
+                .query(c);
+            match r {
+                Err(e) if job_gone(&e) => Ok(None),
+                other => other.map(Some),
+            }
+        })?;
+        Ok(pending.is_some_and(|p| !p.ids.is_empty()))
+    }
+
     /// Resets the idle time of entries `ids` that `consumer` holds (a
     /// heartbeat while they run, so that a task longer than the claim time
     /// is not claimed from a live worker). `XCLAIM ... JUSTID` to the same

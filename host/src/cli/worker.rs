@@ -3,14 +3,14 @@
 //! local pool, one instance per core, with this command line's limits and
 //! capabilities only.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use wasmpool::broker::{Broker, Delivery, Finished, JobId};
-use wasmpool::{Output, Pool, Task, TaskError, TaskErrorKind, TryNext};
+use wasmpool::broker::{Broker, Delivery, Finished, Input, JobId};
+use wasmpool::{Output, Pool, Task, TaskError, TaskErrorKind};
 
 use super::args::{Common, LimitArgs, ModeArgs, PoolArgs};
 use super::input::{self, Origin};
@@ -64,10 +64,14 @@ pub(crate) struct WorkerArgs {
 /// How long a worker with --exit-when-idle waits with nothing to do.
 const IDLE_EXIT: Duration = Duration::from_secs(2);
 
+/// While other jobs wait, how long one job is fed before the worker moves
+/// on (it then finishes what it holds of it).
+const SLICE: Duration = Duration::from_secs(1);
+
 pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let mut broker = Broker::connect(&args.broker)?;
     let consumer = consumer_name();
-    let running = heartbeat(&args.broker, &consumer, args.claim_idle)?;
+    let held = heartbeat(&args.broker, &consumer, args.claim_idle)?;
     if !quiet {
         eprintln!("wasmpool: worker {consumer} on {}", args.broker);
     }
@@ -77,22 +81,12 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
     let mut refused: HashMap<JobId, String> = HashMap::new();
     let mut last_claim: HashMap<JobId, Instant> = HashMap::new();
     let mut idle_since = Instant::now();
-    // The jobs and their meta, read again after a round with nothing to do
-    // or once a second (not on every round: two round trips per entry).
-    let mut jobs: Vec<JobId> = Vec::new();
     let mut infos: HashMap<JobId, wasmpool::broker::JobInfo> = HashMap::new();
-    let mut listed = Instant::now();
-    let mut stale = true;
     let mut done_tasks = 0u64;
     loop {
-        if stale || listed.elapsed() >= Duration::from_secs(1) {
-            jobs = broker.jobs()?;
-            infos.retain(|job, _| jobs.contains(job));
-            listed = Instant::now();
-            stale = false;
-        }
+        let jobs = broker.jobs()?;
+        infos.retain(|job, _| jobs.contains(job));
         let mut worked = false;
-        let single = jobs.len() == 1;
         for job in &jobs {
             if refused.contains_key(job) {
                 continue;
@@ -127,55 +121,36 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
                     continue;
                 }
             };
-            // One entry per instance that can run at once.
-            let per_worker = args.mode.concurrency.unwrap_or(1) as usize;
-            let n = pool.workers() * per_worker;
-            let mut deliveries = Vec::new();
-            let due = last_claim
-                .get(job)
-                .is_none_or(|t| t.elapsed() >= args.claim_idle / 4);
-            if due {
-                last_claim.insert(job.clone(), Instant::now());
-                deliveries = broker.claim(job, &consumer, args.claim_idle, n)?;
-                if !deliveries.is_empty() {
-                    tracing::info!("job {job}: claimed {} entries", deliveries.len());
-                }
-            }
-            if deliveries.len() < n {
-                let block = if single && deliveries.is_empty() {
-                    Duration::from_millis(200)
-                } else {
-                    Duration::ZERO
-                };
-                deliveries.extend(broker.read(job, &consumer, n - deliveries.len(), block)?);
-            }
-            if deliveries.is_empty() {
-                continue;
-            }
-            worked = true;
-            let job_lines = JobLines {
-                name: &info.name,
-                json_lines: info.how == "json",
-            };
-            let ids = deliveries.iter().map(|d| d.id.clone()).collect();
-            *lock(&running) = Some((job.clone(), ids));
-            let ran = run_deliveries(
-                &mut broker,
+            let mut run = JobRun {
+                broker: &mut broker,
+                consumer: &consumer,
                 job,
                 pool,
-                &task,
-                &job_lines,
-                deliveries,
-                args.max_attempts,
-            );
-            *lock(&running) = None;
-            done_tasks += ran?;
+                task: &task,
+                lines: JobLines {
+                    name: &info.name,
+                    json_lines: info.how == "json",
+                },
+                held: &held,
+                args: &args,
+                last_claim: last_claim
+                    .entry(job.clone())
+                    .or_insert(Instant::now() - args.claim_idle),
+                entries: BTreeMap::new(),
+                done: Vec::new(),
+            };
+            let ran = run.run(jobs.len() == 1);
+            lock(&held).clear();
+            let ran = ran?;
+            if ran > 0 {
+                worked = true;
+                done_tasks += ran;
+            }
         }
         if worked {
             idle_since = Instant::now();
             continue;
         }
-        stale = true;
         if args.exit_when_idle && idle_since.elapsed() >= IDLE_EXIT {
             let mut left = 0;
             for job in jobs.iter().filter(|j| !refused.contains_key(*j)) {
@@ -196,27 +171,46 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
     }
 }
 
-/// The entries being run: their job and ids.
-type Running = std::sync::Arc<std::sync::Mutex<Option<(JobId, Vec<String>)>>>;
+/// The entries this worker holds: their job and ids (the heartbeat keeps
+/// them from being claimed).
+type Held = std::sync::Arc<std::sync::Mutex<HeldEntries>>;
 
-fn lock(running: &Running) -> std::sync::MutexGuard<'_, Option<(JobId, Vec<String>)>> {
-    running.lock().unwrap_or_else(|e| e.into_inner())
+#[derive(Default)]
+struct HeldEntries {
+    job: Option<JobId>,
+    ids: HashSet<String>,
+}
+
+impl HeldEntries {
+    fn clear(&mut self) {
+        self.job = None;
+        self.ids.clear();
+    }
+}
+
+fn lock(held: &Held) -> std::sync::MutexGuard<'_, HeldEntries> {
+    held.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts a thread (with its own connection) that resets the idle time of
-/// the entries being run three times per `claim_idle`, so that a task that
-/// runs longer than `claim_idle` is not claimed from this live worker.
-fn heartbeat(url: &str, consumer: &str, claim_idle: Duration) -> anyhow::Result<Running> {
-    let running: Running = Default::default();
+/// the entries held three times per `claim_idle`, so that a task that
+/// runs longer than `claim_idle` (or waits behind one) is not claimed from
+/// this live worker.
+fn heartbeat(url: &str, consumer: &str, claim_idle: Duration) -> anyhow::Result<Held> {
+    let held: Held = Default::default();
     let mut broker = Broker::connect(url)?;
-    let (shared, consumer) = (running.clone(), consumer.to_string());
+    let (shared, consumer) = (held.clone(), consumer.to_string());
     std::thread::Builder::new()
         .name("wasmpool-heartbeat".into())
         .spawn(move || {
             loop {
                 std::thread::sleep(claim_idle / 3);
-                let Some((job, ids)) = lock(&shared).clone() else {
-                    continue;
+                let (job, ids) = {
+                    let held = lock(&shared);
+                    let Some(job) = held.job.clone() else {
+                        continue;
+                    };
+                    (job, held.ids.iter().cloned().collect::<Vec<_>>())
                 };
                 if let Err(e) = broker.touch(&job, &consumer, &ids) {
                     tracing::warn!("job {job}: {e}");
@@ -224,7 +218,7 @@ fn heartbeat(url: &str, consumer: &str, claim_idle: Duration) -> anyhow::Result<
             }
         })
         .context("cannot start the heartbeat thread")?;
-    Ok(running)
+    Ok(held)
 }
 
 /// A name for this worker's consumer: host and process id.
@@ -257,79 +251,231 @@ fn build_pool(
         .with_context(|| format!("module {sha} from the broker"))
 }
 
-/// Runs the inputs of `deliveries` on `pool` and writes their results,
-/// entry by entry as each finishes (in batches of those finished together).
-/// Returns how many tasks ran.
-fn run_deliveries(
-    broker: &mut Broker,
-    job: &JobId,
-    pool: &Pool,
-    task: &Task,
-    lines: &JobLines<'_>,
-    deliveries: Vec<Delivery>,
-    max_attempts: u64,
-) -> anyhow::Result<u64> {
-    let mut done: Vec<Finished> = Vec::new();
-    // Entries to run: (id, inputs); the others are finished here.
-    let mut runs: Vec<Delivery> = Vec::new();
-    for d in deliveries {
-        if d.deliveries > max_attempts {
+/// What a claim found.
+enum Claimed {
+    /// An entry to run, alone.
+    Run(Delivery),
+    /// An entry finished without running (lost, or not one of ours).
+    Finished,
+    /// Nothing idle to claim.
+    None,
+}
+
+/// An entry being run: its inputs went into the feed from `first` on.
+struct Entry {
+    id: String,
+    inputs: Vec<Input>,
+    /// The result lines so far, by position in the entry.
+    lines: Vec<Vec<u8>>,
+    left: usize,
+}
+
+/// One job fed to a pool through one long-lived [`wasmpool::Feed`]: entries
+/// are read from the broker as the pool has room, each input runs as soon
+/// as an instance is free (no entry waits for another), and an entry's
+/// results are written with its acknowledgement once all its inputs are
+/// done.
+struct JobRun<'r, 'p> {
+    broker: &'r mut Broker,
+    consumer: &'r str,
+    job: &'r JobId,
+    pool: &'p Pool,
+    task: &'r Task,
+    lines: JobLines<'r>,
+    held: &'r Held,
+    args: &'r WorkerArgs,
+    last_claim: &'r mut Instant,
+    /// The entries in the feed, by the feed index of their first input.
+    entries: BTreeMap<u64, Entry>,
+    /// Entries finished and not yet written.
+    done: Vec<Finished>,
+}
+
+impl JobRun<'_, '_> {
+    /// Runs the job's entries until it has none left for this worker (or,
+    /// when `alone` is false, until its time slice is over). Returns how
+    /// many tasks ran.
+    ///
+    /// Entries of a dead worker (idle past --claim-idle) are run one at a
+    /// time with nothing else in the pool: a task that kills its worker
+    /// then adds deliveries to its own entry only, never to the entries
+    /// that happened to be held beside it, so only it ends as `lost`.
+    fn run(&mut self, alone: bool) -> anyhow::Result<u64> {
+        let pool = self.pool;
+        let mut feed = pool.feed(self.task)?;
+        lock(self.held).job = Some(self.job.clone());
+        let slots = pool.workers() * self.args.mode.concurrency.unwrap_or(1) as usize;
+        let started = Instant::now();
+        let mut ran = 0u64;
+        // Entries finished per second (moving average): enough are held to
+        // cover ~10 ms of work, so that tiny entries do not wait on a
+        // round trip to the broker; at least two per instance.
+        let mut rate = 0.0f64;
+        let mut rate_mark = (Instant::now(), 0u64);
+        let mut finished = 0u64;
+        let mut inputs_per_entry = 1usize;
+        // A dead worker's entries wait: finish what is held, then claim
+        // them one by one.
+        let mut recovering = false;
+        loop {
+            while let Some((index, result)) = feed.try_next() {
+                ran += 1;
+                finished += self.record(index, result)?;
+            }
+            self.flush()?;
+            let elapsed = rate_mark.0.elapsed();
+            if elapsed >= Duration::from_millis(50) {
+                let now = (finished - rate_mark.1) as f64 / elapsed.as_secs_f64();
+                rate = if rate == 0.0 {
+                    now
+                } else {
+                    0.7 * rate + 0.3 * now
+                };
+                rate_mark = (Instant::now(), finished);
+            }
+            if !recovering && self.last_claim.elapsed() >= self.args.claim_idle / 4 {
+                *self.last_claim = Instant::now();
+                recovering = self.broker.has_idle(self.job, self.args.claim_idle)?;
+            }
+            if recovering && self.entries.is_empty() {
+                match self.claim_one()? {
+                    Claimed::Run(d) => self.start(&mut feed, d),
+                    Claimed::Finished => self.flush()?,
+                    Claimed::None => recovering = false,
+                }
+                continue;
+            }
+            let wanted = ((rate * 0.01) as usize).clamp(2 * slots, 1024);
+            let room =
+                (feed.room() / inputs_per_entry).min(wanted.saturating_sub(self.entries.len()));
+            let feeding = !recovering && (alone || started.elapsed() < SLICE);
+            let mut got = 0;
+            if feeding && room > 0 {
+                // Waits on the broker only with nothing running.
+                let block = if self.entries.is_empty() && alone {
+                    Duration::from_millis(200)
+                } else {
+                    Duration::ZERO
+                };
+                for d in self.broker.read(self.job, self.consumer, room, block)? {
+                    inputs_per_entry = inputs_per_entry.max(d.inputs.len());
+                    got += 1;
+                    self.start(&mut feed, d);
+                }
+                self.flush()?; // entries not of ours
+            }
+            if self.entries.is_empty() && got == 0 {
+                return Ok(ran);
+            }
+            if got == 0 || room == 0 {
+                // Nothing new to start: wait for a result (then look at the
+                // broker again, at least every 20 ms while it had nothing).
+                let wait = if room == 0 || recovering {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_millis(20)
+                };
+                if let Some((index, result)) = feed.next_timeout(wait) {
+                    ran += 1;
+                    finished += self.record(index, result)?;
+                }
+            }
+        }
+    }
+
+    /// Claims one entry a dead worker held: to run, or finished here as
+    /// `lost` when delivered more than --max-attempts times.
+    fn claim_one(&mut self) -> anyhow::Result<Claimed> {
+        let (job, idle) = (self.job, self.args.claim_idle);
+        let Some(d) = self.broker.claim(job, self.consumer, idle, 1)?.pop() else {
+            return Ok(Claimed::None);
+        };
+        tracing::info!(
+            "job {job}: claimed entry {} (delivery {})",
+            d.id,
+            d.deliveries
+        );
+        if d.deliveries <= self.args.max_attempts && !d.inputs.is_empty() {
+            return Ok(Claimed::Run(d));
+        }
+        if !d.inputs.is_empty() {
             tracing::warn!(
                 "job {job}: entry {} was delivered {} times: its tasks are lost",
                 d.id,
                 d.deliveries
             );
-            let lost = d
-                .inputs
-                .iter()
-                .map(|i| (i.index, lost_line(i.index, d.deliveries - 1)))
-                .collect();
-            done.push((d.id, lost));
-        } else if d.inputs.is_empty() {
-            // Not an entry of ours: acknowledged and dropped.
-            done.push((d.id, Vec::new()));
-        } else {
-            runs.push(d);
         }
+        let lost = d
+            .inputs
+            .iter()
+            .map(|i| (i.index, lost_line(i.index, d.deliveries - 1)))
+            .collect();
+        self.done.push((d.id, lost));
+        Ok(Claimed::Finished)
     }
-    broker.complete(job, &done)?;
-    done.clear();
-    let order: Vec<(usize, usize)> = runs
-        .iter()
-        .enumerate()
-        .flat_map(|(e, d)| (0..d.inputs.len()).map(move |k| (e, k)))
-        .collect();
-    let payloads = order.iter().map(|&(e, k)| {
-        let input = &runs[e].inputs[k];
-        lines.parse(task, input)
-    });
-    let mut stream = pool.imap_payloads(task, payloads)?;
-    let mut at = 0;
-    let mut current: Vec<(u64, Vec<u8>)> = Vec::new();
-    let total = order.len() as u64;
-    loop {
-        let result = match stream.try_next() {
-            TryNext::Ready(r) => Some(r),
-            TryNext::Done => None,
-            TryNext::Pending => {
-                // Let out what is finished before waiting.
-                broker.complete(job, &done)?;
-                done.clear();
-                stream.next()
-            }
-        };
-        let Some(result) = result else { break };
-        let (e, k) = order[at];
-        at += 1;
-        let input = &runs[e].inputs[k];
-        current.push((input.index, lines.line(task, input, result)?));
-        if k + 1 == runs[e].inputs.len() {
-            done.push((runs[e].id.clone(), std::mem::take(&mut current)));
+
+    /// Puts an entry's inputs into the feed (an entry that is not one of
+    /// ours is acknowledged and dropped).
+    fn start(&mut self, feed: &mut wasmpool::Feed<'_>, d: Delivery) {
+        if d.inputs.is_empty() {
+            self.done.push((d.id, Vec::new()));
+            return;
         }
+        lock(self.held).ids.insert(d.id.clone());
+        let mut first = None;
+        for input in &d.inputs {
+            let index = feed.push(self.lines.parse(self.task, input));
+            first.get_or_insert(index);
+        }
+        let n = d.inputs.len();
+        self.entries.insert(
+            first.expect("an entry with inputs"),
+            Entry {
+                id: d.id,
+                inputs: d.inputs,
+                lines: vec![Vec::new(); n],
+                left: n,
+            },
+        );
     }
-    drop(stream);
-    broker.complete(job, &done)?;
-    Ok(total)
+
+    /// Records the result of feed input `index`; returns 1 when it
+    /// finished its entry.
+    fn record(&mut self, index: u64, result: Result<Output, TaskError>) -> anyhow::Result<u64> {
+        let (&first, entry) = self
+            .entries
+            .range_mut(..=index)
+            .next_back()
+            .expect("every feed index is in an entry");
+        let k = (index - first) as usize;
+        entry.lines[k] = self.lines.line(self.task, &entry.inputs[k], result)?;
+        entry.left -= 1;
+        if entry.left > 0 {
+            return Ok(0);
+        }
+        let entry = self.entries.remove(&first).expect("looked up above");
+        let lines = entry
+            .inputs
+            .iter()
+            .map(|i| i.index)
+            .zip(entry.lines)
+            .collect();
+        self.done.push((entry.id, lines));
+        Ok(1)
+    }
+
+    /// Writes the finished entries' results and acknowledgements.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.done.is_empty() {
+            return Ok(());
+        }
+        self.broker.complete(self.job, &self.done)?;
+        let mut held = lock(self.held);
+        for (id, _) in self.done.drain(..) {
+            held.ids.remove(&id);
+        }
+        Ok(())
+    }
 }
 
 /// The result line of an entry delivered too many times.

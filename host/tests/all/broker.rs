@@ -296,7 +296,9 @@ fn an_entry_whose_workers_keep_dying_becomes_a_lost_line() {
     let input = dir.path().join("in.jsonl");
     // The middle task never ends in time: each worker running it is killed,
     // as a task that crashes its worker process would have it.
-    std::fs::write(&input, "5\n600000\n7\n").unwrap();
+    // The tasks after it are held beside it (each worker holds two
+    // entries per instance): they must not be lost with it.
+    std::fs::write(&input, "5\n600000\n7\n8\n9\n").unwrap();
     let mut kids = Children::default();
     let submitter = submit(&cache, &redis.url, "sleep_ms", &input);
     let flags = ["-j", "1", "--claim-idle", "1s", "--max-attempts", "2"];
@@ -312,7 +314,7 @@ fn an_entry_whose_workers_keep_dying_becomes_a_lost_line() {
     let queued = wait_output(submitter, Duration::from_secs(60), "map --broker");
     let out = text(&queued.stdout);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 3, "{out}\n{}", text(&queued.stderr));
+    assert_eq!(lines.len(), 5, "{out}\n{}", text(&queued.stderr));
     assert_eq!(lines[0], r#"{"index":0,"ok":5}"#);
     assert!(
         lines[1].starts_with(
@@ -321,7 +323,14 @@ fn an_entry_whose_workers_keep_dying_becomes_a_lost_line() {
         "{}",
         lines[1]
     );
-    assert_eq!(lines[2], r#"{"index":2,"ok":7}"#);
+    assert_eq!(
+        lines[2..],
+        [
+            r#"{"index":2,"ok":7}"#,
+            r#"{"index":3,"ok":8}"#,
+            r#"{"index":4,"ok":9}"#
+        ]
+    );
     assert_eq!(queued.status.code(), Some(1));
 }
 
