@@ -38,6 +38,9 @@ fn rerun(s: &Sidecar) -> String {
 
 pub(crate) fn run(quiet: bool, args: &MergeArgs) -> anyhow::Result<ExitCode> {
     let parts = read_parts(&args.outputs)?;
+    if let Some(output) = &args.output {
+        refuse_output_among_inputs(output, &parts)?;
+    }
     check_one_job(&parts)?;
     let parts = check_tiling(parts)?;
     for part in &parts {
@@ -144,6 +147,30 @@ fn read_parts(names: &[PathBuf]) -> anyhow::Result<Vec<Part>> {
     Ok(parts)
 }
 
+/// Refuses `-o` naming one of the outputs merged or a sidecar: the merged
+/// output would be renamed over it, and that shard's output (or sidecar)
+/// would be lost.
+fn refuse_output_among_inputs(output: &Path, parts: &[Part]) -> anyhow::Result<()> {
+    let key = FileKey::of(output);
+    if matches!(key, FileKey::Path(_)) {
+        return Ok(()); // no such file yet: none of the inputs
+    }
+    for part in parts {
+        let sidecar = shard::sidecar_path(&part.path);
+        for (what, path) in [("output", &part.path), ("sidecar", &sidecar)] {
+            if FileKey::of(path) == key {
+                bail!(
+                    "-o {}: is the {what} {} of a shard being merged: merging would replace it; \
+                     write the merged output to another file",
+                    output.display(),
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn parse_sidecar(text: &[u8]) -> Result<Sidecar, String> {
     #[derive(serde::Deserialize)]
     struct Version {
@@ -162,10 +189,15 @@ fn parse_sidecar(text: &[u8]) -> Result<Sidecar, String> {
     let sidecar: Sidecar = serde_json::from_slice(text)
         .map_err(|e| format!("not a shard sidecar written by `wasmpool map --shard` ({e})"))?;
     let s = &sidecar;
-    let (first, end) = shard::split(s.total, s.n.max(1), s.k);
+    let broken = || Err("the sidecar does not hold together (edited or damaged)".into());
+    // K below N first: `split` of a K past N may overflow.
+    if s.n == 0 || s.k >= s.n {
+        return broken();
+    }
+    let (first, end) = shard::split(s.total, s.n, s.k);
     let expected_job = shard::job_id(&s.module_sha256, &s.task, &s.input);
-    if s.n == 0 || s.k >= s.n || (first, end) != (s.first, s.end) || s.job != expected_job {
-        return Err("the sidecar does not hold together (edited or damaged)".into());
+    if (first, end) != (s.first, s.end) || s.job != expected_job {
+        return broken();
     }
     Ok(sidecar)
 }
@@ -248,18 +280,23 @@ fn check_tiling(mut parts: Vec<Part>) -> anyhow::Result<Vec<Part>> {
     // The shards that would fill the tasks from..to, when all are of one N.
     let missing = |from: u64, to: u64| -> String {
         let names = if let [n] = ns.iter().copied().collect::<Vec<_>>()[..] {
-            let ks: Vec<String> = (0..n)
-                .filter(|&k| {
-                    let (f, e) = shard::split(total, n, k);
-                    f < e && f < to && e > from
-                })
+            // Computed, not searched: N may be as large as u64::MAX (a
+            // search over 0..N never ended).
+            let (lo, hi) = (shard_of(total, n, from), shard_of(total, n, to - 1));
+            let count = hi - lo + 1;
+            let mut ks: Vec<String> = (lo..=hi)
+                .take(MISSING_NAMED)
                 .map(|k| format!("{k}/{n}"))
                 .collect();
+            if count > MISSING_NAMED as u64 {
+                ks.pop();
+                ks.push(format!("... {hi}/{n} ({count} in all)"));
+            }
             format!(
                 "shard{} {} {} missing",
-                if ks.len() == 1 { "" } else { "s" },
+                if count == 1 { "" } else { "s" },
                 ks.join(", "),
-                if ks.len() == 1 { "is" } else { "are" }
+                if count == 1 { "is" } else { "are" }
             )
         } else {
             "a shard is missing".to_string()
@@ -299,6 +336,24 @@ fn check_tiling(mut parts: Vec<Part>) -> anyhow::Result<Vec<Part>> {
     Ok(parts)
 }
 
+/// The most missing shards a message names one by one.
+const MISSING_NAMED: usize = 8;
+
+/// The shard of `n` over `total` tasks that holds task `t < total` (the
+/// inverse of [`shard::split`]: the first `total % n` shards hold one task
+/// more than the others).
+fn shard_of(total: u64, n: u64, t: u64) -> u64 {
+    let (base, rem) = (total / n, total % n);
+    // rem * (base + 1) <= total: no overflow.
+    let long = rem * (base + 1);
+    if t < long {
+        t / (base + 1)
+    } else {
+        // t < total, so a task past the long shards means base > 0.
+        rem + (t - long) / base
+    }
+}
+
 /// Refuses a shard that did not finish its block, or an output that is not
 /// what its sidecar describes (cut short, or changed since).
 fn check_part(part: &Part) -> anyhow::Result<()> {
@@ -318,15 +373,18 @@ fn check_part(part: &Part) -> anyhow::Result<()> {
     let mut reader = Hashed::open(&part.path)?;
     if s.format == "json" {
         // One result line per task, in order, each `{"index":N,...`.
+        // Only each line's head is kept: a line may be as long as a task's
+        // output, and an edited file's "line" as long as the file.
         let mut line = Vec::new();
         let mut expected = s.first;
         loop {
-            line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .with_context(|| format!("{}: cannot read", part.path.display()))?;
-            if n == 0 {
+            let Some(ended) = next_line_head(&mut reader, &mut line)
+                .with_context(|| format!("{}: cannot read", part.path.display()))?
+            else {
                 break;
+            };
+            if ended {
+                line.push(b'\n');
             }
             let index = line
                 .strip_prefix(b"{\"index\":")
@@ -396,6 +454,38 @@ fn check_part(part: &Part) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The head of a result line: `{"index":` and the longest u64.
+const LINE_HEAD: usize = 9 + 20;
+
+/// Reads the next line of `reader`, keeping at most its first
+/// [`LINE_HEAD`] bytes in `head` (without the newline): `None` at the end
+/// of the file, else whether a newline ended the line.
+fn next_line_head(reader: &mut impl BufRead, head: &mut Vec<u8>) -> io::Result<Option<bool>> {
+    head.clear();
+    let mut any = false;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(any.then_some(false));
+        }
+        any = true;
+        let (take, ended) = match buf.iter().position(|&b| b == b'\n') {
+            Some(at) => (at, true),
+            None => (buf.len(), false),
+        };
+        let room = LINE_HEAD.saturating_sub(head.len());
+        head.extend_from_slice(&buf[..take.min(room)]);
+        reader.consume(take + usize::from(ended));
+        if ended {
+            return Ok(Some(true));
+        }
+    }
 }
 
 /// An output file read through a hash of its bytes.
@@ -491,10 +581,26 @@ mod test {
         assert!(edit(|s| s.task = "u".into()).contains("does not hold together"));
         assert!(edit(|s| s.k = 3).contains("does not hold together"));
         assert!(edit(|s| s.wasmpool_shard = 2).contains("format 2"));
+        // A K far past N (k * base overflowed in `split` before K was checked).
+        assert!(edit(|s| (s.k, s.n) = (u64::MAX, 1)).contains("does not hold together"));
         assert!(
             parse_sidecar(b"{\"index\":0,\"ok\":1}")
                 .unwrap_err()
                 .contains("not a shard sidecar")
         );
+    }
+
+    #[test]
+    fn shard_of_inverts_split() {
+        for total in [0u64, 1, 2, 5, 11, 64, 97] {
+            for n in [1u64, 2, 3, 4, 7, 64, 100, u64::MAX] {
+                for k in (0..n.min(120)).chain([n - 1]) {
+                    let (first, end) = shard::split(total, n, k);
+                    for t in first..end {
+                        assert_eq!(shard_of(total, n, t), k, "total {total} n {n} task {t}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! `wasmpool` binary (`cli`), all against real wasm modules.
 
 mod abi;
+mod adversary_shard;
 mod broker;
 mod c_guest;
 mod cache;
