@@ -48,34 +48,78 @@ pub(crate) fn encode(inputs: &[Input]) -> [(&'static str, Vec<u8>); 3] {
     ]
 }
 
-/// The inputs of an entry's fields; `None` if they are not ours.
+/// The most inputs one entry may hold: `map --broker --batch`'s largest B.
+/// An entry of more is not ours: each input costs a worker hundreds of
+/// bytes to run and answer, so 8 MB of one-byte inputs took 1.6 GB.
+pub(crate) const MAX_INPUTS: usize = 65_536;
+
+/// The inputs of an entry's fields; `None` if they are not ours (the
+/// reason is logged as a warning, so a worker names what it drops).
 pub(crate) fn decode(fields: &std::collections::HashMap<String, Value>) -> Option<Vec<Input>> {
-    let bytes = |name: &str| match fields.get(name)? {
-        Value::BulkString(b) => Some(b.as_slice()),
-        _ => None,
+    match parse(fields) {
+        Ok(inputs) => Some(inputs),
+        Err(why) => {
+            tracing::warn!("a task entry that is not wasmpool's: {why}");
+            None
+        }
+    }
+}
+
+/// [`decode`], saying why an entry is not ours. Checks the counts before
+/// anything is allocated for the inputs.
+fn parse(fields: &std::collections::HashMap<String, Value>) -> Result<Vec<Input>, String> {
+    let bytes = |name: &str| match fields.get(name) {
+        Some(Value::BulkString(b)) => Ok(b.as_slice()),
+        Some(_) => Err(format!("its field `{name}` is not a string")),
+        None => Err(format!("it has no field `{name}`")),
     };
-    let first: u64 = std::str::from_utf8(bytes("i")?).ok()?.parse().ok()?;
-    let origins = std::str::from_utf8(bytes("o")?).ok()?;
+    let first = std::str::from_utf8(bytes("i")?)
+        .ok()
+        .and_then(|i| i.parse::<u64>().ok())
+        .ok_or("its field `i` is not an input index")?;
+    let origins = std::str::from_utf8(bytes("o")?)
+        .map_err(|_| "its field `o` is not UTF-8 text".to_string())?;
     let texts = bytes("x")?;
-    let mut inputs = Vec::new();
+    let count = origins.split(' ').count();
+    if count > MAX_INPUTS {
+        return Err(format!(
+            "it has {count} inputs, more than the {MAX_INPUTS} one entry may hold"
+        ));
+    }
+    let text_count = texts.split(|&b| b == b'\n').count();
+    if count != text_count {
+        return Err(format!(
+            "its field `o` names {count} inputs, but `x` holds {text_count}"
+        ));
+    }
+    if first.checked_add(count as u64 - 1).is_none() {
+        return Err(format!("its inputs' indices ({first} on) pass 2^64"));
+    }
+    let mut inputs = Vec::with_capacity(count);
     for (k, (origin, text)) in origins
         .split(' ')
         .zip(texts.split(|&b| b == b'\n'))
         .enumerate()
     {
+        let number = |n: &str| n.parse::<u64>().ok();
         let (line, column) = match origin.split_once(':') {
-            Some((l, c)) => (l.parse().ok()?, Some(c.parse().ok()?)),
-            None => (origin.parse().ok()?, None),
+            Some((l, c)) => (number(l), number(c).map(Some)),
+            None => (number(origin), Some(None)),
+        };
+        let (Some(line), Some(column)) = (line, column) else {
+            let origin: String = origin.chars().take(40).collect();
+            return Err(format!(
+                "the origin {origin:?} of its input {k} is not LINE or LINE:COLUMN"
+            ));
         };
         inputs.push(Input {
-            index: first.checked_add(k as u64)?,
+            index: first + k as u64,
             line,
             column,
             text: text.to_vec(),
         });
     }
-    let count = origins.split(' ').count();
-    (count == texts.split(|&b| b == b'\n').count()).then_some(inputs)
+    Ok(inputs)
 }
 
 #[cfg(test)]
@@ -103,5 +147,55 @@ mod test {
             .map(|(k, v)| (k.to_string(), Value::BulkString(v)))
             .collect();
         assert_eq!(decode(&fields), Some(inputs));
+    }
+
+    fn fields(pairs: &[(&str, &[u8])]) -> std::collections::HashMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::BulkString(v.to_vec())))
+            .collect()
+    }
+
+    #[test]
+    fn foreign_entries_are_refused_saying_why() {
+        let why = |pairs: &[(&str, &[u8])]| parse(&fields(pairs)).unwrap_err();
+        assert!(why(&[("foo", b"bar")]).contains("no field `i`"));
+        assert!(why(&[("i", b"-1"), ("o", b"1"), ("x", b"5")]).contains("not an input index"));
+        assert!(why(&[("i", b"0"), ("o", b"1 2"), ("x", b"5")]).contains("names 2 inputs"));
+        assert!(why(&[("i", b"0"), ("o", b"1:2:3"), ("x", b"5")]).contains("not LINE"));
+        assert!(why(&[("i", b"0"), ("o", b""), ("x", b"")]).contains("not LINE"));
+        assert!(why(&[("i", b"0"), ("o", b"\xff"), ("x", b"")]).contains("not UTF-8"));
+        let max = u64::MAX.to_string();
+        assert!(why(&[("i", max.as_bytes()), ("o", b"1 1"), ("x", b"5\n6")]).contains("pass 2^64"));
+        let mut map = fields(&[("i", b"0"), ("o", b"1")]);
+        map.insert("x".into(), Value::Int(5));
+        assert!(parse(&map).unwrap_err().contains("`x` is not a string"));
+        // The last index there is, alone: fine.
+        let last = parse(&fields(&[("i", max.as_bytes()), ("o", b"1"), ("x", b"7")])).unwrap();
+        assert_eq!(last[0].index, u64::MAX);
+    }
+
+    #[test]
+    fn an_entry_of_more_inputs_than_a_batch_is_refused_before_they_are_made() {
+        let n = MAX_INPUTS + 1;
+        let origins = vec!["1"; n].join(" ");
+        let texts = vec![b"1".as_slice(); n].join(&b'\n');
+        let why = parse(&fields(&[
+            ("i", b"0"),
+            ("o", origins.as_bytes()),
+            ("x", &texts),
+        ]))
+        .unwrap_err();
+        assert!(why.contains("65537 inputs, more than the 65536"), "{why}");
+        // The most a batch holds is fine.
+        let origins = vec!["1"; MAX_INPUTS].join(" ");
+        let texts = vec![b"1".as_slice(); MAX_INPUTS].join(&b'\n');
+        let inputs = parse(&fields(&[
+            ("i", b"0"),
+            ("o", origins.as_bytes()),
+            ("x", &texts),
+        ]))
+        .unwrap();
+        assert_eq!(inputs.len(), MAX_INPUTS);
     }
 }
