@@ -56,6 +56,12 @@ impl JobId {
     pub(crate) fn results(&self) -> String {
         format!("wasmpool:job:{}:results", self.0)
     }
+
+    /// A list of at most one element, pushed each time a worker writes
+    /// results: the submitter waits on it instead of polling.
+    pub(crate) fn ready(&self) -> String {
+        format!("wasmpool:job:{}:ready", self.0)
+    }
 }
 
 impl std::fmt::Display for JobId {

@@ -10,6 +10,7 @@
 //! | `wasmpool:job:{id}:meta` | hash | `module`, `task`, `name`, `how`, `submitted`, `total` |
 //! | `wasmpool:job:{id}:tasks` | stream, group `workers` | entries of one or more inputs |
 //! | `wasmpool:job:{id}:results` | hash | index -> result line, first writer wins |
+//! | `wasmpool:job:{id}:ready` | list | at most one element, pushed with each write of results |
 //!
 //! The write path: a worker writes an entry's results with `HSETNX` and
 //! acknowledges and deletes the entry, in one `MULTI/EXEC`, so that a
@@ -321,6 +322,22 @@ impl Broker {
         })
     }
 
+    /// Waits up to `time` for a worker to write results of the job (returns
+    /// at once if one has since the last wait).
+    ///
+    /// # Errors
+    ///
+    /// Broker errors.
+    pub fn wait_for_results(&mut self, job: &JobId, time: Duration) -> Result<(), BrokerError> {
+        let ready = job.ready();
+        // BLPOP's timeout is in seconds (fractions since Redis 6).
+        let secs = time.as_secs_f64().max(0.001);
+        self.run("wait for results", |c| {
+            redis::cmd("BLPOP").arg(&ready).arg(secs).query::<Value>(c)
+        })?;
+        Ok(())
+    }
+
     /// Deletes the results of inputs `indices` (written out and kept
     /// elsewhere, such as in a journal).
     ///
@@ -344,7 +361,7 @@ impl Broker {
     ///
     /// Broker errors.
     pub fn finish(&mut self, job: &JobId) -> Result<(), BrokerError> {
-        let keys = [job.meta(), job.tasks(), job.results()];
+        let keys = [job.meta(), job.tasks(), job.results(), job.ready()];
         self.run("delete the job", |c| {
             redis::pipe()
                 .atomic()
@@ -586,7 +603,7 @@ impl Broker {
         if done.is_empty() {
             return Ok(());
         }
-        let (tasks, res) = (job.tasks(), job.results());
+        let (tasks, res, ready) = (job.tasks(), job.results(), job.ready());
         self.run("write results", |c| {
             let mut p = redis::pipe();
             p.atomic();
@@ -601,6 +618,9 @@ impl Broker {
                 p.cmd("XACK").arg(&tasks).arg(keys::GROUP).arg(id).ignore();
                 p.cmd("XDEL").arg(&tasks).arg(id).ignore();
             }
+            // Wakes the submitter (see `wait_for_results`).
+            p.cmd("LPUSH").arg(&ready).arg(1).ignore();
+            p.cmd("LTRIM").arg(&ready).arg(0).arg(0).ignore();
             p.query::<()>(c)
         })
     }

@@ -4,19 +4,22 @@
 //! machine. Run again, the same command re-attaches to the same job.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, IsTerminal, Read};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use wasmpool::broker::{Broker, Input, JobId};
-use wasmpool::{TaskError, TaskErrorKind};
+use wasmpool::{Spares, TaskError, TaskErrorKind};
 
 use super::args::{Common, MapArgs};
-use super::input::{self, Source};
+use super::input;
 use super::journal::{self, Journal, Plan};
+use super::map::{self, Emitter};
 use super::output::Sink;
+use super::progress::{self, Progress, Tally};
 
 /// The most inputs submitted and not yet written out.
 const WINDOW: u64 = 4096;
@@ -26,13 +29,6 @@ const CHUNK: u64 = 256;
 pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result<ExitCode> {
     let url = args.broker.clone().expect("called with --broker");
     refuse_unsupported(&args)?;
-    let path = match args.input.as_deref() {
-        Some(p) if p.as_os_str() != "-" => p.to_path_buf(),
-        _ => anyhow::bail!(
-            "--broker needs --input FILE: the job is named by its input's hash, so that a rerun \
-             re-attaches to it (stdin cannot be read twice)"
-        ),
-    };
     if super::compile::is_cwasm(&args.module) {
         anyhow::bail!(
             "{}: --broker sends the module to other machines, which never load precompiled \
@@ -43,25 +39,37 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
     let batch = u64::from(args.batch.unwrap_or(1));
     let module = std::fs::read(&args.module)
         .with_context(|| format!("{}: cannot read the module", args.module.display()))?;
-    // The task is checked here, before anything is submitted.
+    // The task is checked here, before anything is submitted; the pool's
+    // one idle worker costs nothing, and its task writes bare values.
     let pool = wasmpool::Pool::builder()
         .module_bytes(module.clone())
         .cache(common.cache())
         .workers(1)
         .build()?;
-    pool.task(&args.task)?;
-    drop(pool);
-    let how = if args.raw { "raw" } else { "json" };
-    let input_sha = hash_file(&path)?;
-    let job = JobId::derive(&module, &args.task, &input_sha, how);
-    let name = path.display().to_string();
+    let task = pool.task(&args.task)?;
+    let input = JobInput::open(&args)?;
+    let job = JobId::derive(&module, &args.task, &input.sha, input.how);
+    let name = input.name.clone();
     let mut journal = match &args.journal {
         None => None,
-        Some(path) => Some(Journal::open(path, &module, &args.task)?),
+        Some(path) => {
+            let journal = Journal::open(path, &module, &args.task)?;
+            if args
+                .output
+                .as_deref()
+                .is_some_and(|o| map::same_file(o, path))
+            {
+                anyhow::bail!(
+                    "{}: --output and --journal name the same file; the results would replace the journal",
+                    path.display()
+                );
+            }
+            Some(journal)
+        }
     };
     let plan = journal.as_ref().map(|j| j.plan(args.retry_failed));
     let mut broker = Broker::connect(&url)?;
-    let submitted = broker.open_job(&job, &module, &args.task, &name, how)?;
+    let submitted = broker.open_job(&job, &module, &args.task, &name, input.how)?;
     if !quiet {
         let state = if submitted > 0 {
             format!("re-attached ({submitted} inputs submitted before)")
@@ -71,14 +79,21 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         eprintln!("wasmpool: job {job} on {url}: {state}");
     }
 
-    let file = File::open(&path).with_context(|| format!("{name}: cannot open the input"))?;
-    let mut source = input::Lines::new(
-        Box::new(BufReader::with_capacity(1 << 16, file)),
-        &name,
-        args.raw,
-    );
+    let mut source = input.source(&args)?;
     let (sink, mut output) = Sink::open(args.output.as_deref())?;
-    let mut out = BufWriter::with_capacity(1 << 16, sink);
+    let progress = Progress::start(quiet, progress::TASKS, true);
+    input.count(&progress, &args);
+    let spares = Spares::default();
+    let mut emit = Emitter::new(
+        &task,
+        BufWriter::with_capacity(1 << 16, progress.around_bar(sink)),
+        None,
+        &args,
+        &name,
+        &spares,
+        &progress,
+    );
+    let from = format!("{url} (job {job})");
 
     let mut state = Submit {
         next: 0,
@@ -88,41 +103,44 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         held: std::collections::VecDeque::new(),
     };
     let mut emitted = 0u64;
-    let mut failed = 0u64;
+    let mut replayed = 0u64;
     let mut pause = Duration::from_millis(5);
-    loop {
+    while !emit.stopped {
         // Submit while the window has room.
         while state.total.is_none() && state.submitted < emitted + WINDOW {
             let room = (emitted + WINDOW - state.submitted).min(CHUNK);
-            state.submit(&mut broker, &job, &mut source, &name, room, batch)?;
+            state.submit(&mut broker, &job, source.as_mut(), &name, room, batch)?;
         }
         // Gather what is finished, in order.
         let want = state.submitted.saturating_sub(emitted).min(CHUNK);
         let mut got = 0;
         let mut journaled = Vec::new();
         for line in broker.results(&job, emitted, want)? {
-            let (hash, replay) = state.held.front().copied().unwrap_or((0, false));
+            let held = state.held.front().copied().unwrap_or_default();
             let line = match (line, &journal) {
-                (_, Some(j)) if replay => j
-                    .get(emitted)
-                    .expect("replayed results are journaled")
-                    .as_bytes()
-                    .to_vec(),
+                (_, Some(j)) if held.replay => {
+                    replayed += 1;
+                    j.get(emitted)
+                        .expect("replayed results are journaled")
+                        .as_bytes()
+                        .to_vec()
+                }
                 (Some(line), _) => line,
                 (None, _) => break,
             };
-            if !replay && let Some(j) = &mut journal {
-                j.record(emitted, hash, &line)?;
+            emit.result_line(emitted, held.line, &line, &from)?;
+            if !held.replay
+                && let Some(j) = &mut journal
+            {
+                j.record(emitted, held.hash, &line)?;
                 journaled.push(emitted);
             }
             state.held.pop_front();
-            if is_error_line(&line) {
-                failed += 1;
-            }
-            out.write_all(&line)?;
-            out.write_all(b"\n")?;
             emitted += 1;
             got += 1;
+            if emit.stopped {
+                break;
+            }
         }
         if let Some(j) = journal.as_mut().filter(|_| !journaled.is_empty()) {
             // On disk before they leave Redis: the journal holds them now.
@@ -132,40 +150,155 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         if state.total == Some(emitted) {
             break;
         }
-        // A full chunk: more may be waiting. Otherwise wait a little (each
-        // poll costs Redis a read of up to a chunk of fields), longer while
-        // nothing comes.
-        if got < CHUNK {
-            out.flush()?;
+        // A full chunk: more may be waiting. Otherwise wait for a worker to
+        // say it wrote results (or a little while: each poll costs Redis a
+        // read of up to a chunk of fields), longer while nothing comes.
+        if got < CHUNK && !emit.stopped {
+            emit.flush(false)?;
             pause = if got > 0 {
                 Duration::from_millis(10)
             } else {
                 (pause * 2).min(Duration::from_millis(100))
             };
-            std::thread::sleep(pause);
+            broker.wait_for_results(&job, pause)?;
         }
     }
-    out.flush()?;
-    drop(out);
+    emit.flush(true)?;
+    let (total, failed, stopped) = (emit.total, emit.failed, emit.stopped);
+    drop(emit);
     if let Some(j) = &mut journal {
         j.flush(true)?;
-        j.check_covers(emitted, &name)?;
+        if !stopped {
+            j.check_covers(emitted, &name)?;
+        }
     }
     if let Some(output) = output.take() {
         output.commit()?;
     }
+    // Done, or stopped at a failure: either way its workers stop (a
+    // --fail-fast rerun starts over, or from its journal).
     broker.finish(&job)?;
-    if !quiet {
-        eprintln!("wasmpool: job {job}: {emitted} tasks ({failed} failed)");
+    progress.finish(Tally {
+        done: total,
+        failed,
+        replayed: journal.is_some().then_some(replayed),
+    });
+    if stopped {
+        eprintln!("wasmpool: stopped at the first failure (--fail-fast) after {total} tasks");
+        return Ok(ExitCode::from(1));
     }
     if emitted == 0 {
-        eprintln!("wasmpool: {name}: no inputs, so no tasks ran");
+        match args.range {
+            Some(range) => eprintln!("wasmpool: --range {range} is empty, so no tasks ran"),
+            None => eprintln!("wasmpool: {name}: no inputs, so no tasks ran"),
+        }
     }
     Ok(if failed > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A job's input: a file, stdin kept in a temporary file (the job is named
+/// by its input's hash, and a rerun with the same bytes re-attaches), or a
+/// range; and how its inputs are read.
+struct JobInput {
+    /// The file read, if the input is one.
+    path: Option<PathBuf>,
+    /// Stdin's copy, deleted when done.
+    _spool: Option<tempfile::NamedTempFile>,
+    name: String,
+    /// `json` (JSON lines), `raw` (text lines), `array` (a JSON array's
+    /// elements) or `range`.
+    how: &'static str,
+    sha: [u8; 32],
+}
+
+impl JobInput {
+    fn open(args: &MapArgs) -> anyhow::Result<JobInput> {
+        let how = if args.range.is_some() {
+            "range"
+        } else if args.input_array.is_some() {
+            "array"
+        } else if args.raw {
+            "raw"
+        } else {
+            "json"
+        };
+        if let Some(range) = args.range {
+            let name = range.name();
+            return Ok(JobInput {
+                path: None,
+                _spool: None,
+                sha: Sha256::digest(name.as_bytes()).into(),
+                name,
+                how,
+            });
+        }
+        let given = args.input_array.as_ref().or(args.input.as_ref());
+        let (path, spool, name) = match given {
+            Some(p) if p.as_os_str() != "-" => (p.clone(), None, p.display().to_string()),
+            _ => {
+                if io::stdin().is_terminal() {
+                    eprintln!(
+                        "wasmpool: {}",
+                        input::terminal_hint(args.input_array.is_some())
+                    );
+                }
+                let mut spool = tempfile::NamedTempFile::new()
+                    .context("cannot make a temporary file to hold stdin")?;
+                io::copy(&mut io::stdin().lock(), spool.as_file_mut())
+                    .context("<stdin>: cannot read the input")?;
+                (
+                    spool.path().to_path_buf(),
+                    Some(spool),
+                    "<stdin>".to_string(),
+                )
+            }
+        };
+        Ok(JobInput {
+            sha: hash_file(&path, &name)?,
+            path: Some(path),
+            _spool: spool,
+            name,
+            how,
+        })
+    }
+
+    /// Its inputs, from the first.
+    fn source(&self, args: &MapArgs) -> anyhow::Result<Box<dyn input::Source>> {
+        let Some(path) = &self.path else {
+            let range = args.range.expect("an input without a file is a range");
+            return Ok(Box::new(input::RangeValues::new(range)));
+        };
+        let file =
+            File::open(path).with_context(|| format!("{}: cannot open the input", self.name))?;
+        let reader = Box::new(BufReader::with_capacity(1 << 16, file));
+        Ok(map::source_of(args, reader, &self.name))
+    }
+
+    /// Gives the progress bar its total, where it can be known.
+    fn count(&self, progress: &Progress, args: &MapArgs) {
+        match (&self.path, args.range) {
+            (_, Some(range)) => progress.set_total(u64::try_from(range.len()).unwrap_or(u64::MAX)),
+            (Some(path), None) if args.input_array.is_none() => {
+                progress.count_lines_of(path, args.raw)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What the submitter knows of an input read and not yet written out.
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    /// Its hash, for its journal record.
+    hash: journal::InputHash,
+    /// The journal holds its result.
+    replay: bool,
+    /// Its line in the input, for messages.
+    line: u64,
 }
 
 /// Where submission is: the next input read, the inputs the broker has,
@@ -175,9 +308,8 @@ struct Submit {
     submitted: u64,
     total: Option<u64>,
     plan: Option<Plan>,
-    /// From the next input to print on, each read input's hash (for its
-    /// journal record) and whether the journal holds its result.
-    held: std::collections::VecDeque<(journal::InputHash, bool)>,
+    /// From the next input to print on, what is known of each read input.
+    held: std::collections::VecDeque<Held>,
 }
 
 impl Submit {
@@ -186,7 +318,7 @@ impl Submit {
         &mut self,
         broker: &mut Broker,
         job: &JobId,
-        source: &mut input::Lines,
+        source: &mut dyn input::Source,
         name: &str,
         room: u64,
         batch: u64,
@@ -213,7 +345,11 @@ impl Submit {
                     }
                 }
             };
-            self.held.push_back((hash, replay));
+            self.held.push_back(Held {
+                hash,
+                replay,
+                line: item.origin.line,
+            });
             if index < first {
                 continue; // submitted by an earlier run
             }
@@ -264,24 +400,15 @@ impl Submit {
     }
 }
 
-/// Whether a result line is an error line.
-fn is_error_line(line: &[u8]) -> bool {
-    let rest = line.strip_prefix(b"{\"index\":").unwrap_or(line);
-    let rest = rest.trim_ascii_start();
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    rest[digits..].starts_with(b",\"error\"")
-}
-
 /// The SHA-256 of a file's bytes.
-fn hash_file(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
-    let mut file =
-        File::open(path).with_context(|| format!("{}: cannot open the input", path.display()))?;
+fn hash_file(path: &std::path::Path, name: &str) -> anyhow::Result<[u8; 32]> {
+    let mut file = File::open(path).with_context(|| format!("{name}: cannot open the input"))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = file
             .read(&mut buf)
-            .with_context(|| format!("{}: cannot read the input", path.display()))?;
+            .with_context(|| format!("{name}: cannot read the input"))?;
         if n == 0 {
             break;
         }
@@ -290,17 +417,13 @@ fn hash_file(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
     Ok(hasher.finalize().into())
 }
 
-/// Flags that mean nothing in queue mode, or that it does not do yet.
+/// Flags that mean nothing in queue mode.
 fn refuse_unsupported(args: &MapArgs) -> anyhow::Result<()> {
-    let flags = [
-        (args.input_array.is_some(), "--input-array"),
-        (args.range.is_some(), "--range"),
-        (args.values || args.raw_output, "--values/--raw-output"),
-        (args.fail_fast, "--fail-fast"),
-        (args.shard.is_some(), "--shard"),
-    ];
-    if let Some((_, flag)) = flags.iter().find(|(set, _)| *set) {
-        anyhow::bail!("{flag} is not supported with --broker (queue mode) yet");
+    if args.shard.is_some() {
+        anyhow::bail!(
+            "--shard and --broker are two ways to spread one job over machines: a broker's \
+             workers take its tasks as they are free, so no shard is needed (see docs/scale-out.md)"
+        );
     }
     let local = [
         (args.workers.is_some(), "-j/--workers"),
@@ -318,15 +441,4 @@ fn refuse_unsupported(args: &MapArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod test {
-    #[test]
-    fn error_lines_are_told_apart() {
-        assert!(super::is_error_line(
-            br#"{"index":12,"error":{"kind":"trap"}}"#
-        ));
-        assert!(!super::is_error_line(br#"{"index":12,"ok":{"error":1}}"#));
-    }
 }

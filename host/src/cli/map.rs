@@ -174,22 +174,15 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         inner: sink,
         digest: shard.as_ref().map(|p| p.digest.clone()),
     };
-    let mut emit = Emitter {
-        task: &task,
-        out: BufWriter::with_capacity(1 << 16, progress.around_bar(sink)),
+    let mut emit = Emitter::new(
+        &task,
+        BufWriter::with_capacity(1 << 16, progress.around_bar(sink)),
         journal,
-        values: args.values || args.raw_output,
-        raw_output: args.raw_output,
-        fail_fast: args.fail_fast,
-        input_name: &input_name,
-        line: Vec::with_capacity(256),
-        spares: &spares,
-        total: 0,
-        failed: 0,
-        replayed: 0,
-        stopped: false,
-        progress: &progress,
-    };
+        &args,
+        &input_name,
+        &spares,
+        &progress,
+    );
     let mut stream = pool.imap_payloads(&task, payloads)?;
     if args.fail_fast {
         // Cancel at the first failure to arrive, wherever it is: tasks still
@@ -352,8 +345,8 @@ enum Source {
 }
 
 /// Writes results in order: to stdout (JSON lines or bare values), and to
-/// the journal.
-struct Emitter<'a, W: Write> {
+/// the journal. `map --broker` writes the lines its workers leave with it.
+pub(super) struct Emitter<'a, W: Write> {
     task: &'a Task,
     out: W,
     journal: Option<Journal>,
@@ -366,14 +359,43 @@ struct Emitter<'a, W: Write> {
     line: Vec<u8>,
     /// Where output buffers go back for input lines.
     spares: &'a Spares,
-    total: u64,
-    failed: u64,
+    pub(super) total: u64,
+    pub(super) failed: u64,
     replayed: u64,
-    stopped: bool,
+    /// Stopped at a failure (--fail-fast).
+    pub(super) stopped: bool,
     progress: &'a Progress,
 }
 
-impl<W: Write> Emitter<'_, W> {
+impl<'a, W: Write> Emitter<'a, W> {
+    /// Writes to `out` in the format `args` ask for.
+    pub(super) fn new(
+        task: &'a Task,
+        out: W,
+        journal: Option<Journal>,
+        args: &MapArgs,
+        input_name: &'a str,
+        spares: &'a Spares,
+        progress: &'a Progress,
+    ) -> Self {
+        Emitter {
+            task,
+            out,
+            journal,
+            values: args.values || args.raw_output,
+            raw_output: args.raw_output,
+            fail_fast: args.fail_fast,
+            input_name,
+            line: Vec::with_capacity(256),
+            spares,
+            total: 0,
+            failed: 0,
+            replayed: 0,
+            stopped: false,
+            progress,
+        }
+    }
+
     /// A result from the pool.
     fn emit(
         &mut self,
@@ -465,16 +487,44 @@ impl<W: Write> Emitter<'_, W> {
             .to_string();
         let entry: Entry<'_> =
             serde_json::from_str(&text).expect("checked when the journal was opened");
+        self.replayed += 1;
+        self.entry(index, origin.line, &text, entry)
+    }
+
+    /// A result line finished elsewhere (by a broker's worker) for input
+    /// `index` from line `line` of the input: written as it is, as its bare
+    /// value, or as its failure. A line that is not a result line for
+    /// `index` is refused, naming `from`.
+    pub(super) fn result_line(
+        &mut self,
+        index: u64,
+        line: u64,
+        text: &[u8],
+        from: &str,
+    ) -> anyhow::Result<()> {
+        let text = std::str::from_utf8(text).map_err(|e| {
+            anyhow::anyhow!("{from}: the result of input {index} is not UTF-8: {e}")
+        })?;
+        let entry: Entry<'_> = serde_json::from_str(text).map_err(|e| {
+            anyhow::anyhow!("{from}: the result of input {index} is not a result line: {e}")
+        })?;
+        if entry.index != index || (entry.ok.is_none() && entry.error.is_none()) {
+            anyhow::bail!("{from}: the result of input {index} is not its result line: {text}");
+        }
+        self.entry(index, line, text, entry)
+    }
+
+    /// Writes a parsed result line `text`.
+    fn entry(&mut self, index: u64, line: u64, text: &str, entry: Entry<'_>) -> anyhow::Result<()> {
         self.line.clear();
         self.line.extend_from_slice(text.as_bytes());
         match (entry.ok, entry.error) {
             (Some(value), _) if self.values => self.write_value(value.get().as_bytes())?,
             (Some(_), _) => self.write_line()?,
-            (None, Some(err)) => self.failure(index, origin.line, &err.kind, &err.message)?,
+            (None, Some(err)) => self.failure(index, line, &err.kind, &err.message)?,
             (None, None) => self.write_line()?,
         }
         self.total += 1;
-        self.replayed += 1;
         self.progress.update(self.total, self.failed);
         Ok(())
     }
@@ -527,7 +577,7 @@ impl<W: Write> Emitter<'_, W> {
         }
     }
 
-    fn flush(&mut self, end: bool) -> anyhow::Result<()> {
+    pub(super) fn flush(&mut self, end: bool) -> anyhow::Result<()> {
         self.out.flush()?;
         if let Some(j) = &mut self.journal {
             j.flush(end)?;
@@ -644,11 +694,21 @@ fn open_input(args: &MapArgs, first: u64) -> anyhow::Result<(Box<dyn input::Sour
             (Box::new(io::stdin().lock()), "<stdin>".into())
         }
     };
-    Ok(if args.input_array.is_some() {
-        (Box::new(input::ArrayElements::new(reader, &name)), name)
+    Ok((source_of(args, reader, &name), name))
+}
+
+/// The inputs of `reader` (called `name`) as the flags read them: array
+/// elements, JSON lines, or text lines.
+pub(super) fn source_of(
+    args: &MapArgs,
+    reader: Box<dyn BufRead>,
+    name: &str,
+) -> Box<dyn input::Source> {
+    if args.input_array.is_some() {
+        Box::new(input::ArrayElements::new(reader, name))
     } else {
-        (Box::new(input::Lines::new(reader, &name, args.raw)), name)
-    })
+        Box::new(input::Lines::new(reader, name, args.raw))
+    }
 }
 
 /// The inputs of a [`Source`](input::Source), each handed to `parse` with
@@ -710,7 +770,7 @@ impl super::args::PoolArgs {
 }
 
 /// Whether `a` and `b` name one file (the same path, or the same inode).
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+pub(super) fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),

@@ -412,3 +412,103 @@ fn a_rerun_submitter_re_attaches_and_prints_the_same_output() {
     );
     assert_same(&single, &queued);
 }
+
+/// The output of `wasmpool ARGS` on this machine (-j 2) and with
+/// `--broker URL` (one worker running), stdin from `stdin`.
+fn both_ways(cache: &Path, url: &str, args: &[&str], stdin: &[u8]) -> (Output, Output) {
+    let run = |extra: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(extra);
+        let mut child = wasmpool(cache, &all).stdin(Stdio::piped()).spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let bytes = stdin.to_vec();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = input.write_all(&bytes);
+        });
+        wait_output(child, Duration::from_secs(60), &all.join(" "))
+    };
+    (run(&["-j", "2"]), run(&["--broker", url]))
+}
+
+/// Lines of stderr that name a task (`--values` reports failures there).
+fn task_messages(out: &Output) -> Vec<String> {
+    text(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(": task "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_input_source_and_output_format_of_map_works_with_a_broker() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let array = dir.path().join("in.json");
+    std::fs::write(&array, "[1, 20,\n  \"x\", 3]").unwrap();
+    let array = array.to_str().unwrap();
+    let mut kids = Children::default();
+    kids.0.push(worker(&cache, &redis.url, &["-j", "2"]));
+    let map = ["map", TESTGUEST, "--task"];
+    let cases: Vec<(Vec<&str>, &[u8])> = vec![
+        (vec!["fail_on_tens", "--range", "5..25", "--values"], b""),
+        (
+            vec!["fail_on_tens", "--input", "-"],
+            b"1\n2\n\noops\n30\n4\n",
+        ),
+        (vec!["fail_on_tens", "--input-array", array], b""),
+        (vec!["shout", "-R", "-r"], b"hello\nworld\n\n\xff\n"),
+    ];
+    for (case, stdin) in cases {
+        let args: Vec<&str> = map.iter().chain(&case).copied().collect();
+        let (single, queued) = both_ways(&cache, &redis.url, &args, stdin);
+        assert_same(&single, &queued);
+        assert_eq!(task_messages(&queued), task_messages(&single), "{case:?}");
+        assert!(!text(&single.stdout).is_empty(), "{case:?}");
+    }
+    // --fail-fast stops at the first failure in input order, and deletes
+    // the job so that workers stop on it.
+    let args: Vec<&str> = map
+        .iter()
+        .chain(&["fail_on_tens", "--range", "5..500", "--fail-fast"])
+        .copied()
+        .collect();
+    let (_, queued) = both_ways(&cache, &redis.url, &args, b"");
+    assert_eq!(queued.status.code(), Some(1));
+    let out = text(&queued.stdout);
+    assert!(
+        out.lines()
+            .last()
+            .unwrap()
+            .starts_with(r#"{"index":5,"error""#),
+        "{out}"
+    );
+    assert!(text(&queued.stderr).contains("stopped at the first failure"));
+    // A shard of a broker job means nothing: refused, saying why.
+    let out = wasmpool(
+        &cache,
+        &[
+            "map",
+            TESTGUEST,
+            "--task",
+            "fail_on_tens",
+            "--range",
+            "0..9",
+            "--broker",
+            &redis.url,
+            "--shard",
+            "1/2",
+            "-o",
+            "x",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no shard is needed"),
+        "{}",
+        text(&out.stderr)
+    );
+}
