@@ -4,6 +4,7 @@
 
 mod abi;
 mod adversary_shard;
+mod adversary_wasi;
 mod broker;
 mod c_guest;
 mod cache;
