@@ -17,6 +17,7 @@ use crate::util::{both_modes, pool_builder};
 /// - `copy`: (ptr, len); `queue_messages(ptr, len)`; outputs the count.
 /// - `take_copy`: (ptr, len); `take`, then `copy` in the same task; outputs
 ///   the count and, when `ptr` is 0, the bytes copied.
+///
 /// Memory: one page (65536 bytes).
 const GUEST: &str = r#"(module
     (import "wasmpool" "input_len" (func $input_len (result i32)))
