@@ -366,6 +366,49 @@ pub(crate) fn sidecar_path(out: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Whether `a` and `b` name one file: the same path, or (when both exist)
+/// the same device and inode (a symlink, a hard link, `./x` and `x`).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if a == b {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Refuses a shard's files that would land on one another: the output
+/// (renamed over its path at the end) on the input, and the sidecar
+/// (likewise) on the input or the journal. Either loses a file the user
+/// needs: the input the other shards still read, or the journal a rerun
+/// resumes from.
+fn refuse_clashing_paths(
+    out: &Path,
+    input: Option<&Path>,
+    journal: Option<&Path>,
+) -> anyhow::Result<()> {
+    let sidecar = sidecar_path(out);
+    let mine = [("output", out), ("sidecar", sidecar.as_path())];
+    let theirs = [("--input", input), ("--journal", journal)];
+    for (what, path) in mine {
+        for (flag, other) in theirs {
+            let Some(other) = other.filter(|o| o.as_os_str() != "-") else {
+                continue;
+            };
+            if same_file(path, other) {
+                bail!(
+                    "{}: is both the shard's {what} and its {flag}: the {what} would replace \
+                     it; give -o another name (the sidecar is OUT.shard)",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What `map` knows of its shard once it has counted the input.
 pub(crate) struct Plan {
     pub(crate) shard: Shard,
@@ -390,6 +433,9 @@ impl Plan {
                 out.display(),
                 sidecar_path(out).display()
             );
+        }
+        if let Some(out) = &args.output {
+            refuse_clashing_paths(out, args.input.as_deref(), args.journal.as_deref())?;
         }
         let input = count_input(args)?;
         let (first, end) = split(input.total, shard.n, shard.k);

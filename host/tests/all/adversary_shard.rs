@@ -194,3 +194,82 @@ fn merge_refuses_to_write_over_an_output_or_a_sidecar_it_merges() {
     assert_eq!(text.lines().count(), 6);
     assert!(text.starts_with("{\"index\":0,\"ok\":1}\n"), "{text}");
 }
+
+#[test]
+fn a_shard_whose_output_or_sidecar_would_replace_its_input_or_journal_is_refused() {
+    // `-o` naming the input renamed the shard's output over it at the end
+    // (the other shards then ran on results); `--journal OUT.shard` was
+    // replaced by the sidecar (a rerun could not resume).
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name);
+    let input = d("in.jsonl");
+    std::fs::write(&input, "1\n2\n3\n").unwrap();
+    std::os::unix::fs::symlink(&input, d("link")).unwrap();
+    let cases: [(&str, &[&str], &str); 4] = [
+        (
+            "in.jsonl",
+            &[],
+            "is both the shard's output and its --input",
+        ),
+        ("link", &[], "is both the shard's output and its --input"),
+        (
+            "out",
+            &["--journal", "out.shard"],
+            "is both the shard's sidecar and its --journal",
+        ),
+        (
+            "j",
+            &["--journal", "j"],
+            "is both the shard's output and its --journal",
+        ),
+    ];
+    for (out, extra, expect) in cases {
+        let out = d(out);
+        let mut args = vec![
+            "map",
+            SQUARE,
+            "--task",
+            "square",
+            "--input",
+            p(&input),
+            "--shard",
+            "0/2",
+            "-o",
+            p(&out),
+        ];
+        let extra: Vec<String> = extra
+            .iter()
+            .map(|a| {
+                if a.starts_with('-') {
+                    a.to_string()
+                } else {
+                    p(&d(a)).to_string()
+                }
+            })
+            .collect();
+        args.extend(extra.iter().map(String::as_str));
+        let r = run(&d("cache"), &args);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {}", stderr(&r));
+        assert!(stderr(&r).contains(expect), "{args:?}: {}", stderr(&r));
+        assert_eq!(std::fs::read_to_string(&input).unwrap(), "1\n2\n3\n");
+    }
+    // The same shard with its own names runs.
+    let r = run(
+        &d("cache"),
+        &[
+            "map",
+            SQUARE,
+            "--task",
+            "square",
+            "--input",
+            p(&input),
+            "--shard",
+            "0/2",
+            "-o",
+            p(&d("out")),
+            "--journal",
+            p(&d("out.journal")),
+        ],
+    );
+    assert!(r.status.success(), "{}", stderr(&r));
+}
