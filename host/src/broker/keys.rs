@@ -28,11 +28,15 @@ impl JobId {
         JobId(hex(&h.finalize()))
     }
 
-    /// An id read from Redis (from the jobs set); `None` unless it is 64 hex
-    /// digits, so that a foreign member names no key of ours.
+    /// An id read from Redis (from the jobs set); `None` unless it is 64
+    /// lower-case hex digits, as [`derive`](Self::derive) writes them, so
+    /// that a foreign member names no key of ours (an upper-case twin of a
+    /// job's id named that job a second time, and stayed in the set after
+    /// the job was finished).
     pub fn parse(text: &str) -> Option<JobId> {
-        let ok = text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
-        ok.then(|| JobId(text.to_ascii_lowercase()))
+        let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        let ok = text.len() == 64 && text.bytes().all(hex);
+        ok.then(|| JobId(text.to_string()))
     }
 
     /// The 64 hex digits.
@@ -104,6 +108,8 @@ mod test {
         assert_eq!(JobId::parse(a.as_str()), Some(a.clone()));
         assert_eq!(JobId::parse("x"), None);
         assert_eq!(JobId::parse(&"g".repeat(64)), None);
+        assert_eq!(JobId::parse(&a.as_str().to_ascii_uppercase()), None);
+        assert_eq!(JobId::parse(&"a".repeat(63)), None);
         assert!(a.tasks().starts_with("wasmpool:job:"));
     }
 }
