@@ -190,3 +190,75 @@ both_modes! {
         assert_eq!(q.len(), 0);
     }
 }
+
+/// `t` reads its input as one ASCII digit: `0` waits for ever in
+/// `queue_get_many` on queue `e` (nobody puts there); `2` puts one message
+/// in queue `f` (capacity 1), then waits for ever in `queue_put_many` to put
+/// another; `1` spins a while (so that the others are waiting), then traps.
+const BLOCKED: &str = r#"(module
+    (import "wasmpool" "input_read" (func $input_read (param i32 i32) (result i32)))
+    (import "wasmpool" "queue_open" (func $open (param i32 i32) (result i32)))
+    (import "wasmpool" "queue_put_many" (func $put_many (param i32 i32 i32 i32 i64) (result i32)))
+    (import "wasmpool" "queue_get_many" (func $get_many (param i32 i32 i32 i64) (result i64)))
+    (memory (export "memory") 1)
+    (data (i32.const 100) "e")
+    (data (i32.const 104) "f")
+    (data (i32.const 200) "\01\00\00\00x")
+    (func (export "wasmpool_abi_v1"))
+    (func (export "wasmpool_task_t") (result i32)
+        (local $i i32)
+        (drop (call $input_read (i32.const 0) (i32.const 1)))
+        (if (i32.eq (i32.load8_u (i32.const 0)) (i32.const 48))
+            (then (drop (call $get_many (call $open (i32.const 100) (i32.const 1))
+                (i32.const 8) (i32.const 1024) (i64.const -1)))))
+        (if (i32.eq (i32.load8_u (i32.const 0)) (i32.const 50))
+            (then
+                (drop (call $put_many (call $open (i32.const 104) (i32.const 1))
+                    (i32.const 200) (i32.const 5) (i32.const 1) (i64.const -1)))
+                (drop (call $put_many (call $open (i32.const 104) (i32.const 1))
+                    (i32.const 200) (i32.const 5) (i32.const 1) (i64.const -1)))))
+        (local.set $i (i32.const 200000000))
+        (loop $spin
+            (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+            (br_if $spin (i32.gt_s (local.get $i) (i32.const 0))))
+        unreachable))"#;
+
+both_modes! {
+    #[test]
+    fn fail_fast_ends_tasks_waiting_for_ever_in_batched_queue_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let wat = dir.path().join("blocked.wat");
+        std::fs::write(&wat, BLOCKED).unwrap();
+        let run = crate::util::wasmpool_watched(
+            dir.path(),
+            &[
+                "map",
+                wat.to_str().unwrap(),
+                "--task",
+                "t",
+                "-j",
+                "3",
+                "--queue",
+                "e",
+                "--queue",
+                "f:1",
+                "--fail-fast",
+            ],
+            "0\n2\n1\n",
+            std::time::Duration::from_secs(30),
+            true,
+        );
+        assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+        let out = String::from_utf8(run.stdout).unwrap();
+        let got: Vec<&str> = out.lines().collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        for (i, line) in got[..2].iter().enumerate() {
+            assert!(
+                line.starts_with(&format!(r#"{{"index":{i},"error":{{"kind":"terminated""#)),
+                "{got:?}"
+            );
+        }
+        assert!(got[2].starts_with(r#"{"index":2,"error":{"kind":"trap""#), "{got:?}");
+        assert!(run.elapsed < std::time::Duration::from_secs(10), "{:?}", run.elapsed);
+    }
+}
