@@ -48,7 +48,7 @@ pub enum QueueError<T = Vec<u8>> {
     Interrupted(Option<T>),
     /// The message is larger than the queue's byte budget, so it can never
     /// fit (the message is handed back).
-    #[error("message of {len} bytes is larger than the queue's byte budget of {max_bytes} bytes")]
+    #[error("message of {len} bytes {} the queue's byte budget of {max_bytes} bytes", too_large(*.len, *.max_bytes))]
     TooLarge {
         /// The message's size.
         len: usize,
@@ -746,6 +746,20 @@ impl<'a> Iterator for Batch<'a> {
         self.rest = &rest[len..];
         Some(message)
     }
+}
+
+/// How a message too large for a byte budget compares with it, for
+/// messages: "is larger than" when its length alone is, else what it counts
+/// (its length and [`MESSAGE_OVERHEAD`]), so that an empty message refused
+/// by a budget of 10 bytes is not said to be larger than 10 bytes.
+pub(crate) fn too_large(len: usize, max_bytes: usize) -> String {
+    if len > max_bytes {
+        return "is larger than".into();
+    }
+    format!(
+        "counts {} bytes (with the host's {MESSAGE_OVERHEAD} bytes of bookkeeping), larger than",
+        len.saturating_add(MESSAGE_OVERHEAD)
+    )
 }
 
 /// What the host spends on a held message besides its bytes: its `Vec`, its

@@ -67,8 +67,9 @@ fn put_args<'a>(
         return abi_error(
             "queue_put",
             format!(
-                "a message of {} bytes is larger than queue {:?}'s byte budget of {} bytes",
+                "a message of {} bytes {} queue {:?}'s byte budget of {} bytes",
                 src.len(),
+                crate::queue::too_large(src.len(), queue.max_bytes()),
                 queue.name(),
                 queue.max_bytes()
             ),
@@ -136,7 +137,8 @@ fn check_batch(queue: &Queue, batch: &[u8], count: i32) -> wasmtime::Result<()> 
             return abi_error(
                 F,
                 format!(
-                    "message {i} of {len} bytes is larger than queue {:?}'s byte budget of {} bytes",
+                    "message {i} of {len} bytes {} queue {:?}'s byte budget of {} bytes",
+                    crate::queue::too_large(len, queue.max_bytes()),
                     queue.name(),
                     queue.max_bytes()
                 ),
@@ -182,7 +184,8 @@ fn put_many_status(state: &StoreData, put: Result<usize, QueueError>) -> wasmtim
         Err(QueueError::TooLarge { len, max_bytes, .. }) => abi_error(
             "queue_put_many",
             format!(
-                "a message of {len} bytes is larger than the queue's byte budget of {max_bytes} bytes"
+                "a message of {len} bytes {} the queue's byte budget of {max_bytes} bytes",
+                crate::queue::too_large(len, max_bytes)
             ),
         ),
         Err(_) => Ok(-2),

@@ -262,3 +262,35 @@ both_modes! {
         assert!(run.elapsed < std::time::Duration::from_secs(10), "{:?}", run.elapsed);
     }
 }
+
+both_modes! {
+    #[test]
+    fn a_message_refused_for_its_bookkeeping_says_what_it_counts() {
+        // A budget of 10 bytes: an empty message counts 64 and never fits.
+        // It was refused as "a message of 0 bytes is larger than ... 10 bytes"; now it says
+        // what it counts.
+        let pool = pool(4, 10);
+        let err = put_at(&pool, 4096, &batch(&[b""]), 1).unwrap_err();
+        assert_eq!(err.kind(), TaskErrorKind::Abi, "{err}");
+        assert!(
+            err.message().contains(
+                "message 0 of 0 bytes counts 64 bytes (with the host's 64 bytes of bookkeeping), \
+                 larger than queue \"q\"'s byte budget of 10 bytes"
+            ),
+            "{err}"
+        );
+        // A message longer than the budget is still just larger.
+        let err = put_at(&pool, 4096, &batch(&[b"eleven bytes"]), 1).unwrap_err();
+        assert!(
+            err.message().contains("message 0 of 12 bytes is larger than queue"),
+            "{err}"
+        );
+        let q = wasmpool::Queue::with_max_bytes("h", 4, 10);
+        let err = q.put(Vec::new(), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "message of 0 bytes counts 64 bytes (with the host's 64 bytes of bookkeeping), larger \
+             than the queue's byte budget of 10 bytes"
+        );
+    }
+}
