@@ -116,7 +116,7 @@ fn read_parts(names: &[PathBuf]) -> anyhow::Result<Vec<Part>> {
             continue;
         }
         let sidecar_path = shard::sidecar_path(&path);
-        let text = match std::fs::read(&sidecar_path) {
+        let text = match read_sidecar(&sidecar_path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let what = if path.exists() {
@@ -169,6 +169,28 @@ fn refuse_output_among_inputs(output: &Path, parts: &[Part]) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// The most a sidecar may hold: map writes a few hundred bytes (its input's
+/// name is the longest field), so more is not one, and is not read whole.
+const MAX_SIDECAR: u64 = 1 << 20;
+
+/// A sidecar's bytes, at most [`MAX_SIDECAR`] of them (a longer file is
+/// an `InvalidData` error).
+fn read_sidecar(path: &Path) -> io::Result<Vec<u8>> {
+    let mut text = Vec::new();
+    File::open(path)?
+        .take(MAX_SIDECAR + 1)
+        .read_to_end(&mut text)?;
+    if text.len() as u64 > MAX_SIDECAR {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "longer than {MAX_SIDECAR} bytes, so not a shard sidecar written by `wasmpool map --shard`"
+            ),
+        ));
+    }
+    Ok(text)
 }
 
 fn parse_sidecar(text: &[u8]) -> Result<Sidecar, String> {

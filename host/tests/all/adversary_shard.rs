@@ -273,3 +273,38 @@ fn a_shard_whose_output_or_sidecar_would_replace_its_input_or_journal_is_refused
     );
     assert!(r.status.success(), "{}", stderr(&r));
 }
+
+#[test]
+fn a_huge_sidecar_is_refused_without_being_read_whole() {
+    // A sidecar is a few hundred bytes; a 4 GiB one (sparse here) was read
+    // whole into memory before it was parsed.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out0");
+    shard(dir.path(), 3, "0/1", &out);
+    let sidecar = dir.path().join("out0.shard");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sidecar)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let r = wasmpool_watched(
+        &dir.path().join("cache"),
+        &["merge", p(&out)],
+        "",
+        Duration::from_secs(30),
+        true,
+    );
+    assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("longer than 1048576 bytes, so not a shard sidecar"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.peak_kib < 64 * 1024,
+        "merge peaked at {} MiB",
+        r.peak_kib / 1024
+    );
+}
