@@ -218,8 +218,9 @@ WASMPOOL_IMPORT(queue_len) int32_t wasmpool_queue_len(int32_t q);
 /* `queue_put_many(q, ptr, len, count, timeout_ms) -> i32`: puts the first
    messages of the batch of `count` messages at [ptr, ptr + len), waiting
    up to `timeout_ms` for room for the first, then as many as fit at once.
-   Returns how many were put (1..count; 0 for count 0: call again with the
-   rest), WASMPOOL_BATCH_FULL (timed out, none put) or
+   Returns how many were put (1..count, or 0 when count is 0; after
+   n < count, call again with the batch after its first n messages),
+   WASMPOOL_BATCH_FULL (timed out, none put) or
    WASMPOOL_BATCH_CLOSED (none put). Traps on a bad handle or range, or a
    batch that is not exactly `count` messages each within the byte budget. */
 WASMPOOL_IMPORT(queue_put_many)
