@@ -38,7 +38,7 @@ pub(crate) fn peak_self_kib() -> u64 {
 }
 
 /// Peak resident memory of the largest waited-for child, in KiB.
-fn peak_children_kib() -> u64 {
+pub(crate) fn peak_children_kib() -> u64 {
     // SAFETY: `getrusage` writes into the zeroed struct we own; RUSAGE_CHILDREN
     // is a valid `who`.
     unsafe {
@@ -117,7 +117,7 @@ fn sum_map(pool: &Pool, task: &str, n: u64) -> i64 {
         .sum()
 }
 
-fn wasmpool_bin() -> std::path::PathBuf {
+pub(crate) fn wasmpool_bin() -> std::path::PathBuf {
     let me = std::env::current_exe().expect("current exe");
     me.parent().expect("dir").join("wasmpool")
 }
@@ -458,6 +458,7 @@ pub(crate) fn run(name: &str) -> Sample {
                 mem_kib: None,
             }
         }
+        scale if scale.starts_with("scale/") => crate::scale::run(scale, workers),
         other => panic!("unknown workload {other}"),
     }
 }

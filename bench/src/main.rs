@@ -12,6 +12,7 @@
 
 mod child;
 mod report;
+mod scale;
 
 use std::process::Command;
 
@@ -276,6 +277,16 @@ fn specs(quick: bool) -> Vec<Spec> {
     let burnt = Some((child::BURN_TASKS * child::BURN) as i64);
     add(format!("async/cpu@{cores}"), Runner::Rust, runs, burnt);
     add(format!("async/mixed@{cores}"), Runner::Rust, runs, burnt);
+    // Queue mode over a local redis-server, where the machine has one.
+    if scale::available() {
+        for name in ["primes-local", "primes-redis"] {
+            add(format!("scale/{name}@{cores}"), Runner::Rust, runs, Some(837_099));
+        }
+        for name in ["tiny-local", "tiny-redis", "tiny-redis-batch"] {
+            let squares = Some(scale::TINY_SQUARES);
+            add(format!("scale/{name}@{cores}"), Runner::Rust, runs, squares);
+        }
+    }
     add("cli/cold".into(), Runner::Rust, runs, Some(49));
     add("cli/warm".into(), Runner::Rust, runs, Some(49));
     v

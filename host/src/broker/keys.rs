@@ -4,6 +4,9 @@ use sha2::{Digest, Sha256};
 
 /// The set of live jobs' ids, which workers read to find work.
 pub(crate) const JOBS: &str = "wasmpool:jobs";
+/// A stream with an entry for each job opened (capped), that idle workers
+/// block on to learn of new jobs at once.
+pub(crate) const EVENTS: &str = "wasmpool:events";
 /// The consumer group of every job's task stream.
 pub(crate) const GROUP: &str = "workers";
 

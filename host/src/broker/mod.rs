@@ -6,6 +6,7 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `wasmpool:jobs` | set | the ids of live jobs, for workers to find |
+//! | `wasmpool:events` | stream | an entry per job opened (capped at ~1,000), to wake idle workers |
 //! | `wasmpool:module:{sha256}` | string | a module's bytes, set once |
 //! | `wasmpool:job:{id}:meta` | hash | `module`, `task`, `name`, `how`, `submitted`, `total` |
 //! | `wasmpool:job:{id}:tasks` | stream, group `workers` | entries of one or more inputs |
@@ -201,9 +202,20 @@ impl Broker {
             }
         })?;
         self.run("list the job", |c| {
-            redis::cmd("SADD")
+            redis::pipe()
+                .cmd("SADD")
                 .arg(keys::JOBS)
                 .arg(job.as_str())
+                .ignore()
+                .cmd("XADD")
+                .arg(keys::EVENTS)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(1000)
+                .arg("*")
+                .arg("job")
+                .arg(job.as_str())
+                .ignore()
                 .query::<()>(c)
         })?;
         self.submitted(job)
@@ -390,6 +402,63 @@ impl Broker {
         let mut jobs: Vec<JobId> = ids.iter().filter_map(|s| JobId::parse(s)).collect();
         jobs.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         Ok(jobs)
+    }
+
+    /// The id of the latest job event: where [`wait_for_jobs`](Self::wait_for_jobs)
+    /// starts, read before listing the jobs so that no job opened in
+    /// between is missed.
+    ///
+    /// # Errors
+    ///
+    /// Broker errors.
+    pub fn last_job_event(&mut self) -> Result<String, BrokerError> {
+        let last: redis::streams::StreamRangeReply = self.run("read job events", |c| {
+            redis::cmd("XREVRANGE")
+                .arg(keys::EVENTS)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query(c)
+        })?;
+        Ok(last.ids.into_iter().next().map_or("0-0".into(), |id| id.id))
+    }
+
+    /// Waits up to `time` for a job to be opened after event `since` (see
+    /// [`last_job_event`](Self::last_job_event)), which it moves on.
+    /// Returns whether one was.
+    ///
+    /// # Errors
+    ///
+    /// Broker errors.
+    pub fn wait_for_jobs(
+        &mut self,
+        since: &mut String,
+        time: Duration,
+    ) -> Result<bool, BrokerError> {
+        let from = since.clone();
+        let reply: Option<StreamReadReply> = self.run("wait for jobs", |c| {
+            redis::cmd("XREAD")
+                .arg(block_args(time.max(Duration::from_millis(1))))
+                .arg("COUNT")
+                .arg(64)
+                .arg("STREAMS")
+                .arg(keys::EVENTS)
+                .arg(&from)
+                .query(c)
+        })?;
+        let last = reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .last();
+        Ok(match last {
+            Some(id) => {
+                *since = id.id;
+                true
+            }
+            None => false,
+        })
     }
 
     /// A job's meta; `None` when it is gone.
@@ -603,26 +672,58 @@ impl Broker {
         if done.is_empty() {
             return Ok(());
         }
-        let (tasks, res, ready) = (job.tasks(), job.results(), job.ready());
         self.run("write results", |c| {
             let mut p = redis::pipe();
             p.atomic();
-            for (id, lines) in done {
-                for (index, line) in lines {
-                    p.cmd("HSETNX")
-                        .arg(&res)
-                        .arg(*index)
-                        .arg(line.as_slice())
-                        .ignore();
-                }
-                p.cmd("XACK").arg(&tasks).arg(keys::GROUP).arg(id).ignore();
-                p.cmd("XDEL").arg(&tasks).arg(id).ignore();
-            }
-            // Wakes the submitter (see `wait_for_results`).
-            p.cmd("LPUSH").arg(&ready).arg(1).ignore();
-            p.cmd("LTRIM").arg(&ready).arg(0).arg(0).ignore();
+            complete_into(&mut p, job, done);
             p.query::<()>(c)
         })
+    }
+
+    /// [`complete`](Self::complete) and then [`read`](Self::read) (not
+    /// waiting) in one round trip: a worker's step. With `appendfsync
+    /// always`, every round trip that writes waits for a disk flush.
+    ///
+    /// # Errors
+    ///
+    /// Broker errors.
+    pub fn complete_and_read(
+        &mut self,
+        job: &JobId,
+        done: &[Finished],
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, BrokerError> {
+        if count == 0 {
+            self.complete(job, done)?;
+            return Ok(Vec::new());
+        }
+        if done.is_empty() {
+            return self.read(job, consumer, count, Duration::ZERO);
+        }
+        let tasks = job.tasks();
+        let reply: Option<StreamReadReply> = self.run("write results and read tasks", |c| {
+            let mut p = redis::pipe();
+            p.cmd("MULTI").ignore();
+            complete_into(&mut p, job, done);
+            p.cmd("EXEC").ignore();
+            p.cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(keys::GROUP)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count)
+                .arg("STREAMS")
+                .arg(&tasks)
+                .arg(">");
+            match p.query::<(Option<StreamReadReply>,)>(c) {
+                // The results were written (EXEC ran before the read).
+                Err(e) if job_gone(&e) => Ok(None),
+                other => other.map(|(r,)| r),
+            }
+        })?;
+        let ids = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids);
+        Ok(ids.map(|id| delivery(id, 1)).collect())
     }
 
     /// How many entries of the job are in its stream (not yet finished).
@@ -634,6 +735,27 @@ impl Broker {
         let tasks = job.tasks();
         self.run("count tasks", |c| redis::cmd("XLEN").arg(&tasks).query(c))
     }
+}
+
+/// Adds to `p` the commands that write the results of `done` (first writer
+/// wins), acknowledge and delete their entries, and wake the submitter;
+/// run in one `MULTI/EXEC`.
+fn complete_into(p: &mut redis::Pipeline, job: &JobId, done: &[Finished]) {
+    let (tasks, res, ready) = (job.tasks(), job.results(), job.ready());
+    for (id, lines) in done {
+        for (index, line) in lines {
+            p.cmd("HSETNX")
+                .arg(&res)
+                .arg(*index)
+                .arg(line.as_slice())
+                .ignore();
+        }
+        p.cmd("XACK").arg(&tasks).arg(keys::GROUP).arg(id).ignore();
+        p.cmd("XDEL").arg(&tasks).arg(id).ignore();
+    }
+    // Wakes the submitter (see `wait_for_results`).
+    p.cmd("LPUSH").arg(&ready).arg(1).ignore();
+    p.cmd("LTRIM").arg(&ready).arg(0).arg(0).ignore();
 }
 
 /// A delivery of a stream entry; an entry that is not ours has no inputs.

@@ -83,6 +83,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
     let mut idle_since = Instant::now();
     let mut infos: HashMap<JobId, wasmpool::broker::JobInfo> = HashMap::new();
     let mut done_tasks = 0u64;
+    let mut last_event = broker.last_job_event()?;
     loop {
         let jobs = broker.jobs()?;
         infos.retain(|job, _| jobs.contains(job));
@@ -165,8 +166,11 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
                 return Ok(ExitCode::SUCCESS);
             }
         }
+        // With one job, its read waited already; else wait for a new job
+        // (or, with several, a little before looking at them again).
         if jobs.len() != 1 {
-            std::thread::sleep(Duration::from_millis(100));
+            let wait = if jobs.is_empty() { 1000 } else { 100 };
+            broker.wait_for_jobs(&mut last_event, Duration::from_millis(wait))?;
         }
     }
 }
@@ -307,11 +311,14 @@ impl JobRun<'_, '_> {
         let slots = pool.workers() * self.args.mode.concurrency.unwrap_or(1) as usize;
         let started = Instant::now();
         let mut ran = 0u64;
-        // Entries finished per second (moving average): enough are held to
-        // cover ~10 ms of work, so that tiny entries do not wait on a
-        // round trip to the broker; at least two per instance.
+        // Entries finished per second, and the time of a step's round trip
+        // to the broker (moving averages): enough entries are held to keep
+        // every instance busy through two round trips, or ~10 ms of work
+        // where that is more, so that a task never waits on the broker (a
+        // broker with `appendfsync always` takes a disk flush per write).
         let mut rate = 0.0f64;
         let mut rate_mark = (Instant::now(), 0u64);
+        let mut trip = 0.0f64;
         let mut finished = 0u64;
         let mut inputs_per_entry = 1usize;
         // A dead worker's entries wait: finish what is held, then claim
@@ -322,7 +329,6 @@ impl JobRun<'_, '_> {
                 ran += 1;
                 finished += self.record(index, result)?;
             }
-            self.flush()?;
             let elapsed = rate_mark.0.elapsed();
             if elapsed >= Duration::from_millis(50) {
                 let now = (finished - rate_mark.1) as f64 / elapsed.as_secs_f64();
@@ -338,6 +344,7 @@ impl JobRun<'_, '_> {
                 recovering = self.broker.has_idle(self.job, self.args.claim_idle)?;
             }
             if recovering && self.entries.is_empty() {
+                self.flush()?;
                 match self.claim_one()? {
                     Claimed::Run(d) => self.start(&mut feed, d),
                     Claimed::Finished => self.flush()?,
@@ -345,19 +352,34 @@ impl JobRun<'_, '_> {
                 }
                 continue;
             }
-            let wanted = ((rate * 0.01) as usize).clamp(2 * slots, 1024);
+            let cover = (rate * (2.0 * trip).max(0.01)).ceil() as usize;
+            let wanted = (slots + cover).clamp(2 * slots, 1024);
             let room =
                 (feed.room() / inputs_per_entry).min(wanted.saturating_sub(self.entries.len()));
             let feeding = !recovering && (alone || started.elapsed() < SLICE);
+            let count = if feeding { room } else { 0 };
             let mut got = 0;
-            if feeding && room > 0 {
-                // Waits on the broker only with nothing running.
-                let block = if self.entries.is_empty() && alone {
-                    Duration::from_millis(200)
+            if count > 0 || !self.done.is_empty() {
+                let deliveries = if self.entries.is_empty() && self.done.is_empty() && alone {
+                    // Nothing running: wait on the broker a while.
+                    let block = Duration::from_millis(200);
+                    self.broker.read(self.job, self.consumer, count, block)?
                 } else {
-                    Duration::ZERO
+                    let t = Instant::now();
+                    let (job, consumer) = (self.job, self.consumer);
+                    let d = self
+                        .broker
+                        .complete_and_read(job, &self.done, consumer, count)?;
+                    let secs = t.elapsed().as_secs_f64();
+                    trip = if trip == 0.0 {
+                        secs
+                    } else {
+                        0.8 * trip + 0.2 * secs
+                    };
+                    self.forget_done();
+                    d
                 };
-                for d in self.broker.read(self.job, self.consumer, room, block)? {
+                for d in deliveries {
                     inputs_per_entry = inputs_per_entry.max(d.inputs.len());
                     got += 1;
                     self.start(&mut feed, d);
@@ -470,11 +492,16 @@ impl JobRun<'_, '_> {
             return Ok(());
         }
         self.broker.complete(self.job, &self.done)?;
+        self.forget_done();
+        Ok(())
+    }
+
+    /// The finished entries are written: no longer held.
+    fn forget_done(&mut self) {
         let mut held = lock(self.held);
         for (id, _) in self.done.drain(..) {
             held.ids.remove(&id);
         }
-        Ok(())
     }
 }
 
