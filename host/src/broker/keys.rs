@@ -69,6 +69,11 @@ impl JobId {
     pub(crate) fn ready(&self) -> String {
         format!("wasmpool:job:{}:ready", self.0)
     }
+
+    /// Workers that do not run the job: consumer -> why.
+    pub(crate) fn refusals(&self) -> String {
+        format!("wasmpool:job:{}:refusals", self.0)
+    }
 }
 
 impl std::fmt::Display for JobId {

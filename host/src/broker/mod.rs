@@ -12,6 +12,7 @@
 //! | `wasmpool:job:{id}:tasks` | stream, group `workers` | entries of one or more inputs |
 //! | `wasmpool:job:{id}:results` | hash | index -> result line, first writer wins |
 //! | `wasmpool:job:{id}:ready` | list | at most one element, pushed with each write of results |
+//! | `wasmpool:job:{id}:refusals` | hash | consumer -> why it does not run the job |
 //!
 //! The write path: a worker writes an entry's results with `HSETNX` and
 //! acknowledges and deletes the entry, in one `MULTI/EXEC`, so that a
@@ -187,6 +188,19 @@ impl Broker {
             }
             p.query::<()>(c)
         })?;
+        // A job's id is derived from its module, task and input, so a meta
+        // that names others was not written for this job: refused.
+        let found = self.job(job)?;
+        let expected = (sha.as_str(), task, how);
+        if let Some(info) =
+            found.filter(|i| (i.module.as_str(), i.task.as_str(), i.how.as_str()) != expected)
+        {
+            return Err(BrokerError::new(format!(
+                "job {job}: the broker's meta for it names module {}, task {:?}, input read as {:?}, \
+                 not this job's {sha}, {task:?}, {how:?}: refusing to use it (delete {meta} if it is stale)",
+                info.module, info.task, info.how
+            )));
+        }
         let tasks = job.tasks();
         self.run("create the group", |c| {
             match redis::cmd("XGROUP")
@@ -350,6 +364,40 @@ impl Broker {
         Ok(())
     }
 
+    /// Records that worker `consumer` does not run the job, and why (the
+    /// submitter shows it while it waits).
+    ///
+    /// # Errors
+    ///
+    /// Broker errors.
+    pub fn refuse(&mut self, job: &JobId, consumer: &str, why: &str) -> Result<(), BrokerError> {
+        let key = job.refusals();
+        // Bounded: one field per worker, a short reason each.
+        let why: String = why.chars().take(1000).collect();
+        self.run("record a refusal", |c| {
+            redis::cmd("HSET")
+                .arg(&key)
+                .arg(consumer)
+                .arg(&why)
+                .query::<()>(c)
+        })
+    }
+
+    /// The workers that do not run the job, and why.
+    ///
+    /// # Errors
+    ///
+    /// Broker errors.
+    pub fn refusals(&mut self, job: &JobId) -> Result<Vec<(String, String)>, BrokerError> {
+        let key = job.refusals();
+        let map: HashMap<String, String> = self.run("read refusals", |c| {
+            redis::cmd("HGETALL").arg(&key).query(c)
+        })?;
+        let mut list: Vec<_> = map.into_iter().collect();
+        list.sort();
+        Ok(list)
+    }
+
     /// Deletes the results of inputs `indices` (written out and kept
     /// elsewhere, such as in a journal).
     ///
@@ -373,7 +421,13 @@ impl Broker {
     ///
     /// Broker errors.
     pub fn finish(&mut self, job: &JobId) -> Result<(), BrokerError> {
-        let keys = [job.meta(), job.tasks(), job.results(), job.ready()];
+        let keys = [
+            job.meta(),
+            job.tasks(),
+            job.results(),
+            job.ready(),
+            job.refusals(),
+        ];
         self.run("delete the job", |c| {
             redis::pipe()
                 .atomic()
@@ -674,9 +728,11 @@ impl Broker {
         }
         self.run("write results", |c| {
             let mut p = redis::pipe();
-            p.atomic();
+            p.cmd("MULTI").ignore();
             complete_into(&mut p, job, done);
-            p.query::<()>(c)
+            p.cmd("EXEC");
+            let (exec,): (Value,) = p.query(c)?;
+            check_exec(&exec)
         })
     }
 
@@ -706,7 +762,9 @@ impl Broker {
             let mut p = redis::pipe();
             p.cmd("MULTI").ignore();
             complete_into(&mut p, job, done);
-            p.cmd("EXEC").ignore();
+            // EXEC's replies are checked: a command of it that failed (a
+            // key of another type) does not undo the others.
+            p.cmd("EXEC");
             p.cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(keys::GROUP)
@@ -716,10 +774,18 @@ impl Broker {
                 .arg("STREAMS")
                 .arg(&tasks)
                 .arg(">");
-            match p.query::<(Option<StreamReadReply>,)>(c) {
+            let (exec, read) = match p.query::<(Value, Value)>(c) {
                 // The results were written (EXEC ran before the read).
-                Err(e) if job_gone(&e) => Ok(None),
-                other => other.map(|(r,)| r),
+                Err(e) if job_gone(&e) => return Ok(None),
+                other => other?,
+            };
+            check_exec(&exec)?;
+            match redis::from_redis_value::<Option<StreamReadReply>>(read) {
+                Ok(r) => Ok(r),
+                Err(e) => {
+                    let e = RedisError::from(e);
+                    if job_gone(&e) { Ok(None) } else { Err(e) }
+                }
             }
         })?;
         let ids = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids);
@@ -756,6 +822,15 @@ fn complete_into(p: &mut redis::Pipeline, job: &JobId, done: &[Finished]) {
     // Wakes the submitter (see `wait_for_results`).
     p.cmd("LPUSH").arg(&ready).arg(1).ignore();
     p.cmd("LTRIM").arg(&ready).arg(0).arg(0).ignore();
+}
+
+/// The first error among the replies of an `EXEC`, if any.
+fn check_exec(exec: &Value) -> RedisResult<()> {
+    match exec {
+        Value::ServerError(e) => Err(e.clone().into()),
+        Value::Array(replies) => replies.iter().try_for_each(check_exec),
+        _ => Ok(()),
+    }
 }
 
 /// A delivery of a stream entry; an entry that is not ours has no inputs.

@@ -479,6 +479,12 @@ fn parse_queue(s: &str) -> Result<QueueArg, String> {
         None => wasmpool::DEFAULT_QUEUE_BYTES,
         Some(bytes) => parse_size(bytes)?,
     };
+    if max_bytes < 64 {
+        return Err(format!(
+            "{max_bytes} bytes: no message fits (each counts its length plus 64 bytes of \
+             bookkeeping): give at least 64"
+        ));
+    }
     if name.is_empty() {
         return Err("the queue needs a name".into());
     }
@@ -682,6 +688,8 @@ mod test {
         assert!(parse_queue("jobs:8:lots").is_err());
         assert!(parse_queue("jobs:0").is_err());
         assert!(parse_queue(":8").is_err());
+        assert!(parse_queue("jobs:8:63").unwrap_err().contains("no message fits"));
+        assert_eq!(parse_queue("jobs:8:64"), Ok(q("jobs", 8, 64)));
         assert_eq!(parse_size("65536"), Ok(65536));
         assert_eq!(parse_size("64KiB"), Ok(65536));
         assert_eq!(parse_size("16MiB"), Ok(16 << 20));

@@ -23,6 +23,9 @@ use super::progress::{self, Progress, Tally};
 
 /// The most inputs submitted and not yet written out.
 const WINDOW: u64 = 4096;
+/// How long the submitter waits with no result before it says which
+/// workers refused the job.
+const REFUSALS_AFTER: Duration = Duration::from_secs(5);
 /// Inputs submitted in one transaction, and results read in one call.
 const CHUNK: u64 = 256;
 
@@ -57,7 +60,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
             if args
                 .output
                 .as_deref()
-                .is_some_and(|o| map::same_file(o, path))
+                .is_some_and(|o| super::output::same_file(o, path))
             {
                 anyhow::bail!(
                     "{}: --output and --journal name the same file; the results would replace the journal",
@@ -105,6 +108,9 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
     let mut emitted = 0u64;
     let mut replayed = 0u64;
     let mut pause = Duration::from_millis(5);
+    // Workers that refused the job, said once each while nothing comes.
+    let mut told: std::collections::HashSet<String> = Default::default();
+    let mut last_result = std::time::Instant::now();
     while !emit.stopped {
         // Submit while the window has room.
         while state.total.is_none() && state.submitted < emitted + WINDOW {
@@ -153,6 +159,21 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         // A full chunk: more may be waiting. Otherwise wait for a worker to
         // say it wrote results (or a little while: each poll costs Redis a
         // read of up to a chunk of fields), longer while nothing comes.
+        if got > 0 {
+            last_result = std::time::Instant::now();
+        } else if last_result.elapsed() >= REFUSALS_AFTER {
+            last_result = std::time::Instant::now();
+            for (worker, why) in broker.refusals(&job)? {
+                if told.insert(worker.clone()) {
+                    progress::suspend(|| {
+                        eprintln!(
+                            "wasmpool: worker {worker} does not run this job: {why} \
+                             (the job waits for a worker that can)"
+                        )
+                    });
+                }
+            }
+        }
         if got < CHUNK && !emit.stopped {
             emit.flush(false)?;
             pause = if got > 0 {

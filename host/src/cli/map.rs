@@ -16,11 +16,12 @@ use wasmpool::{Output, Spares, Task, TaskError, TaskErrorKind, TryNext};
 use super::args::{Common, MapArgs};
 use super::input::{self, Origin};
 use super::journal::{self, Entry, InputHash, Journal};
-use super::output::Sink;
+use super::output::{Sink, same_file};
 use super::progress::{self, Progress, Tally};
 use super::shard;
 
 pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result<ExitCode> {
+    refuse_output_over_input(&args)?;
     if args.broker.is_some() {
         return super::broker_map::run(common, quiet, args);
     }
@@ -508,7 +509,12 @@ impl<'a, W: Write> Emitter<'a, W> {
         let entry: Entry<'_> = serde_json::from_str(text).map_err(|e| {
             anyhow::anyhow!("{from}: the result of input {index} is not a result line: {e}")
         })?;
-        if entry.index != index || (entry.ok.is_none() && entry.error.is_none()) {
+        // A worker of ours writes one compact line; anything else (a line
+        // break inside, another index, neither field) was not.
+        if entry.index != index
+            || (entry.ok.is_none() && entry.error.is_none())
+            || text.contains(['\n', '\r'])
+        {
             anyhow::bail!("{from}: the result of input {index} is not its result line: {text}");
         }
         self.entry(index, line, text, entry)
@@ -769,11 +775,25 @@ impl super::args::PoolArgs {
     }
 }
 
-/// Whether `a` and `b` name one file (the same path, or the same inode).
-pub(super) fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => a == b,
+/// Refuses `-o` naming the input: the results, renamed over it at the end,
+/// would replace it.
+fn refuse_output_over_input(args: &MapArgs) -> anyhow::Result<()> {
+    let Some(out) = &args.output else {
+        return Ok(());
+    };
+    for (flag, input) in [
+        ("--input", &args.input),
+        ("--input-array", &args.input_array),
+    ] {
+        if let Some(input) = input.as_deref().filter(|p| p.as_os_str() != "-")
+            && same_file(out, input)
+        {
+            anyhow::bail!(
+                "{}: is both --output and {flag}: the results would replace the input; \
+                 give -o another name",
+                out.display()
+            );
+        }
     }
+    Ok(())
 }

@@ -189,6 +189,19 @@ impl Write for Sink {
     }
 }
 
+/// Whether `a` and `b` name one file: the same path, or (when both exist)
+/// the same device and inode (a symlink, a hard link, `./x` and `x`).
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if a == b {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

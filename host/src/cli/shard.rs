@@ -366,19 +366,6 @@ pub(crate) fn sidecar_path(out: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Whether `a` and `b` name one file: the same path, or (when both exist)
-/// the same device and inode (a symlink, a hard link, `./x` and `x`).
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    if a == b {
-        return true;
-    }
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-        _ => false,
-    }
-}
-
 /// Refuses a shard's files that would land on one another: the output
 /// (renamed over its path at the end) on the input, and the sidecar
 /// (likewise) on the input or the journal. Either loses a file the user
@@ -397,7 +384,7 @@ fn refuse_clashing_paths(
             let Some(other) = other.filter(|o| o.as_os_str() != "-") else {
                 continue;
             };
-            if same_file(path, other) {
+            if super::output::same_file(path, other) {
                 bail!(
                     "{}: is both the shard's {what} and its {flag}: the {what} would replace \
                      it; give -o another name (the sidecar is OUT.shard)",

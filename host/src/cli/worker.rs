@@ -64,6 +64,10 @@ pub(crate) struct WorkerArgs {
 /// How long a worker with --exit-when-idle waits with nothing to do.
 const IDLE_EXIT: Duration = Duration::from_secs(2);
 
+/// How long a worker leaves a job it refused before it tries it again (the
+/// error may have been passing).
+const REFUSAL_RETRY: Duration = Duration::from_secs(60);
+
 /// While other jobs wait, how long one job is fed before the worker moves
 /// on (it then finishes what it holds of it).
 const SLICE: Duration = Duration::from_secs(1);
@@ -75,10 +79,12 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
     if !quiet {
         eprintln!("wasmpool: worker {consumer} on {}", args.broker);
     }
-    // One pool per module (by SHA-256), built when a job of it comes.
+    // One pool per module (by SHA-256) of a live job, built when a job of
+    // it comes, dropped once no live job has it.
     let mut pools: HashMap<String, Pool> = HashMap::new();
-    // Jobs this worker cannot run (no such task, a bad module): skipped.
-    let mut refused: HashMap<JobId, String> = HashMap::new();
+    // Jobs this worker does not run (a bad module, no such task, an error
+    // on the job's keys), since when: tried again after a while.
+    let mut refused: HashMap<JobId, Instant> = HashMap::new();
     let mut last_claim: HashMap<JobId, Instant> = HashMap::new();
     let mut idle_since = Instant::now();
     let mut infos: HashMap<JobId, wasmpool::broker::JobInfo> = HashMap::new();
@@ -87,17 +93,32 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
     loop {
         let jobs = broker.jobs()?;
         infos.retain(|job, _| jobs.contains(job));
+        last_claim.retain(|job, _| jobs.contains(job));
+        refused.retain(|job, since| jobs.contains(job) && since.elapsed() < REFUSAL_RETRY);
+        pools.retain(|module, _| infos.values().any(|i| i.module == *module));
         let mut worked = false;
         for job in &jobs {
             if refused.contains_key(job) {
                 continue;
             }
+            let mut refuse = |broker: &mut Broker, why: String| {
+                tracing::error!("job {job}: {why}");
+                refused.insert(job.clone(), Instant::now());
+                // The submitter says why it waits.
+                if let Err(e) = broker.refuse(job, &consumer, &why) {
+                    tracing::warn!("job {job}: {e}");
+                }
+            };
             if !infos.contains_key(job) {
-                match broker.job(job)? {
-                    Some(info) => {
+                match broker.job(job) {
+                    Ok(Some(info)) => {
                         infos.insert(job.clone(), info);
                     }
-                    None => continue,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        refuse(&mut broker, e.to_string());
+                        continue;
+                    }
                 }
             }
             let info = &infos[job];
@@ -107,8 +128,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
                         pools.insert(info.module.clone(), pool);
                     }
                     Err(e) => {
-                        tracing::error!("job {job}: {e:#}");
-                        refused.insert(job.clone(), format!("{e:#}"));
+                        refuse(&mut broker, format!("{e:#}"));
                         continue;
                     }
                 }
@@ -117,8 +137,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
             let task = match pool.task(&info.task) {
                 Ok(task) => task,
                 Err(e) => {
-                    tracing::error!("job {job}: {e}");
-                    refused.insert(job.clone(), e.to_string());
+                    refuse(&mut broker, e.to_string());
                     continue;
                 }
             };
@@ -142,10 +161,15 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
             };
             let ran = run.run(jobs.len() == 1);
             lock(&held).clear();
-            let ran = ran?;
-            if ran > 0 {
-                worked = true;
-                done_tasks += ran;
+            match ran {
+                Ok(0) => {}
+                Ok(ran) => {
+                    worked = true;
+                    done_tasks += ran;
+                }
+                // What it held is claimed by another worker (or by this
+                // one, once the job is tried again).
+                Err(e) => refuse(&mut broker, format!("{e:#}")),
             }
         }
         if worked {
@@ -155,12 +179,19 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
         if args.exit_when_idle && idle_since.elapsed() >= IDLE_EXIT {
             let mut left = 0;
             for job in jobs.iter().filter(|j| !refused.contains_key(*j)) {
-                left += broker.backlog(job)?;
+                left += broker.backlog(job).unwrap_or(0);
             }
             if left == 0 {
                 if !quiet {
+                    let skipped = match refused.len() {
+                        0 => String::new(),
+                        n => format!(
+                            " ({n} job{} it cannot run left)",
+                            if n == 1 { "" } else { "s" }
+                        ),
+                    };
                     eprintln!(
-                        "wasmpool: worker {consumer}: idle, exiting after {done_tasks} tasks"
+                        "wasmpool: worker {consumer}: idle, exiting after {done_tasks} tasks{skipped}"
                     );
                 }
                 return Ok(ExitCode::SUCCESS);

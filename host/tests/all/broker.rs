@@ -512,3 +512,184 @@ fn every_input_source_and_output_format_of_map_works_with_a_broker() {
         text(&out.stderr)
     );
 }
+
+/// Runs `redis-cli` on the server of `url` with `args`.
+fn redis_cli(url: &str, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-u")
+        .arg(url)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The id `map --broker` gives the job of `task` over JSON lines file
+/// `input` with the test guest.
+fn job_id(task: &str, input: &Path) -> wasmpool::broker::JobId {
+    use sha2::Digest;
+    let module = std::fs::read(TESTGUEST).unwrap();
+    let sha: [u8; 32] = sha2::Sha256::digest(std::fs::read(input).unwrap()).into();
+    wasmpool::broker::JobId::derive(&module, task, &sha, "json")
+}
+
+#[test]
+fn a_job_a_worker_cannot_run_is_refused_and_named_and_the_others_still_run() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "1\n2\n3\n").unwrap();
+    let job = job_id("fail_on_tens", &input);
+
+    // A meta planted for the job's id naming another module: refused by
+    // the submitter, whose job it is not.
+    let meta = format!("wasmpool:job:{job}:meta");
+    redis_cli(
+        &redis.url,
+        &[
+            "HSET",
+            &meta,
+            "module",
+            &"0".repeat(64),
+            "task",
+            "fail_on_tens",
+            "how",
+            "json",
+            "name",
+            "x",
+            "submitted",
+            "0",
+        ],
+    );
+    let out = wait_output(
+        submit(&cache, &redis.url, "fail_on_tens", &input),
+        Duration::from_secs(30),
+        "map (planted meta)",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("refusing to use it"),
+        "{}",
+        text(&out.stderr)
+    );
+    redis_cli(&redis.url, &["DEL", &meta]);
+
+    // A result line not written by a worker of ours (a line break inside):
+    // refused, not printed over two lines.
+    let results = format!("wasmpool:job:{job}:results");
+    redis_cli(
+        &redis.url,
+        &["HSET", &results, "0", "{\"index\":0,\n\"ok\":1}"],
+    );
+    let out = wait_output(
+        submit(&cache, &redis.url, "fail_on_tens", &input),
+        Duration::from_secs(30),
+        "map (forged result)",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is not its result line"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).is_empty());
+    redis_cli(
+        &redis.url,
+        &["DEL", &results, &meta, &format!("wasmpool:job:{job}:tasks")],
+    );
+
+    // The job's results key of another type: the worker cannot write its
+    // results, says so and stays up; the submitter stops with the error;
+    // another job runs on the same worker.
+    let results = format!("wasmpool:job:{job}:results");
+    redis_cli(&redis.url, &["SET", &results, "not a hash"]);
+    let mut kids = Children::default();
+    kids.0.push(worker(&cache, &redis.url, &["-j", "1"]));
+    let out = wait_output(
+        submit(&cache, &redis.url, "fail_on_tens", &input),
+        Duration::from_secs(30),
+        "map (results key a string)",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("WRONGTYPE"),
+        "{}",
+        text(&out.stderr)
+    );
+    redis_cli(&redis.url, &["DEL", &results]);
+    let other = dir.path().join("other.jsonl");
+    // (another input, so another job)
+    std::fs::write(&other, "1\n2\n3\n\n").unwrap();
+    let single_other = single_run(&cache, "fail_on_tens", &other);
+    let out = wait_output(
+        submit(&cache, &redis.url, "fail_on_tens", &other),
+        Duration::from_secs(30),
+        "map (another job)",
+    );
+    assert_same(&single_other, &out);
+    assert!(kids.0[0].try_wait().unwrap().is_none(), "the worker exited");
+    drop(kids);
+
+    // (The job above stays broken: its entries were acknowledged in the
+    // transaction whose result writes failed, a Redis transaction does not
+    // roll back; the worker and the submitter both said so.)
+    //
+    // A worker whose limits the module cannot meet refuses a job, and the
+    // submitter, waiting, says which worker and why.
+    let input = dir.path().join("third.jsonl");
+    std::fs::write(&input, "4\n5\n20\n").unwrap();
+    let single = single_run(&cache, "fail_on_tens", &input);
+    let mut kids = Children::default();
+    kids.0.push(worker(
+        &cache,
+        &redis.url,
+        &["-j", "1", "--max-memory", "512KiB"],
+    ));
+    let mut submitter = submit(&cache, &redis.url, "fail_on_tens", &input);
+    let mut stderr = submitter.stderr.take().unwrap();
+    let said = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        let mut all = String::new();
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+            // (the line may come in several writes)
+            if all.contains("waits for a worker that can") {
+                break;
+            }
+        }
+        all
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !said.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = submitter.kill();
+    let _ = submitter.wait();
+    let said = said.join().unwrap();
+    assert!(
+        said.contains("does not run this job") && said.contains("memory"),
+        "{said}"
+    );
+    // The job's results, once a worker that can run it comes.
+    kids.0.push(worker(
+        &cache,
+        &redis.url,
+        &["-j", "1", "--claim-idle", "1s"],
+    ));
+    let out = wait_output(
+        submit(&cache, &redis.url, "fail_on_tens", &input),
+        Duration::from_secs(30),
+        "map (after the refusal)",
+    );
+    assert_same(&single, &out);
+}
