@@ -64,6 +64,12 @@ pub(crate) struct WorkerArgs {
 /// How long a worker with --exit-when-idle waits with nothing to do.
 const IDLE_EXIT: Duration = Duration::from_secs(2);
 
+/// How long a finished entry may wait to be written with others.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+
+/// How long a worker waits to read again after the broker had nothing.
+const DRY_WAIT: Duration = Duration::from_millis(20);
+
 /// How long a worker leaves a job it refused before it tries it again (the
 /// error may have been passing).
 const REFUSAL_RETRY: Duration = Duration::from_secs(60);
@@ -158,6 +164,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
                     .or_insert(Instant::now() - args.claim_idle),
                 entries: BTreeMap::new(),
                 done: Vec::new(),
+                done_since: Instant::now(),
             };
             let ran = run.run(jobs.len() == 1);
             lock(&held).clear();
@@ -322,8 +329,9 @@ struct JobRun<'r, 'p> {
     last_claim: &'r mut Instant,
     /// The entries in the feed, by the feed index of their first input.
     entries: BTreeMap<u64, Entry>,
-    /// Entries finished and not yet written.
+    /// Entries finished and not yet written, the first since when.
     done: Vec<Finished>,
+    done_since: Instant,
 }
 
 impl JobRun<'_, '_> {
@@ -355,6 +363,8 @@ impl JobRun<'_, '_> {
         // A dead worker's entries wait: finish what is held, then claim
         // them one by one.
         let mut recovering = false;
+        // When the broker last had nothing to read.
+        let mut dry_at = None;
         loop {
             while let Some((index, result)) = feed.try_next() {
                 ran += 1;
@@ -383,14 +393,27 @@ impl JobRun<'_, '_> {
                 }
                 continue;
             }
-            let cover = (rate * (2.0 * trip).max(0.01)).ceil() as usize;
-            let wanted = (slots + cover).clamp(2 * slots, 1024);
+            let cover = (rate * (2.0 * trip + FLUSH_EVERY.as_secs_f64()).max(0.01)).ceil();
+            let wanted = (slots + cover as usize).clamp(2 * slots, 1024);
             let room =
                 (feed.room() / inputs_per_entry).min(wanted.saturating_sub(self.entries.len()));
             let feeding = !recovering && (alone || started.elapsed() < SLICE);
-            let count = if feeding { room } else { 0 };
+            // A round trip to the broker (with `appendfsync always`, a disk
+            // flush) is made for many entries at once: to read when half the
+            // entries wanted are missing (or few are left), to write when a
+            // finished entry has waited FLUSH_EVERY; each carries the other.
+            let dry = dry_at.is_some_and(|t: Instant| t.elapsed() < DRY_WAIT);
+            let read = feeding
+                && room > 0
+                && (self.entries.is_empty()
+                    || (!dry && (2 * room >= wanted || self.entries.len() <= slots)));
+            let write = !self.done.is_empty()
+                && (self.done_since.elapsed() >= FLUSH_EVERY
+                    || self.done.len() >= 256
+                    || self.entries.is_empty());
             let mut got = 0;
-            if count > 0 || !self.done.is_empty() {
+            if read || write {
+                let count = if read { room } else { 0 };
                 let deliveries = if self.entries.is_empty() && self.done.is_empty() && alone {
                     // Nothing running: wait on the broker a while.
                     let block = Duration::from_millis(200);
@@ -410,6 +433,9 @@ impl JobRun<'_, '_> {
                     self.forget_done();
                     d
                 };
+                if read {
+                    dry_at = deliveries.is_empty().then(Instant::now);
+                }
                 for d in deliveries {
                     inputs_per_entry = inputs_per_entry.max(d.inputs.len());
                     got += 1;
@@ -420,14 +446,16 @@ impl JobRun<'_, '_> {
             if self.entries.is_empty() && got == 0 {
                 return Ok(ran);
             }
-            if got == 0 || room == 0 {
-                // Nothing new to start: wait for a result (then look at the
-                // broker again, at least every 20 ms while it had nothing).
-                let wait = if room == 0 || recovering {
-                    Duration::from_secs(1)
-                } else {
-                    Duration::from_millis(20)
-                };
+            if !read && !write {
+                // Nothing to do before a result comes, a finished entry is
+                // due to be written, or the broker may have more.
+                let mut wait = Duration::from_secs(1);
+                if !self.done.is_empty() {
+                    wait = wait.min(FLUSH_EVERY.saturating_sub(self.done_since.elapsed()));
+                }
+                if feeding && room > 0 {
+                    wait = wait.min(DRY_WAIT);
+                }
                 if let Some((index, result)) = feed.next_timeout(wait) {
                     ran += 1;
                     finished += self.record(index, result)?;
@@ -463,7 +491,7 @@ impl JobRun<'_, '_> {
             .iter()
             .map(|i| (i.index, lost_line(i.index, d.deliveries - 1)))
             .collect();
-        self.done.push((d.id, lost));
+        self.finished(d.id, lost);
         Ok(Claimed::Finished)
     }
 
@@ -471,7 +499,7 @@ impl JobRun<'_, '_> {
     /// ours is acknowledged and dropped).
     fn start(&mut self, feed: &mut wasmpool::Feed<'_>, d: Delivery) {
         if d.inputs.is_empty() {
-            self.done.push((d.id, Vec::new()));
+            self.finished(d.id, Vec::new());
             return;
         }
         lock(self.held).ids.insert(d.id.clone());
@@ -513,8 +541,16 @@ impl JobRun<'_, '_> {
             .map(|i| i.index)
             .zip(entry.lines)
             .collect();
-        self.done.push((entry.id, lines));
+        self.finished(entry.id, lines);
         Ok(1)
+    }
+
+    /// An entry finished: written with the next round trip.
+    fn finished(&mut self, id: String, lines: Vec<(u64, Vec<u8>)>) {
+        if self.done.is_empty() {
+            self.done_since = Instant::now();
+        }
+        self.done.push((id, lines));
     }
 
     /// Writes the finished entries' results and acknowledgements.
