@@ -213,6 +213,21 @@ fn targets(r: &[Stats], cores: usize) -> Vec<Target> {
             met: kib <= 64.0,
         });
     }
+    if let (Some(local), Some(queue)) = (
+        find(r, &format!("scale/primes-local@{cores}")),
+        find(r, &format!("scale/primes-redis@{cores}")),
+    ) {
+        let ratio = local.median / queue.median;
+        t.push(Target {
+            what: format!(
+                "queue mode: primes640 through {cores} `wasmpool worker -j 1` over Redis, \
+                 throughput against `map -j {cores}` on one machine"
+            ),
+            goal: "≥ 90%".into(),
+            measured: format!("{:.1}%", ratio * 100.0),
+            met: ratio >= 0.9,
+        });
+    }
     if let Some(w) = find(r, "cli/warm") {
         t.push(Target {
             what: "warm CLI start (cached module, one task)".into(),
@@ -550,6 +565,63 @@ pub(crate) fn write(
                 s.items,
                 time(s),
                 s.rate() / 1e6,
+                mib(s.peak_kib)
+            );
+        }
+    }
+
+    if let Some(local) = find(r, &format!("scale/primes-local@{cores}")) {
+        let _ = writeln!(
+            md,
+            "\n## Queue mode (`map --broker`, `wasmpool worker`)\n\n\
+             The same `wasmpool map` on this machine and through workers over a private \
+             redis-server on loopback (`tests/servers/redis-start`: `appendonly yes`, \
+             `appendfsync always`, so each write waits for a disk flush). A queue-mode time runs \
+             from starting the workers to the submitter's exit: their start-up counts. \
+             Redis, the submitter and the workers share the same {cores} cores.\n\n\
+             | workload | how | tasks | time | per task | against one machine | peak memory |\n\
+             |---|---|---|---|---|---|---|"
+        );
+        let tiny_local = find(r, &format!("scale/tiny-local@{cores}"));
+        for (name, how, base) in [
+            ("primes-local", format!("`map -j {cores}`, one machine"), local),
+            ("primes-redis", format!("{cores} workers `-j 1` over Redis"), local),
+            ("tiny-local", format!("`map -j {cores}`, one machine"), local),
+            ("tiny-redis", format!("1 worker `-j {cores}` over Redis"), local),
+            (
+                "tiny-redis-batch",
+                format!("the same, `--batch {}`", crate::scale::BATCH),
+                local,
+            ),
+        ] {
+            let Some(s) = find(r, &format!("scale/{name}@{cores}")) else {
+                continue;
+            };
+            let base = if name.starts_with("tiny") {
+                tiny_local.unwrap_or(base)
+            } else {
+                base
+            };
+            let workload = if name.starts_with("tiny") {
+                "tiny (`square_i64`)"
+            } else {
+                "primes640 (`primes_i64`)"
+            };
+            let against = if std::ptr::eq(s, base) {
+                "1.000x".to_string()
+            } else {
+                format!(
+                    "{:.3}x the time, +{:.1} µs a task",
+                    s.median / base.median,
+                    (s.median - base.median) * 1e6 / s.items as f64
+                )
+            };
+            let _ = writeln!(
+                md,
+                "| {workload} | {how} | {} | {} | {:.1} µs | {against} | {} |",
+                s.items,
+                time(s),
+                s.per_item_ns() / 1e3,
                 mib(s.peak_kib)
             );
         }
