@@ -356,3 +356,90 @@ both_modes! {
         }
     }
 }
+
+both_modes! {
+    #[test]
+    fn a_feed_yields_each_pushed_input_once_with_failures_at_their_index() {
+        let pool = builder(TESTGUEST, 2).window(64).build().unwrap();
+        let task = pool.task("fail_on_tens").unwrap();
+        let mut feed = pool.feed(&task).unwrap();
+        let mut seen = std::collections::BTreeMap::new();
+        let mut take = |feed: &mut wasmpool::Feed<'_>, wait: bool| {
+            let next = if wait {
+                feed.next_timeout(std::time::Duration::from_secs(10))
+            } else {
+                feed.try_next()
+            };
+            let Some((index, result)) = next else { return false };
+            let line = match result {
+                Ok(output) => {
+                    let mut json = Vec::new();
+                    task.write_json(&output, &mut json).unwrap();
+                    String::from_utf8(json).unwrap()
+                }
+                Err(e) => format!("{:?}", e.kind()),
+            };
+            assert!(seen.insert(index, line).is_none(), "index {index} twice");
+            true
+        };
+        let mut pushed = 0u64;
+        while pushed < 1000 {
+            // Within the window: memory stays bounded.
+            while feed.room() > 0 && pushed < 1000 {
+                let input = if pushed == 500 {
+                    Err(wasmpool::TaskError::new(TaskErrorKind::Input, "not a number"))
+                } else {
+                    task.parse_json(pushed.to_string().as_bytes())
+                };
+                assert_eq!(feed.push(input), pushed);
+                pushed += 1;
+            }
+            assert!(take(&mut feed, true));
+            while take(&mut feed, false) {}
+        }
+        while feed.pending() > 0 {
+            assert!(take(&mut feed, true), "{} results never came", feed.pending());
+        }
+        assert!(feed.try_next().is_none());
+        assert!(feed.next_timeout(std::time::Duration::from_secs(5)).is_none());
+        assert_eq!(seen.len(), 1000);
+        for (i, line) in seen {
+            let expected = match i {
+                500 => "Input".to_string(),
+                i if i % 10 == 0 => "Guest".to_string(),
+                i => (2 * i).to_string(),
+            };
+            assert_eq!(line, expected, "index {i}");
+        }
+        // More inputs after a pause: a feed does not end when it is empty.
+        assert_eq!(feed.push(task.parse_json(b"7")), 1000);
+        let (index, result) = feed.next_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(index, 1000);
+        assert!(result.is_ok());
+    }
+
+    #[test]
+    fn a_cancelled_feed_ends_what_it_holds_as_terminated() {
+        let pool = pool(TESTGUEST, 1);
+        let task = pool.task("sleep_ms").unwrap();
+        let mut feed = pool.feed(&task).unwrap();
+        for _ in 0..3 {
+            feed.push(task.parse_json(b"300"));
+        }
+        // Nothing is finished yet: a short wait gives nothing.
+        assert!(feed.next_timeout(std::time::Duration::from_millis(50)).is_none());
+        feed.cancel();
+        feed.push(task.parse_json(b"300"));
+        let mut kinds = Vec::new();
+        while let Some((index, result)) = feed.next_timeout(std::time::Duration::from_secs(10)) {
+            kinds.push((index, result.map(|_| ()).map_err(|e| e.kind())));
+        }
+        kinds.sort_by_key(|(i, _)| *i);
+        assert_eq!(kinds.len(), 4, "{kinds:?}");
+        assert!(
+            kinds.iter().all(|(_, r)| *r == Err(TaskErrorKind::Terminated)),
+            "{kinds:?}"
+        );
+        assert_eq!(feed.pending(), 0);
+    }
+}
