@@ -21,7 +21,6 @@ use super::progress::{self, Progress, Tally};
 use super::shard;
 
 pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result<ExitCode> {
-    refuse_output_over_input(&args)?;
     if args.broker.is_some() {
         return super::broker_map::run(common, quiet, args);
     }
@@ -773,27 +772,4 @@ impl super::args::PoolArgs {
         }
         b
     }
-}
-
-/// Refuses `-o` naming the input: the results, renamed over it at the end,
-/// would replace it.
-fn refuse_output_over_input(args: &MapArgs) -> anyhow::Result<()> {
-    let Some(out) = &args.output else {
-        return Ok(());
-    };
-    for (flag, input) in [
-        ("--input", &args.input),
-        ("--input-array", &args.input_array),
-    ] {
-        if let Some(input) = input.as_deref().filter(|p| p.as_os_str() != "-")
-            && same_file(out, input)
-        {
-            anyhow::bail!(
-                "{}: is both --output and {flag}: the results would replace the input; \
-                 give -o another name",
-                out.display()
-            );
-        }
-    }
-    Ok(())
 }

@@ -618,35 +618,3 @@ fn terminal_on_stdin_gets_a_hint() {
     let out = wasmpool(&["map", SQUARE, "--task", "square"], "");
     assert!(!stderr(&out).contains("terminal"), "{}", stderr(&out));
 }
-
-#[test]
-fn output_naming_the_input_is_refused_and_the_input_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = write(dir.path(), "in.jsonl", "1\n2\n");
-    let link = dir.path().join("link.jsonl");
-    std::os::unix::fs::symlink(&input, &link).unwrap();
-    for (flag, out) in [
-        ("--input", &input),
-        ("--input", &link),
-        ("--input-array", &input),
-    ] {
-        let args = [
-            "map",
-            SQUARE,
-            "--task",
-            "square",
-            flag,
-            s(&input),
-            "-o",
-            s(out),
-        ];
-        let run = wasmpool(&args, "");
-        assert_eq!(run.status.code(), Some(2), "{args:?}");
-        assert!(
-            stderr(&run).contains("the results would replace the input"),
-            "{}",
-            stderr(&run)
-        );
-        assert_eq!(std::fs::read_to_string(&input).unwrap(), "1\n2\n");
-    }
-}
