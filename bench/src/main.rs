@@ -280,7 +280,12 @@ fn specs(quick: bool) -> Vec<Spec> {
     // Queue mode over a local redis-server, where the machine has one.
     if scale::available() {
         for name in ["primes-local", "primes-redis"] {
-            add(format!("scale/{name}@{cores}"), Runner::Rust, runs, Some(837_099));
+            add(
+                format!("scale/{name}@{cores}"),
+                Runner::Rust,
+                runs,
+                Some(837_099),
+            );
         }
         for name in ["tiny-local", "tiny-redis", "tiny-redis-batch"] {
             let squares = Some(scale::TINY_SQUARES);

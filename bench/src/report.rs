@@ -584,10 +584,26 @@ pub(crate) fn write(
         );
         let tiny_local = find(r, &format!("scale/tiny-local@{cores}"));
         for (name, how, base) in [
-            ("primes-local", format!("`map -j {cores}`, one machine"), local),
-            ("primes-redis", format!("{cores} workers `-j 1` over Redis"), local),
-            ("tiny-local", format!("`map -j {cores}`, one machine"), local),
-            ("tiny-redis", format!("1 worker `-j {cores}` over Redis"), local),
+            (
+                "primes-local",
+                format!("`map -j {cores}`, one machine"),
+                local,
+            ),
+            (
+                "primes-redis",
+                format!("{cores} workers `-j 1` over Redis"),
+                local,
+            ),
+            (
+                "tiny-local",
+                format!("`map -j {cores}`, one machine"),
+                local,
+            ),
+            (
+                "tiny-redis",
+                format!("1 worker `-j {cores}` over Redis"),
+                local,
+            ),
             (
                 "tiny-redis-batch",
                 format!("the same, `--batch {}`", crate::scale::BATCH),

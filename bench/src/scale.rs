@@ -48,8 +48,14 @@ impl Redis {
             .stderr(Stdio::inherit())
             .output()
             .expect("tests/servers/redis-start");
-        let url = String::from_utf8(out.stdout).expect("utf-8").trim().to_string();
-        assert!(out.status.success() && url.starts_with("redis://"), "redis-start failed");
+        let url = String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string();
+        assert!(
+            out.status.success() && url.starts_with("redis://"),
+            "redis-start failed"
+        );
         Redis { dir, url }
     }
 }
@@ -89,12 +95,17 @@ pub(crate) fn run(prefix: &str, workers: usize) -> Sample {
     std::fs::write(&input, text).expect("input");
     let input = input.to_str().expect("utf-8 path");
     // Compiled once into the cache first: no run pays compilation.
-    let warm = wasmpool(&cache, &["map", module, "--task", task, "--range", "0..1", "-q"])
-        .stdout(Stdio::null())
-        .status()
-        .expect("wasmpool");
+    let warm = wasmpool(
+        &cache,
+        &["map", module, "--task", task, "--range", "0..1", "-q"],
+    )
+    .stdout(Stdio::null())
+    .status()
+    .expect("wasmpool");
     assert!(warm.success());
-    let map = ["map", module, "--task", task, "--input", input, "--values", "-q"];
+    let map = [
+        "map", module, "--task", task, "--input", input, "--values", "-q",
+    ];
     let w = workers.to_string();
     let (secs, out) = match prefix {
         "scale/primes-local" | "scale/tiny-local" => {
@@ -122,13 +133,18 @@ pub(crate) fn run(prefix: &str, workers: usize) -> Sample {
             let start = Instant::now();
             let mut kids: Vec<Child> = (0..procs)
                 .map(|_| {
-                    wasmpool(&cache, &["worker", "--broker", &redis.url, "-j", &per, "-q"])
-                        .stdout(Stdio::null())
-                        .spawn()
-                        .expect("wasmpool worker")
+                    wasmpool(
+                        &cache,
+                        &["worker", "--broker", &redis.url, "-j", &per, "-q"],
+                    )
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("wasmpool worker")
                 })
                 .collect();
-            let out = wasmpool(&cache, &args).output().expect("wasmpool map --broker");
+            let out = wasmpool(&cache, &args)
+                .output()
+                .expect("wasmpool map --broker");
             let secs = start.elapsed().as_secs_f64();
             for kid in &mut kids {
                 let _ = kid.kill();

@@ -688,7 +688,11 @@ mod test {
         assert!(parse_queue("jobs:8:lots").is_err());
         assert!(parse_queue("jobs:0").is_err());
         assert!(parse_queue(":8").is_err());
-        assert!(parse_queue("jobs:8:63").unwrap_err().contains("no message fits"));
+        assert!(
+            parse_queue("jobs:8:63")
+                .unwrap_err()
+                .contains("no message fits")
+        );
         assert_eq!(parse_queue("jobs:8:64"), Ok(q("jobs", 8, 64)));
         assert_eq!(parse_size("65536"), Ok(65536));
         assert_eq!(parse_size("64KiB"), Ok(65536));
