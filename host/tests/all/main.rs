@@ -3,6 +3,7 @@
 //! `wasmpool` binary (`cli`), all against real wasm modules.
 
 mod abi;
+mod adversary_feed;
 mod adversary_queue;
 mod adversary_shard;
 mod adversary_wasi;

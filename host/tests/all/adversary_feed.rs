@@ -1,0 +1,276 @@
+//! Adversary pass over `Pool::feed` / `Feed` and queue mode built on it:
+//! a feed cancelled mid-stream under a tight output budget yields each
+//! index once (both modes); on a real redis-server (skipped without one
+//! outside CI), a stale job id must not make idle workers spin, a
+//! submitter whose job is deleted under it must not wait for ever, and a
+//! `--fail-fast` job's keys must not come back after it is deleted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wasmpool_tests::TESTGUEST;
+
+use crate::util::{both_modes, builder, in_ci, install_servers, servers};
+
+both_modes! {
+    /// A batch cut short by the output budget while an earlier batch is
+    /// still running leaves its rest held in the feed; a cancel at that
+    /// moment must still end those inputs (as `terminated` or run), never
+    /// drop them: every pushed index yields exactly once.
+    #[test]
+    fn a_cancel_while_a_cut_rest_is_held_loses_no_result() {
+        let pool = builder(TESTGUEST, 2)
+            .window(64)
+            .output_budget(100_000)
+            .build()
+            .unwrap();
+        let task = pool.task("big").unwrap();
+        let mut lost = Vec::new();
+        for round in 0..20 {
+            let mut feed = pool.feed(&task).unwrap();
+            // Fast tasks first, so that later batches hold several inputs.
+            for _ in 0..16 {
+                feed.push(task.parse_json(b"10"));
+            }
+            while feed.pending() > 0 {
+                let _ = feed.next_timeout(Duration::from_secs(10)).expect("a result");
+            }
+            // A slow task (a big output), then many outputs past the budget.
+            feed.push(task.parse_json(b"40000000"));
+            for _ in 0..60 {
+                feed.push(task.parse_json(b"70000"));
+            }
+            let mut seen = BTreeMap::new();
+            let mut taken = 0;
+            while let Some((index, result)) = feed.next_timeout(Duration::from_secs(10)) {
+                assert!(seen.insert(index, result.is_ok()).is_none(), "index {index} twice");
+                taken += 1;
+                if taken == 1 + round % 20 {
+                    feed.cancel();
+                }
+            }
+            if feed.pending() != 0 {
+                lost.push((round, feed.pending(), (16..77).filter(|i| !seen.contains_key(i)).count()));
+            }
+        }
+        assert!(lost.is_empty(), "(round, pending, missing): {lost:?}");
+    }
+}
+
+/// A redis-server of tests/servers, stopped when dropped.
+struct Redis {
+    dir: PathBuf,
+    url: String,
+    _temp: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Option<Redis> {
+        let why = match Redis::try_start() {
+            Ok(redis) => return Some(redis),
+            Err(why) => why,
+        };
+        assert!(!in_ci(), "CI: no redis-server: {why}");
+        eprintln!("SKIPPED: no redis-server: {why}");
+        None
+    }
+
+    fn try_start() -> Result<Redis, String> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            install_servers()?;
+        }
+        let temp = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir = temp.path().join("redis");
+        let out = Command::new(servers("redis-start"))
+            .arg(&dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || !url.starts_with("redis://") {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(Redis {
+            dir,
+            url,
+            _temp: temp,
+        })
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-u")
+            .arg(&self.url)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "redis-cli {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The calls Redis has served of command `name` since its last reset.
+    fn calls(&self, name: &str) -> u64 {
+        let stats = self.cli(&["INFO", "commandstats"]);
+        let head = format!("cmdstat_{name}:calls=");
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&head))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = Command::new(servers("redis-stop"))
+            .arg("--kill")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// Child processes, SIGKILLed when dropped.
+#[derive(Default)]
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wasmpool(cache: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmpool"));
+    cmd.args(args)
+        .env("WASMPOOL_CACHE_DIR", cache)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    cmd
+}
+
+fn worker(cache: &Path, url: &str) -> Child {
+    wasmpool(cache, &["worker", "--broker", url, "-q", "-j", "1"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits at most `limit` for `child`; `None` (and the child killed by
+/// `Children` later) if it is still running.
+fn exited_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A job id left in `wasmpool:jobs` without its meta (an operator deleted
+/// the meta, as the submitter's refusal message suggests, or Redis evicted
+/// it): an idle worker looked it up again at once, round after round,
+/// with no wait (one job listed: "its read waited already"), ~13,000
+/// SMEMBERS + HMGET a second, a core of the worker's and of Redis's.
+#[test]
+#[ignore = "fails: worker::run skips a job with no meta without waiting, so it spins"]
+fn a_stale_job_id_does_not_make_an_idle_worker_spin() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    redis.cli(&["SADD", "wasmpool:jobs", &"a".repeat(64)]);
+    let mut kids = Children::default();
+    kids.0.push(worker(&cache, &redis.url));
+    std::thread::sleep(Duration::from_millis(1000));
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+    std::thread::sleep(Duration::from_millis(2000));
+    let (lists, reads) = (redis.calls("smembers"), redis.calls("hmget"));
+    assert!(
+        lists < 100 && reads < 100,
+        "an idle worker listed the jobs {lists} times and read a meta {reads} times in 2 s"
+    );
+}
+
+/// Two submitters of the same job (the same command run twice, or a rerun
+/// while the first is still alive): the first prints everything and
+/// deletes the job; the second, re-attached, waited for ever for results
+/// of a job that no longer exists, without a word. Here the job is
+/// deleted as `Broker::finish` does (SREM + DEL of its keys) while its
+/// submitter waits for a worker.
+#[test]
+#[ignore = "fails: map --broker waits for ever on a job deleted under it"]
+fn a_submitter_whose_job_is_deleted_under_it_does_not_wait_for_ever() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mut kids = Children::default();
+    let args = [
+        "map", TESTGUEST, "--task", "sleep_ms", "--range", "0..8", "--broker", &redis.url,
+    ];
+    kids.0.push(wasmpool(&cache, &args).spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let meta = loop {
+        let keys = redis.cli(&["KEYS", "wasmpool:job:*:meta"]);
+        if let Some(key) = keys.lines().next() {
+            break key.to_string();
+        }
+        assert!(Instant::now() < deadline, "the job never appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let job = meta
+        .trim_start_matches("wasmpool:job:")
+        .trim_end_matches(":meta");
+    let key = |what: &str| format!("wasmpool:job:{job}:{what}");
+    redis.cli(&["SREM", "wasmpool:jobs", job]);
+    let (tasks, results, ready, refusals) =
+        (key("tasks"), key("results"), key("ready"), key("refusals"));
+    redis.cli(&["DEL", &meta, &tasks, &results, &ready, &refusals]);
+    let status = exited_within(&mut kids.0[0], Duration::from_secs(20));
+    assert!(
+        status.is_some(),
+        "the submitter still waits 20 s after its job was deleted"
+    );
+}
+
+/// `--fail-fast` deletes its job while workers still run its entries: what
+/// they write afterwards (results, the submitter's wake-up list, and a
+/// refusal for the NOGROUP error of their next read) recreated keys of the
+/// deleted job that nothing deletes (no TTL), one set per such run.
+#[test]
+#[ignore = "fails: workers write results and refusals of a job after --fail-fast deleted it"]
+fn a_fail_fast_job_leaves_no_keys_behind() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mut kids = Children::default();
+    kids.0.push(worker(&cache, &redis.url));
+    kids.0.push(worker(&cache, &redis.url));
+    let args = [
+        "map",
+        TESTGUEST,
+        "--task",
+        "fail_on_tens",
+        "--range",
+        "1..400",
+        "--fail-fast",
+        "--broker",
+        &redis.url,
+    ];
+    let status = wasmpool(&cache, &args).status().unwrap();
+    assert_eq!(status.code(), Some(1));
+    // The workers move on (and hit the deleted job) within their slice.
+    std::thread::sleep(Duration::from_millis(2000));
+    let keys = redis.cli(&["KEYS", "wasmpool:job:*"]);
+    assert!(keys.trim().is_empty(), "keys of the deleted job: {keys}");
+}
