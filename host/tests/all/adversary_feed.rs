@@ -274,3 +274,30 @@ fn a_fail_fast_job_leaves_no_keys_behind() {
     let keys = redis.cli(&["KEYS", "wasmpool:job:*"]);
     assert!(keys.trim().is_empty(), "keys of the deleted job: {keys}");
 }
+
+both_modes! {
+    /// A feed dropped while its only worker sleeps for ten minutes in a
+    /// host wait, with inputs queued past its window: the next stream of
+    /// the pool runs at once (the sleep is interrupted, the queue dropped).
+    #[test]
+    fn a_feed_dropped_with_a_task_asleep_frees_its_worker() {
+        let pool = builder(TESTGUEST, 1).window(4).build().unwrap();
+        let task = pool.task("sleep_ms").unwrap();
+        {
+            let mut feed = pool.feed(&task).unwrap();
+            for _ in 0..10_000 {
+                feed.push(task.parse_json(b"600000"));
+            }
+            assert_eq!(feed.room(), 0);
+            assert!(feed.try_next().is_none());
+            assert!(feed.next_timeout(Duration::from_millis(200)).is_none());
+        }
+        let started = Instant::now();
+        let mut feed = pool.feed(&task).unwrap();
+        assert_eq!(feed.push(task.parse_json(b"1")), 0);
+        let (index, result) = feed.next_timeout(Duration::from_secs(10)).expect("a result");
+        assert_eq!(index, 0);
+        assert!(result.is_ok(), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+}
