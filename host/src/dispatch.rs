@@ -669,7 +669,7 @@ impl<T> Iterator for ImapUnordered<'_, T> {
 /// let mut results = Vec::new();
 /// while let Some((index, result)) = feed.next_timeout(std::time::Duration::from_secs(5)) {
 ///     let mut json = Vec::new();
-///     task.write_json(&result?, &mut json)?;
+///     task.write_json(&result.expect("no task fails"), &mut json).unwrap();
 ///     results.push((index, String::from_utf8(json).unwrap()));
 /// }
 /// results.sort();

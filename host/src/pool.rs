@@ -617,7 +617,7 @@ impl Pool {
     /// assert_eq!(feed.push(task.parse_json(b"41")), 0);
     /// let (index, output) = feed.next_timeout(std::time::Duration::from_secs(5)).unwrap();
     /// assert_eq!((index, feed.pending()), (0, 0));
-    /// # let _ = output?;
+    /// # output.unwrap();
     /// assert!(feed.try_next().is_none()); // nothing pending: no wait
     /// # Ok(()) }
     /// ```
