@@ -30,6 +30,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{TaskError, TaskErrorKind};
+use crate::packed::{Items, ResultsIter};
 use crate::task::{Output, Payload, Task};
 use crate::watchdog::GRACE;
 use crate::worker::{Batch, Done, StreamState};
@@ -181,7 +182,9 @@ impl<'a> Dispatch<'a> {
                     && self.input_bytes <= budget))
         {
             let n = self.batch_size();
-            let mut items = Vec::with_capacity(n);
+            // Packed for a numeric task: the batch crosses cores as a few
+            // cache lines (`packed.rs`).
+            let mut items = Items::new(&self.task.spec, n);
             let mut bytes = 0;
             while items.len() < n && (items.is_empty() || self.input_bytes + bytes <= budget) {
                 let Some(item) = self.input.next() else {
@@ -206,12 +209,7 @@ impl<'a> Dispatch<'a> {
     }
 
     /// Sends one batch; `false` if the workers are gone.
-    fn send(
-        &mut self,
-        first_index: u64,
-        items: Vec<Result<Payload, TaskError>>,
-        bytes: usize,
-    ) -> bool {
+    fn send(&mut self, first_index: u64, items: Items, bytes: usize) -> bool {
         let batch = Batch {
             task: self.task.spec.clone(),
             first_index,
@@ -282,7 +280,7 @@ impl<'a> Dispatch<'a> {
             }
             let (rest, bytes) = self.held.remove(&first).expect("looked at above");
             let len = rest.len();
-            if !self.send(first, rest, bytes) {
+            if !self.send(first, Items::List(rest), bytes) {
                 // No workers: those inputs cannot run.
                 self.items_out -= len;
             }
@@ -328,7 +326,7 @@ impl<'a> Dispatch<'a> {
             }
             if self.fail_fast
                 && self.failed_at.is_none()
-                && let Some(i) = done.results.iter().position(Result::is_err)
+                && let Some(i) = done.results.first_error()
             {
                 self.failed_at = Some(done.first_index + i as u64);
                 self.cancel();
@@ -351,7 +349,8 @@ impl<'a> Dispatch<'a> {
                     "the stream was cancelled while this task was stuck in a wait nothing could interrupt; it was left behind",
                 ))
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .into();
         Some(Done {
             first_index,
             results,
@@ -421,7 +420,7 @@ pub struct Imap<'a, T> {
     d: Dispatch<'a>,
     /// Finished batches by their first index, waiting for earlier ones.
     pending: BTreeMap<u64, Done>,
-    current: std::vec::IntoIter<Result<Output, TaskError>>,
+    current: ResultsIter,
     /// The index of the first input whose batch is not yet in `current`.
     next_emit: u64,
     decode: Decode<'a, T>,
@@ -433,7 +432,7 @@ impl<T> std::fmt::Debug for Imap<'_, T> {
             .field("task", &self.d.task.name())
             .field(
                 "next_index",
-                &(self.d.next_index - self.d.items_out as u64 - self.current.len() as u64),
+                &(self.d.next_index - self.d.items_out as u64 - self.current.remaining() as u64),
             )
             .finish_non_exhaustive()
     }
@@ -444,7 +443,7 @@ impl<'a, T> Imap<'a, T> {
         Imap {
             d,
             pending: BTreeMap::new(),
-            current: Vec::new().into_iter(),
+            current: ResultsIter::default(),
             next_emit: 0,
             decode,
         }
@@ -573,7 +572,7 @@ impl<T> Iterator for Imap<'_, T> {
 #[must_use = "a stream does nothing unless it is iterated"]
 pub struct ImapUnordered<'a, T> {
     d: Dispatch<'a>,
-    current: std::vec::IntoIter<Result<Output, TaskError>>,
+    current: ResultsIter,
     current_index: u64,
     decode: Decode<'a, T>,
 }
@@ -590,7 +589,7 @@ impl<'a, T> ImapUnordered<'a, T> {
     pub(crate) fn new(d: Dispatch<'a>, decode: Decode<'a, T>) -> Self {
         ImapUnordered {
             d,
-            current: Vec::new().into_iter(),
+            current: ResultsIter::default(),
             current_index: 0,
             decode,
         }
@@ -685,7 +684,7 @@ pub struct Feed<'a> {
     pushed: u64,
     /// Results handed to the caller.
     taken: u64,
-    current: std::vec::IntoIter<Result<Output, TaskError>>,
+    current: ResultsIter,
     current_index: u64,
 }
 
@@ -713,7 +712,7 @@ impl<'a> Feed<'a> {
             queued,
             pushed: 0,
             taken: 0,
-            current: Vec::new().into_iter(),
+            current: ResultsIter::default(),
             current_index: 0,
         }
     }
@@ -808,7 +807,7 @@ impl<'a> Feed<'a> {
         self.d.out.insert(first_index, (results.len(), 0));
         let _ = self.d.reply_tx.send(Done {
             first_index,
-            results,
+            results: results.into(),
             rest: Vec::new(),
             busy: std::time::Duration::ZERO,
             bytes: 0,
