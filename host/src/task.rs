@@ -363,6 +363,16 @@ impl Task {
                     .map(|()| Payload::Bytes(bytes))
                     .map_err(bad)
             }
+            // One number for one parameter, the common case, without the
+            // general serializer's list.
+            TaskKind::Numeric { params, .. }
+                if let [ty] = params[..]
+                    && let Some(value) = crate::numeric::to_one_arg(ty, input) =>
+            {
+                Ok(Payload::Values(Values(
+                    smallvec::SmallVec::from_buf_and_len([value, value], 1),
+                )))
+            }
             TaskKind::Numeric { params, .. } => crate::numeric::to_args(params, input)
                 .map(Payload::Values)
                 .map_err(|e| TaskError::new(TaskErrorKind::Input, e.0)),
