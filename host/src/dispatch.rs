@@ -38,8 +38,30 @@ use crate::worker::{Batch, Done, StreamState};
 /// The caller's inputs, already converted to payloads (or to their errors).
 pub(crate) type Inputs<'a> = Box<dyn Iterator<Item = Result<Payload, TaskError>> + 'a>;
 
+/// Turns a result kept whole into what the stream yields.
+pub(crate) type DecodeOutput<'a, T> = Box<dyn FnMut(&Task, Output) -> Result<T, TaskError> + 'a>;
+
+/// Turns the bits of a packed result (`packed.rs`) into what the stream
+/// yields.
+pub(crate) type DecodeBits<'a, T> = Box<dyn FnMut(&Task, &[u64]) -> Result<T, TaskError> + 'a>;
+
 /// Turns a raw output into what the stream yields.
-pub(crate) type Decode<'a, T> = Box<dyn FnMut(&Task, Output) -> Result<T, TaskError> + 'a>;
+pub(crate) struct Decode<'a, T> {
+    pub(crate) output: DecodeOutput<'a, T>,
+    pub(crate) bits: DecodeBits<'a, T>,
+}
+
+impl<T> Decode<'_, T> {
+    /// The next result of `current`, decoded; a packed one straight from
+    /// its bits, with no `Output` in between.
+    #[inline]
+    fn next(&mut self, task: &Task, current: &mut ResultsIter) -> Option<Result<T, TaskError>> {
+        Some(match current.next_raw()? {
+            Ok(bits) => (self.bits)(task, bits),
+            Err(whole) => whole.and_then(|o| (self.output)(task, o)),
+        })
+    }
+}
 
 /// The bytes an input holds while it waits to run.
 fn input_size(item: &Result<Payload, TaskError>) -> usize {
@@ -451,8 +473,8 @@ impl<'a, T> Imap<'a, T> {
 
     fn step(&mut self, block: bool) -> TryNext<Result<T, TaskError>> {
         loop {
-            if let Some(r) = self.current.next() {
-                return TryNext::Ready(r.and_then(|o| (self.decode)(&self.d.task, o)));
+            if let Some(r) = self.decode.next(&self.d.task, &mut self.current) {
+                return TryNext::Ready(r);
             }
             if let Some(done) = self.pending.remove(&self.next_emit) {
                 self.d.release(&done);
@@ -616,10 +638,10 @@ impl<T> Iterator for ImapUnordered<'_, T> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(r) = self.current.next() {
+            if let Some(r) = self.decode.next(&self.d.task, &mut self.current) {
                 let index = self.current_index as usize;
                 self.current_index += 1;
-                return Some((index, r.and_then(|o| (self.decode)(&self.d.task, o))));
+                return Some((index, r));
             }
             self.d.fill();
             if self.d.finished() {

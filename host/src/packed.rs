@@ -60,7 +60,7 @@ fn to_bits(v: WasmValue) -> u64 {
     }
 }
 
-fn from_bits(ty: WasmType, bits: u64) -> WasmValue {
+pub(crate) fn from_bits(ty: WasmType, bits: u64) -> WasmValue {
     match ty {
         WasmType::I32 => WasmValue::I32(bits as u32 as i32),
         WasmType::I64 => WasmValue::I64(bits as i64),
@@ -87,7 +87,7 @@ fn pack(types: &[WasmType], values: &Values, bits: &mut Vec<u64>) -> bool {
 }
 
 #[inline]
-fn unpack(types: &[WasmType], bits: &[u64]) -> Values {
+pub(crate) fn unpack(types: &[WasmType], bits: &[u64]) -> Values {
     // Up to two values fill the inline buffer directly: `collect` into a
     // SmallVec was a tenth of the samples on both sides.
     match (types, bits) {
@@ -399,6 +399,11 @@ pub(crate) enum ResultsIter {
     Packed(Unpacking<Result<Output, TaskError>>),
 }
 
+/// A numeric task's results from their packed bits.
+pub(crate) fn output(task: &TaskSpec, bits: &[u64]) -> Output {
+    Output::Values(unpack(results(task).unwrap_or_default(), bits))
+}
+
 impl Default for ResultsIter {
     fn default() -> Self {
         ResultsIter::List(Vec::new().into_iter())
@@ -411,6 +416,31 @@ impl ResultsIter {
         match self {
             ResultsIter::List(results) => results.len(),
             ResultsIter::Packed(u) => u.len - u.pos,
+        }
+    }
+}
+
+impl ResultsIter {
+    /// The next result: `Ok` the bits of a packed one, `Err` one kept
+    /// whole.
+    #[inline]
+    pub(crate) fn next_raw(&mut self) -> Option<Result<&[u64], Result<Output, TaskError>>> {
+        match self {
+            ResultsIter::List(results) => results.next().map(Err),
+            ResultsIter::Packed(u) => {
+                if u.pos == u.len {
+                    return None;
+                }
+                let pos = u.pos;
+                u.pos += 1;
+                if u.odd.peek().is_some_and(|(at, _)| *at == pos) {
+                    return u.odd.next().map(|(_, result)| Err(result));
+                }
+                let arity = results(&u.task).map_or(0, <[WasmType]>::len);
+                let start = u.at;
+                u.at += arity;
+                Some(Ok(&u.bits[start..u.at]))
+            }
         }
     }
 }
