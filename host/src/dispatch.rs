@@ -30,6 +30,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{TaskError, TaskErrorKind};
+use crate::packed::{Items, ResultsIter};
 use crate::task::{Output, Payload, Task};
 use crate::watchdog::GRACE;
 use crate::worker::{Batch, Done, StreamState};
@@ -37,8 +38,30 @@ use crate::worker::{Batch, Done, StreamState};
 /// The caller's inputs, already converted to payloads (or to their errors).
 pub(crate) type Inputs<'a> = Box<dyn Iterator<Item = Result<Payload, TaskError>> + 'a>;
 
+/// Turns a result kept whole into what the stream yields.
+pub(crate) type DecodeOutput<'a, T> = Box<dyn FnMut(&Task, Output) -> Result<T, TaskError> + 'a>;
+
+/// Turns the bits of a packed result (`packed.rs`) into what the stream
+/// yields.
+pub(crate) type DecodeBits<'a, T> = Box<dyn FnMut(&Task, &[u64]) -> Result<T, TaskError> + 'a>;
+
 /// Turns a raw output into what the stream yields.
-pub(crate) type Decode<'a, T> = Box<dyn FnMut(&Task, Output) -> Result<T, TaskError> + 'a>;
+pub(crate) struct Decode<'a, T> {
+    pub(crate) output: DecodeOutput<'a, T>,
+    pub(crate) bits: DecodeBits<'a, T>,
+}
+
+impl<T> Decode<'_, T> {
+    /// The next result of `current`, decoded; a packed one straight from
+    /// its bits, with no `Output` in between.
+    #[inline]
+    fn next(&mut self, task: &Task, current: &mut ResultsIter) -> Option<Result<T, TaskError>> {
+        Some(match current.next_raw()? {
+            Ok(bits) => (self.bits)(task, bits),
+            Err(whole) => whole.and_then(|o| (self.output)(task, o)),
+        })
+    }
+}
 
 /// The bytes an input holds while it waits to run.
 fn input_size(item: &Result<Payload, TaskError>) -> usize {
@@ -181,7 +204,9 @@ impl<'a> Dispatch<'a> {
                     && self.input_bytes <= budget))
         {
             let n = self.batch_size();
-            let mut items = Vec::with_capacity(n);
+            // Packed for a numeric task: the batch crosses cores as a few
+            // cache lines (`packed.rs`).
+            let mut items = Items::new(&self.task.spec, n);
             let mut bytes = 0;
             while items.len() < n && (items.is_empty() || self.input_bytes + bytes <= budget) {
                 let Some(item) = self.input.next() else {
@@ -206,12 +231,7 @@ impl<'a> Dispatch<'a> {
     }
 
     /// Sends one batch; `false` if the workers are gone.
-    fn send(
-        &mut self,
-        first_index: u64,
-        items: Vec<Result<Payload, TaskError>>,
-        bytes: usize,
-    ) -> bool {
+    fn send(&mut self, first_index: u64, items: Items, bytes: usize) -> bool {
         let batch = Batch {
             task: self.task.spec.clone(),
             first_index,
@@ -282,7 +302,7 @@ impl<'a> Dispatch<'a> {
             }
             let (rest, bytes) = self.held.remove(&first).expect("looked at above");
             let len = rest.len();
-            if !self.send(first, rest, bytes) {
+            if !self.send(first, Items::List(rest), bytes) {
                 // No workers: those inputs cannot run.
                 self.items_out -= len;
             }
@@ -328,7 +348,7 @@ impl<'a> Dispatch<'a> {
             }
             if self.fail_fast
                 && self.failed_at.is_none()
-                && let Some(i) = done.results.iter().position(Result::is_err)
+                && let Some(i) = done.results.first_error()
             {
                 self.failed_at = Some(done.first_index + i as u64);
                 self.cancel();
@@ -351,7 +371,8 @@ impl<'a> Dispatch<'a> {
                     "the stream was cancelled while this task was stuck in a wait nothing could interrupt; it was left behind",
                 ))
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .into();
         Some(Done {
             first_index,
             results,
@@ -421,7 +442,7 @@ pub struct Imap<'a, T> {
     d: Dispatch<'a>,
     /// Finished batches by their first index, waiting for earlier ones.
     pending: BTreeMap<u64, Done>,
-    current: std::vec::IntoIter<Result<Output, TaskError>>,
+    current: ResultsIter,
     /// The index of the first input whose batch is not yet in `current`.
     next_emit: u64,
     decode: Decode<'a, T>,
@@ -433,7 +454,7 @@ impl<T> std::fmt::Debug for Imap<'_, T> {
             .field("task", &self.d.task.name())
             .field(
                 "next_index",
-                &(self.d.next_index - self.d.items_out as u64 - self.current.len() as u64),
+                &(self.d.next_index - self.d.items_out as u64 - self.current.remaining() as u64),
             )
             .finish_non_exhaustive()
     }
@@ -444,7 +465,7 @@ impl<'a, T> Imap<'a, T> {
         Imap {
             d,
             pending: BTreeMap::new(),
-            current: Vec::new().into_iter(),
+            current: ResultsIter::default(),
             next_emit: 0,
             decode,
         }
@@ -452,8 +473,8 @@ impl<'a, T> Imap<'a, T> {
 
     fn step(&mut self, block: bool) -> TryNext<Result<T, TaskError>> {
         loop {
-            if let Some(r) = self.current.next() {
-                return TryNext::Ready(r.and_then(|o| (self.decode)(&self.d.task, o)));
+            if let Some(r) = self.decode.next(&self.d.task, &mut self.current) {
+                return TryNext::Ready(r);
             }
             if let Some(done) = self.pending.remove(&self.next_emit) {
                 self.d.release(&done);
@@ -573,7 +594,7 @@ impl<T> Iterator for Imap<'_, T> {
 #[must_use = "a stream does nothing unless it is iterated"]
 pub struct ImapUnordered<'a, T> {
     d: Dispatch<'a>,
-    current: std::vec::IntoIter<Result<Output, TaskError>>,
+    current: ResultsIter,
     current_index: u64,
     decode: Decode<'a, T>,
 }
@@ -590,7 +611,7 @@ impl<'a, T> ImapUnordered<'a, T> {
     pub(crate) fn new(d: Dispatch<'a>, decode: Decode<'a, T>) -> Self {
         ImapUnordered {
             d,
-            current: Vec::new().into_iter(),
+            current: ResultsIter::default(),
             current_index: 0,
             decode,
         }
@@ -617,10 +638,10 @@ impl<T> Iterator for ImapUnordered<'_, T> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(r) = self.current.next() {
+            if let Some(r) = self.decode.next(&self.d.task, &mut self.current) {
                 let index = self.current_index as usize;
                 self.current_index += 1;
-                return Some((index, r.and_then(|o| (self.decode)(&self.d.task, o))));
+                return Some((index, r));
             }
             self.d.fill();
             if self.d.finished() {
@@ -685,7 +706,7 @@ pub struct Feed<'a> {
     pushed: u64,
     /// Results handed to the caller.
     taken: u64,
-    current: std::vec::IntoIter<Result<Output, TaskError>>,
+    current: ResultsIter,
     current_index: u64,
 }
 
@@ -713,7 +734,7 @@ impl<'a> Feed<'a> {
             queued,
             pushed: 0,
             taken: 0,
-            current: Vec::new().into_iter(),
+            current: ResultsIter::default(),
             current_index: 0,
         }
     }
@@ -808,7 +829,7 @@ impl<'a> Feed<'a> {
         self.d.out.insert(first_index, (results.len(), 0));
         let _ = self.d.reply_tx.send(Done {
             first_index,
-            results,
+            results: results.into(),
             rest: Vec::new(),
             busy: std::time::Duration::ZERO,
             bytes: 0,

@@ -166,6 +166,7 @@ mod hostfn;
 mod limits;
 mod module;
 mod numeric;
+mod packed;
 mod pool;
 mod precompiled;
 mod process;

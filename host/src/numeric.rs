@@ -330,6 +330,196 @@ seq_impl!(SerializeSeq, serialize_element);
 seq_impl!(SerializeTuple, serialize_element);
 seq_impl!(SerializeTupleStruct, serialize_field);
 
+/// [`to_args`] for its common case, one number for a task of one
+/// parameter, without building a list: the value, or `None` for anything
+/// else (a sequence, a value out of range, a float for an integer, ...),
+/// which [`to_args`] then maps or refuses with its message. It accepts
+/// exactly what `to_args` accepts as a lone number, with the same result.
+#[inline]
+pub(crate) fn to_one_arg<I: Serialize + ?Sized>(ty: WasmType, input: &I) -> Option<WasmValue> {
+    input.serialize(OneArg(ty)).ok()
+}
+
+/// The serializer of [`to_one_arg`]: its error only says "not that case".
+struct OneArg(WasmType);
+
+#[derive(Debug)]
+struct NotOne;
+
+impl fmt::Display for NotOne {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a lone number")
+    }
+}
+
+impl std::error::Error for NotOne {}
+
+impl ser::Error for NotOne {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        NotOne
+    }
+}
+
+impl OneArg {
+    /// As [`ArgSerializer::int`], for values in range.
+    #[inline]
+    fn int(self, v: i128) -> Result<WasmValue, NotOne> {
+        Ok(match self.0 {
+            WasmType::I32 => match u32::try_from(v) {
+                Ok(u) => WasmValue::I32(u as i32),
+                Err(_) => WasmValue::I32(i32::try_from(v).map_err(|_| NotOne)?),
+            },
+            WasmType::I64 => match u64::try_from(v) {
+                Ok(u) => WasmValue::I64(u as i64),
+                Err(_) => WasmValue::I64(i64::try_from(v).map_err(|_| NotOne)?),
+            },
+            WasmType::F32 => WasmValue::F32(v as f32),
+            WasmType::F64 => WasmValue::F64(v as f64),
+        })
+    }
+
+    /// As [`ArgSerializer::float`], for a float parameter.
+    #[inline]
+    fn float(self, v: f64) -> Result<WasmValue, NotOne> {
+        match self.0 {
+            WasmType::F32 => Ok(WasmValue::F32(v as f32)),
+            WasmType::F64 => Ok(WasmValue::F64(v)),
+            WasmType::I32 | WasmType::I64 => Err(NotOne),
+        }
+    }
+}
+
+impl ser::Serializer for OneArg {
+    type Ok = WasmValue;
+    type Error = NotOne;
+    type SerializeSeq = Impossible<WasmValue, NotOne>;
+    type SerializeTuple = Impossible<WasmValue, NotOne>;
+    type SerializeTupleStruct = Impossible<WasmValue, NotOne>;
+    type SerializeTupleVariant = Impossible<WasmValue, NotOne>;
+    type SerializeMap = Impossible<WasmValue, NotOne>;
+    type SerializeStruct = Impossible<WasmValue, NotOne>;
+    type SerializeStructVariant = Impossible<WasmValue, NotOne>;
+
+    fn serialize_i8(self, v: i8) -> Result<WasmValue, NotOne> {
+        self.int(v.into())
+    }
+    fn serialize_i16(self, v: i16) -> Result<WasmValue, NotOne> {
+        self.int(v.into())
+    }
+    fn serialize_i32(self, v: i32) -> Result<WasmValue, NotOne> {
+        self.int(v.into())
+    }
+    fn serialize_i64(self, v: i64) -> Result<WasmValue, NotOne> {
+        self.int(v.into())
+    }
+    fn serialize_i128(self, v: i128) -> Result<WasmValue, NotOne> {
+        self.int(v)
+    }
+    fn serialize_u8(self, v: u8) -> Result<WasmValue, NotOne> {
+        self.int(v.into())
+    }
+    fn serialize_u16(self, v: u16) -> Result<WasmValue, NotOne> {
+        self.int(v.into())
+    }
+    fn serialize_u32(self, v: u32) -> Result<WasmValue, NotOne> {
+        self.int(v.into())
+    }
+    fn serialize_u64(self, v: u64) -> Result<WasmValue, NotOne> {
+        self.int(v.into())
+    }
+    fn serialize_f32(self, v: f32) -> Result<WasmValue, NotOne> {
+        self.float(v.into())
+    }
+    fn serialize_f64(self, v: f64) -> Result<WasmValue, NotOne> {
+        self.float(v)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<WasmValue, NotOne> {
+        v.serialize(self)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        v: &T,
+    ) -> Result<WasmValue, NotOne> {
+        v.serialize(self)
+    }
+    fn serialize_bool(self, _: bool) -> Result<WasmValue, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_char(self, _: char) -> Result<WasmValue, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_str(self, _: &str) -> Result<WasmValue, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<WasmValue, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_none(self) -> Result<WasmValue, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_unit(self) -> Result<WasmValue, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<WasmValue, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<WasmValue, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<WasmValue, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, NotOne> {
+        Err(NotOne)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, NotOne> {
+        Err(NotOne)
+    }
+}
+
 /// Deserializes a task's results as `O`.
 pub(crate) fn from_results<'de, O: de::Deserialize<'de>>(
     values: &'de [WasmValue],
@@ -463,6 +653,34 @@ mod test {
             "{huge}"
         );
         assert_eq!(args(&[F64], "1e3"), Ok(vec![WasmValue::F64(1000.0)]));
+        // The lone-number path agrees with the general one, or leaves it
+        // the input.
+        for ty in [WasmType::I32, I64, WasmType::F32, F64] {
+            for json in [
+                "0",
+                "-1",
+                "4294967295",
+                "4294967296",
+                "-2147483649",
+                "18446744073709551615",
+                "-9223372036854775809",
+                "1.5",
+                "1e3",
+                "null",
+                "[1]",
+                "\"1\"",
+                "true",
+            ] {
+                let value: serde_json::Value = serde_json::from_str(json).unwrap();
+                if let Some(one) = to_one_arg(ty, &value) {
+                    assert_eq!(args(&[ty], json), Ok(vec![one]), "{ty} {json}");
+                }
+            }
+        }
+        assert_eq!(to_one_arg(I64, &7u64), Some(WasmValue::I64(7)));
+        assert_eq!(to_one_arg(I64, &Some(-7i32)), Some(WasmValue::I64(-7)));
+        assert_eq!(to_one_arg(WasmType::I32, &u64::MAX), None);
+        assert_eq!(to_one_arg(I64, &[7u64]), None);
         assert_eq!(args(&[F64], "7"), Ok(vec![WasmValue::F64(7.0)]));
     }
 }

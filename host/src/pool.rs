@@ -556,14 +556,17 @@ impl Pool {
                 .into_iter()
                 .map(move |i| encoder.encode_into(&i, || spares.take())),
         );
-        let decode: Decode<'a, O> = Box::new(move |task, output| match output {
-            Output::Bytes(bytes) => {
-                let decoded = task.decode_bytes(&bytes);
-                recycled.give(bytes);
-                decoded
-            }
-            values => task.decode(values),
-        });
+        let decode = Decode {
+            output: Box::new(move |task, output| match output {
+                Output::Bytes(bytes) => {
+                    let decoded = task.decode_bytes(&bytes);
+                    recycled.give(bytes);
+                    decoded
+                }
+                values => task.decode(values),
+            }),
+            bits: Box::new(|task, bits| task.decode_packed(bits)),
+        };
         Ok((self.dispatch(task, inputs), decode))
     }
 
@@ -591,7 +594,10 @@ impl Pool {
         payloads: impl IntoIterator<Item = Result<Payload, TaskError>> + 'a,
     ) -> Result<Imap<'a, Output>, Error> {
         self.check_own(task)?;
-        let decode: Decode<'a, Output> = Box::new(|_, output| Ok(output));
+        let decode = Decode {
+            output: Box::new(|_, output| Ok(output)),
+            bits: Box::new(|task, bits| Ok(crate::packed::output(&task.spec, bits))),
+        };
         Ok(Imap::new(
             self.dispatch(task.clone(), Box::new(payloads.into_iter())),
             decode,

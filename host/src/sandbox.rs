@@ -35,7 +35,7 @@ use crate::limits::{self, Limiter, Limits};
 use crate::queue::Queue;
 use crate::shm::SharedRegion;
 use crate::stdio::{LineSink, Target};
-use crate::task::{Output, Payload, TaskKind, TaskSpec, WasmType, WasmValue};
+use crate::task::{Output, Payload, TaskKind, TaskSpec, Values, WasmType, WasmValue};
 
 /// What every instance of a pool or process group shares: the named queues
 /// (a guest's handle is an index into `queues`) and the shared region.
@@ -336,6 +336,66 @@ impl Guest {
             None => unreachable!("prepare resolved the export"),
         };
         self.finish(called)
+    }
+
+    /// [`run`](Self::run) for a numeric task's packed input
+    /// (`packed.rs`): `args` holds the bits of one argument per parameter;
+    /// the bits of each result are appended to `out`, nothing on an error.
+    pub(crate) fn run_packed(
+        &mut self,
+        task: &TaskSpec,
+        args: &[u64],
+        out: &mut Vec<u64>,
+        deadline: Option<Instant>,
+    ) -> Result<(), TaskError> {
+        self.resolve(task)?;
+        let TaskKind::Numeric { params, results } = &task.kind else {
+            unreachable!("only numeric tasks are packed")
+        };
+        if args.len() != params.len() {
+            return Err(TaskError::new(
+                TaskErrorKind::Host,
+                format!(
+                    "{} packed arguments for {}",
+                    args.len(),
+                    task.kind.describe()
+                ),
+            ));
+        }
+        self.raw.clear();
+        self.raw.extend(
+            params
+                .iter()
+                .zip(args)
+                .map(|(&t, &b)| crate::packed::raw_from_bits(t, b)),
+        );
+        self.raw
+            .resize(params.len().max(results.len()), ValRaw::i32(0));
+        start_task(&mut self.store, deadline);
+        self.tasks_run += 1;
+        let Some(Resolved::Numeric(f)) = &self.resolved[task.id] else {
+            unreachable!("a numeric export resolves to Resolved::Numeric")
+        };
+        let raw = &mut self.raw;
+        // SAFETY: as in `run`: `f` is this instance's export named by
+        // `task`, and `resolve` checked its type against the task's
+        // `params` and `results` in this instance: all numbers, no
+        // references. `raw` holds one value per parameter, each made for
+        // that parameter's type (any bits are a valid value of a number
+        // type), and has room for every result. The call is not made from
+        // inside another call on this store.
+        let call =
+            unsafe { f.call_unchecked(&mut self.store, std::ptr::from_mut(raw.as_mut_slice())) };
+        let called = call.map(|()| {
+            out.extend(
+                results
+                    .iter()
+                    .zip(raw.iter())
+                    .map(|(&t, r)| crate::packed::bits_from_raw(t, r)),
+            );
+            Ok(Output::Values(Values::default()))
+        });
+        self.finish(called).map(drop)
     }
 
     /// [`run`](Self::run)'s async face: the same preparation and outcome,

@@ -363,6 +363,16 @@ impl Task {
                     .map(|()| Payload::Bytes(bytes))
                     .map_err(bad)
             }
+            // One number for one parameter, the common case, without the
+            // general serializer's list.
+            TaskKind::Numeric { params, .. }
+                if let [ty] = params[..]
+                    && let Some(value) = crate::numeric::to_one_arg(ty, input) =>
+            {
+                Ok(Payload::Values(Values(
+                    smallvec::SmallVec::from_buf_and_len([value, value], 1),
+                )))
+            }
             TaskKind::Numeric { params, .. } => crate::numeric::to_args(params, input)
                 .map(Payload::Values)
                 .map_err(|e| TaskError::new(TaskErrorKind::Input, e.0)),
@@ -504,6 +514,30 @@ impl Task {
 }
 
 impl Task {
+    /// Decodes a numeric task's packed results (`packed.rs`) as a serde
+    /// value: [`decode`](Self::decode) without an `Output`.
+    pub(crate) fn decode_packed<O: DeserializeOwned>(&self, bits: &[u64]) -> Result<O, TaskError> {
+        let types = match &self.spec.kind {
+            TaskKind::Numeric { results, .. } => &results[..],
+            TaskKind::Abi => &[],
+        };
+        let decoded = match (types, bits) {
+            ([ty], [b]) => crate::numeric::from_results(std::slice::from_ref(
+                &crate::packed::from_bits(*ty, *b),
+            )),
+            _ => crate::numeric::from_results(&crate::packed::unpack(types, bits)),
+        };
+        decoded.map_err(|e| {
+            TaskError::new(
+                TaskErrorKind::Output,
+                format!(
+                    "the output does not decode as {}: {e}",
+                    std::any::type_name::<O>()
+                ),
+            )
+        })
+    }
+
     /// Decodes an ABI task's output bytes as a serde value
     /// ([`decode`](Self::decode) without taking the buffer).
     pub(crate) fn decode_bytes<O: DeserializeOwned>(&self, bytes: &[u8]) -> Result<O, TaskError> {

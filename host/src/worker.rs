@@ -38,6 +38,7 @@ use crossbeam_channel::{Receiver, Sender};
 mod concurrent;
 
 use crate::error::{TaskError, TaskErrorKind};
+use crate::packed::{Items, ItemsIter, Next, Results};
 use crate::runtime::Runtime;
 use crate::sandbox::{Guest, WorkerId};
 use crate::task::{Output, Payload, TaskSpec};
@@ -47,7 +48,8 @@ use crate::watchdog::{Registry, Watch};
 pub(crate) struct Batch {
     pub(crate) task: Arc<TaskSpec>,
     pub(crate) first_index: u64,
-    pub(crate) items: Vec<Result<Payload, TaskError>>,
+    /// Packed for a numeric task (`packed.rs`).
+    pub(crate) items: Items,
     pub(crate) reply: Sender<Done>,
     pub(crate) stream: Arc<StreamState>,
 }
@@ -70,7 +72,8 @@ pub(crate) struct StreamState {
 /// The results of one batch, in the batch's order.
 pub(crate) struct Done {
     pub(crate) first_index: u64,
-    pub(crate) results: Vec<Result<Output, TaskError>>,
+    /// Packed for a numeric task (`packed.rs`).
+    pub(crate) results: Results,
     /// The inputs after `results` that were not run: the batch was cut short
     /// (its outputs passed the stream's byte budget, or its worker was
     /// abandoned). The stream sends them again.
@@ -169,8 +172,8 @@ impl Counters {
 struct Running {
     task: Arc<TaskSpec>,
     first_index: u64,
-    items: std::vec::IntoIter<Result<Payload, TaskError>>,
-    results: Vec<Result<Output, TaskError>>,
+    items: ItemsIter,
+    results: Results,
     reply: Sender<Done>,
     stream: Arc<StreamState>,
     counters: Arc<Counters>,
@@ -187,7 +190,7 @@ struct Running {
 impl Running {
     fn new(batch: Batch, counters: Arc<Counters>) -> Self {
         Running {
-            results: Vec::with_capacity(batch.items.len()),
+            results: Results::new(&batch.task, batch.items.len()),
             task: batch.task,
             first_index: batch.first_index,
             items: batch.items.into_iter(),
@@ -207,6 +210,30 @@ impl Running {
     /// ran, or the stream's outputs passed its byte budget (the batch is
     /// then cut short; at least one input always runs).
     fn next(&mut self) -> Option<Result<Payload, TaskError>> {
+        if !self.goes_on() {
+            return None;
+        }
+        let item = self.items.next();
+        self.in_flight = item.is_some();
+        item
+    }
+
+    /// [`next`](Self::next), a packed input as its bits (`packed.rs`).
+    #[inline]
+    fn next_raw(&mut self) -> Option<Next> {
+        if !self.goes_on() {
+            return None;
+        }
+        let next = self.items.next_raw();
+        self.in_flight = next.is_some();
+        next
+    }
+
+    /// Whether the batch goes on: not when its stream was cancelled (its
+    /// inputs not run are then answered as `terminated`) or its outputs
+    /// passed the byte budget.
+    #[inline]
+    fn goes_on(&mut self) -> bool {
         if self.stream.cancelled.load(Ordering::Relaxed) {
             while self.items.next().is_some() {
                 self.push(Err(TaskError::new(
@@ -214,7 +241,7 @@ impl Running {
                     "the stream was cancelled before this task started",
                 )));
             }
-            return None;
+            return false;
         }
         if self.unreported >= FLUSH_BYTES {
             let total = self
@@ -223,12 +250,10 @@ impl Running {
                 .fetch_add(self.unreported, Ordering::Relaxed);
             self.unreported = 0;
             if total > self.stream.budget && !self.results.is_empty() {
-                return None;
+                return false;
             }
         }
-        let item = self.items.next();
-        self.in_flight = item.is_some();
-        item
+        true
     }
 
     fn push(&mut self, result: Result<Output, TaskError>) {
@@ -550,9 +575,33 @@ impl Worker {
     fn run_batch(&mut self, mut running: Running) -> bool {
         self.follow_stream(&running.stream.cancelled);
         let Some(watched) = &self.watched else {
-            while let Some(item) = running.next() {
-                let result = item.and_then(|payload| self.run_one(&running.task, payload, None));
-                running.push(result);
+            while let Some(next) = running.next_raw() {
+                match next {
+                    Next::Item(item) => {
+                        let result =
+                            item.and_then(|payload| self.run_one(&running.task, payload, None));
+                        running.push(result);
+                    }
+                    // Packed in, packed out: no `Payload` or `Output`.
+                    Next::Bits(args) => {
+                        let task = &running.task;
+                        let ran = match running.results.packed_bits() {
+                            Some(out) => self
+                                .run_guest(None, |guest| guest.run_packed(task, &args, out, None)),
+                            None => Err(TaskError::new(
+                                TaskErrorKind::Host,
+                                "packed inputs without packed results (a bug in wasmpool)",
+                            )),
+                        };
+                        match ran {
+                            Ok(()) => {
+                                running.in_flight = false;
+                                running.results.count_packed();
+                            }
+                            Err(e) => running.push(Err(e)),
+                        }
+                    }
+                }
             }
             running.finish();
             return true;
@@ -632,12 +681,24 @@ impl Worker {
         payload: Payload,
         deadline: Option<Instant>,
     ) -> Result<Output, TaskError> {
+        self.run_guest(deadline, |guest| guest.run(task, payload, deadline))
+    }
+
+    /// Runs `run` on this worker's guest (made first if there is none),
+    /// and drops the guest after a failure that leaves it unusable, after
+    /// a panic, or when it ran its `recycle_after` tasks.
+    #[inline]
+    fn run_guest<T>(
+        &mut self,
+        deadline: Option<Instant>,
+        run: impl FnOnce(&mut Guest) -> Result<T, TaskError>,
+    ) -> Result<T, TaskError> {
         if self.guest.is_none() {
             self.make_guest(deadline).map_err(fresh_instance_error)?;
             self.counters.instances.fetch_add(1, Ordering::Relaxed);
         }
         let guest = self.guest.as_mut().expect("made above");
-        let result = catch_unwind(AssertUnwindSafe(|| guest.run(task, payload, deadline)));
+        let result = catch_unwind(AssertUnwindSafe(|| run(guest)));
         match result {
             Ok(result) => {
                 let worn_out = self
@@ -666,7 +727,7 @@ impl Worker {
 /// failure left it unusable (a trap, a time limit), or it ran its
 /// `recycle_after` tasks (`tasks_run`; every task with `Isolation::Task`,
 /// so only at trace level).
-fn discarded(index: u32, result: &Result<Output, TaskError>, tasks_run: u64) {
+fn discarded<T>(index: u32, result: &Result<T, TaskError>, tasks_run: u64) {
     match result {
         Err(e) => tracing::debug!(
             "worker {index}: replacing its instance: the task failed with {}",
