@@ -792,7 +792,10 @@ impl<'a> Feed<'a> {
                 return Some((index, r));
             }
             if self.d.cancelled_at.is_some() {
+                // What is queued ends here; rests held back by the budget
+                // go out to end as `terminated` (as `fill` would send them).
                 self.terminate_queued();
+                self.d.send_held();
             } else {
                 self.d.fill();
             }

@@ -442,6 +442,26 @@ impl Broker {
         })
     }
 
+    /// Deletes what is left of job `job` if it has ended (no meta): a
+    /// worker's last write of results can come after the submitter deleted
+    /// the job (`--fail-fast`) and make its `results` and `ready` keys
+    /// again. One script, so that a job opened again meanwhile (same id)
+    /// loses nothing.
+    ///
+    /// # Errors
+    ///
+    /// Broker errors.
+    pub fn forget_if_gone(&mut self, job: &JobId) -> Result<(), BrokerError> {
+        let keys = [job.meta(), job.results(), job.ready(), job.refusals()];
+        let script = redis::Script::new(
+            "if redis.call('EXISTS', KEYS[1]) == 0 then \
+               return redis.call('DEL', KEYS[2], KEYS[3], KEYS[4]) end return 0",
+        );
+        self.run("forget an ended job", |c| {
+            script.key(&keys[..]).invoke::<()>(c)
+        })
+    }
+
     // ---- the worker's side ----
 
     /// The live jobs.
@@ -780,6 +800,11 @@ impl Broker {
                 other => other?,
             };
             check_exec(&exec)?;
+            if let Value::ServerError(e) = &read
+                && matches!(e.code(), "NOGROUP" | "UNBLOCKED")
+            {
+                return Ok(None); // the job ended (its results were written)
+            }
             match redis::from_redis_value::<Option<StreamReadReply>>(read) {
                 Ok(r) => Ok(r),
                 Err(e) => {

@@ -51,7 +51,13 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
         .build()?;
     let task = pool.task(&args.task)?;
     let input = JobInput::open(&args)?;
-    let job = JobId::derive(&module, &args.task, &input.sha, input.how);
+    // Another --batch cuts the same inputs into other entries: another job.
+    let job = JobId::derive(
+        &module,
+        &args.task,
+        &input.sha,
+        &format!("{} batch {batch}", input.how),
+    );
     let name = input.name.clone();
     let mut journal = match &args.journal {
         None => None,
@@ -163,6 +169,14 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
             last_result = std::time::Instant::now();
         } else if last_result.elapsed() >= REFUSALS_AFTER {
             last_result = std::time::Instant::now();
+            // A job deleted under its submitter (another submitter of it
+            // finished it) would never give a result again.
+            if broker.job(&job)?.is_none() {
+                anyhow::bail!(
+                    "job {job} was deleted from {url} while this submitter waited for its results \
+                     (another submitter of the same job finished it?); run the command again"
+                );
+            }
             for (worker, why) in broker.refusals(&job)? {
                 if told.insert(worker.clone()) {
                     progress::suspend(|| {

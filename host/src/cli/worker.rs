@@ -64,6 +64,10 @@ pub(crate) struct WorkerArgs {
 /// How long a worker with --exit-when-idle waits with nothing to do.
 const IDLE_EXIT: Duration = Duration::from_secs(2);
 
+/// How long a worker leaves a listed job without a meta before it looks
+/// at it again.
+const MISSING_RETRY: Duration = Duration::from_secs(5);
+
 /// How long a finished entry may wait to be written with others.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 
@@ -96,15 +100,33 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
     let mut infos: HashMap<JobId, wasmpool::broker::JobInfo> = HashMap::new();
     let mut done_tasks = 0u64;
     let mut last_event = broker.last_job_event()?;
+    // Listed jobs without a meta (being opened, or deleted): looked at
+    // again after a while, not on every round.
+    let mut missing: HashMap<JobId, Instant> = HashMap::new();
     loop {
         let jobs = broker.jobs()?;
+        // Jobs ended since the last round: what this worker's last writes
+        // may have made again of their keys is deleted (if they did end).
+        let ended: Vec<JobId> = infos
+            .keys()
+            .filter(|j| !jobs.contains(j))
+            .cloned()
+            .collect();
+        for job in ended {
+            if let Err(e) = broker.forget_if_gone(&job) {
+                tracing::warn!("job {job}: {e}");
+            }
+        }
         infos.retain(|job, _| jobs.contains(job));
+        missing.retain(|job, since| jobs.contains(job) && since.elapsed() < MISSING_RETRY);
         last_claim.retain(|job, _| jobs.contains(job));
         refused.retain(|job, since| jobs.contains(job) && since.elapsed() < REFUSAL_RETRY);
         pools.retain(|module, _| infos.values().any(|i| i.module == *module));
         let mut worked = false;
+        // Whether a job's read waited on the broker this round.
+        let mut waited = false;
         for job in &jobs {
-            if refused.contains_key(job) {
+            if refused.contains_key(job) || missing.contains_key(job) {
                 continue;
             }
             let mut refuse = |broker: &mut Broker, why: String| {
@@ -120,7 +142,10 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
                     Ok(Some(info)) => {
                         infos.insert(job.clone(), info);
                     }
-                    Ok(None) => continue,
+                    Ok(None) => {
+                        missing.insert(job.clone(), Instant::now());
+                        continue;
+                    }
                     Err(e) => {
                         refuse(&mut broker, e.to_string());
                         continue;
@@ -166,7 +191,9 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
                 done: Vec::new(),
                 done_since: Instant::now(),
             };
-            let ran = run.run(jobs.len() == 1);
+            let alone = jobs.len() == 1;
+            waited |= alone;
+            let ran = run.run(alone);
             lock(&held).clear();
             match ran {
                 Ok(0) => {}
@@ -206,7 +233,7 @@ pub(crate) fn run(common: &Common, quiet: bool, args: WorkerArgs) -> anyhow::Res
         }
         // With one job, its read waited already; else wait for a new job
         // (or, with several, a little before looking at them again).
-        if jobs.len() != 1 {
+        if !waited {
             let wait = if jobs.is_empty() { 1000 } else { 100 };
             broker.wait_for_jobs(&mut last_event, Duration::from_millis(wait))?;
         }

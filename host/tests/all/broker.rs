@@ -535,7 +535,7 @@ fn job_id(task: &str, input: &Path) -> wasmpool::broker::JobId {
     use sha2::Digest;
     let module = std::fs::read(TESTGUEST).unwrap();
     let sha: [u8; 32] = sha2::Sha256::digest(std::fs::read(input).unwrap()).into();
-    wasmpool::broker::JobId::derive(&module, task, &sha, "json")
+    wasmpool::broker::JobId::derive(&module, task, &sha, "json batch 1")
 }
 
 #[test]
