@@ -241,8 +241,10 @@ pub(crate) fn run(common: &Common, quiet: bool, args: MapArgs) -> anyhow::Result
 struct JobInput {
     /// The file read, if the input is one.
     path: Option<PathBuf>,
-    /// Stdin's copy, deleted when done.
-    _spool: Option<tempfile::NamedTempFile>,
+    /// Stdin's copy: a temporary file with no name (unlinked at once, so
+    /// that nothing is left behind however the submitter ends), read
+    /// through `/proc/self/fd`.
+    _spool: Option<File>,
     name: String,
     /// `json` (JSON lines), `raw` (text lines), `array` (a JSON array's
     /// elements) or `range`.
@@ -281,15 +283,14 @@ impl JobInput {
                         input::terminal_hint(args.input_array.is_some())
                     );
                 }
-                let mut spool = tempfile::NamedTempFile::new()
-                    .context("cannot make a temporary file to hold stdin")?;
-                io::copy(&mut io::stdin().lock(), spool.as_file_mut())
+                use std::os::fd::AsRawFd;
+                let mut spool =
+                    tempfile::tempfile().context("cannot make a temporary file to hold stdin")?;
+                io::copy(&mut io::stdin().lock(), &mut spool)
                     .context("<stdin>: cannot read the input")?;
-                (
-                    spool.path().to_path_buf(),
-                    Some(spool),
-                    "<stdin>".to_string(),
-                )
+                // Each open of this path reads the file from its start.
+                let path = PathBuf::from(format!("/proc/self/fd/{}", spool.as_raw_fd()));
+                (path, Some(spool), "<stdin>".to_string())
             }
         };
         Ok(JobInput {
