@@ -6,13 +6,14 @@
 //! `--fail-fast` job's keys must not come back after it is deleted.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wasmpool_tests::TESTGUEST;
 
-use crate::util::{both_modes, builder, in_ci, install_servers, servers};
+use crate::redis::{Children, Redis};
+use crate::util::{both_modes, builder};
 
 both_modes! {
     /// A batch cut short by the output budget while an earlier batch is
@@ -56,94 +57,6 @@ both_modes! {
             }
         }
         assert!(lost.is_empty(), "(round, pending, missing): {lost:?}");
-    }
-}
-
-/// A redis-server of tests/servers, stopped when dropped.
-struct Redis {
-    dir: PathBuf,
-    url: String,
-    _temp: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Option<Redis> {
-        let why = match Redis::try_start() {
-            Ok(redis) => return Some(redis),
-            Err(why) => why,
-        };
-        assert!(!in_ci(), "CI: no redis-server: {why}");
-        eprintln!("SKIPPED: no redis-server: {why}");
-        None
-    }
-
-    fn try_start() -> Result<Redis, String> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            install_servers()?;
-        }
-        let temp = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let dir = temp.path().join("redis");
-        let out = Command::new(servers("redis-start"))
-            .arg(&dir)
-            .output()
-            .map_err(|e| e.to_string())?;
-        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !out.status.success() || !url.starts_with("redis://") {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(Redis {
-            dir,
-            url,
-            _temp: temp,
-        })
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .arg("-u")
-            .arg(&self.url)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "redis-cli {args:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The calls Redis has served of command `name` since its last reset.
-    fn calls(&self, name: &str) -> u64 {
-        let stats = self.cli(&["INFO", "commandstats"]);
-        let head = format!("cmdstat_{name}:calls=");
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix(&head))
-            .and_then(|rest| rest.split(',').next())
-            .map_or(0, |n| n.parse().unwrap())
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = Command::new(servers("redis-stop"))
-            .arg("--kill")
-            .arg(&self.dir)
-            .output();
-    }
-}
-
-/// Child processes, SIGKILLed when dropped.
-#[derive(Default)]
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

@@ -7,108 +7,13 @@
 //! when redis-server is missing and cannot be installed; a failure under
 //! CI=1.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use wasmpool_tests::TESTGUEST;
 
-use crate::util::{in_ci, install_servers, servers};
-
-/// A redis-server of tests/servers on loopback, stopped when dropped.
-struct Redis {
-    dir: PathBuf,
-    url: String,
-    _temp: tempfile::TempDir,
-}
-
-impl Redis {
-    /// Starts one, or says why it cannot (`None` after printing the skip
-    /// message outside CI; a panic under CI).
-    fn start() -> Option<Redis> {
-        match Redis::try_start() {
-            Ok(redis) => Some(redis),
-            Err(why) if !in_ci() => {
-                eprintln!("SKIPPED: no redis-server for the queue mode tests: {why}");
-                None
-            }
-            Err(why) => panic!("CI: no redis-server for the queue mode tests: {why}"),
-        }
-    }
-
-    fn try_start() -> Result<Redis, String> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            install_servers()?;
-        }
-        let temp = tempfile::Builder::new()
-            .prefix("wasmpool-redis-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let mut redis = Redis {
-            dir: temp.path().join("redis"),
-            url: String::new(),
-            _temp: temp,
-        };
-        redis.url = redis.restart()?;
-        Ok(redis)
-    }
-
-    /// Starts it (again, on the same directory: same data, same port).
-    fn restart(&self) -> Result<String, String> {
-        let out = Command::new(servers("redis-start"))
-            .arg(&self.dir)
-            .output()
-            .map_err(|e| format!("tests/servers/redis-start: {e}"))?;
-        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !out.status.success() || !url.starts_with("redis://") {
-            return Err(format!(
-                "tests/servers/redis-start failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(url)
-    }
-
-    /// SIGKILLs the server.
-    fn kill(&self) {
-        let out = Command::new(servers("redis-stop"))
-            .arg("--kill")
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = Command::new(servers("redis-stop"))
-            .arg("--kill")
-            .arg(&self.dir)
-            .output();
-    }
-}
-
-/// Child processes, SIGKILLed when dropped (a failing test leaves none).
-#[derive(Default)]
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use crate::redis::{Children, Redis};
 
 fn wasmpool(cache: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmpool"));
@@ -513,22 +418,6 @@ fn every_input_source_and_output_format_of_map_works_with_a_broker() {
     );
 }
 
-/// Runs `redis-cli` on the server of `url` with `args`.
-fn redis_cli(url: &str, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .arg("-u")
-        .arg(url)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "redis-cli {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 /// The id `map --broker` gives the job of `task` over JSON lines file
 /// `input` with the test guest.
 fn job_id(task: &str, input: &Path) -> wasmpool::broker::JobId {
@@ -550,23 +439,20 @@ fn a_job_a_worker_cannot_run_is_refused_and_named_and_the_others_still_run() {
     // A meta planted for the job's id naming another module: refused by
     // the submitter, whose job it is not.
     let meta = format!("wasmpool:job:{job}:meta");
-    redis_cli(
-        &redis.url,
-        &[
-            "HSET",
-            &meta,
-            "module",
-            &"0".repeat(64),
-            "task",
-            "fail_on_tens",
-            "how",
-            "json",
-            "name",
-            "x",
-            "submitted",
-            "0",
-        ],
-    );
+    redis.cli(&[
+        "HSET",
+        &meta,
+        "module",
+        &"0".repeat(64),
+        "task",
+        "fail_on_tens",
+        "how",
+        "json",
+        "name",
+        "x",
+        "submitted",
+        "0",
+    ]);
     let out = wait_output(
         submit(&cache, &redis.url, "fail_on_tens", &input),
         Duration::from_secs(30),
@@ -578,15 +464,12 @@ fn a_job_a_worker_cannot_run_is_refused_and_named_and_the_others_still_run() {
         "{}",
         text(&out.stderr)
     );
-    redis_cli(&redis.url, &["DEL", &meta]);
+    redis.cli(&["DEL", &meta]);
 
     // A result line not written by a worker of ours (a line break inside):
     // refused, not printed over two lines.
     let results = format!("wasmpool:job:{job}:results");
-    redis_cli(
-        &redis.url,
-        &["HSET", &results, "0", "{\"index\":0,\n\"ok\":1}"],
-    );
+    redis.cli(&["HSET", &results, "0", "{\"index\":0,\n\"ok\":1}"]);
     let out = wait_output(
         submit(&cache, &redis.url, "fail_on_tens", &input),
         Duration::from_secs(30),
@@ -599,16 +482,13 @@ fn a_job_a_worker_cannot_run_is_refused_and_named_and_the_others_still_run() {
         text(&out.stderr)
     );
     assert!(text(&out.stdout).is_empty());
-    redis_cli(
-        &redis.url,
-        &["DEL", &results, &meta, &format!("wasmpool:job:{job}:tasks")],
-    );
+    redis.cli(&["DEL", &results, &meta, &format!("wasmpool:job:{job}:tasks")]);
 
     // The job's results key of another type: the worker cannot write its
     // results, says so and stays up; the submitter stops with the error;
     // another job runs on the same worker.
     let results = format!("wasmpool:job:{job}:results");
-    redis_cli(&redis.url, &["SET", &results, "not a hash"]);
+    redis.cli(&["SET", &results, "not a hash"]);
     let mut kids = Children::default();
     kids.0.push(worker(&cache, &redis.url, &["-j", "1"]));
     let out = wait_output(
@@ -622,7 +502,7 @@ fn a_job_a_worker_cannot_run_is_refused_and_named_and_the_others_still_run() {
         "{}",
         text(&out.stderr)
     );
-    redis_cli(&redis.url, &["DEL", &results]);
+    redis.cli(&["DEL", &results]);
     let other = dir.path().join("other.jsonl");
     // (another input, so another job)
     std::fs::write(&other, "1\n2\n3\n\n").unwrap();

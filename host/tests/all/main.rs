@@ -22,6 +22,7 @@ mod precompiled;
 mod process;
 mod progress;
 mod queue_batch;
+mod redis;
 mod scaffold;
 mod shard;
 mod shared;
