@@ -142,6 +142,22 @@ impl<T> Packed<T> {
             len: 0,
         }
     }
+
+    /// Appends `item`: as the bits of its `values` when they have exactly
+    /// the task's `types`, else whole at its position.
+    #[inline]
+    fn push(
+        &mut self,
+        types: fn(&TaskSpec) -> Option<&[WasmType]>,
+        item: T,
+        values: impl FnOnce(&T) -> Option<&Values>,
+    ) {
+        let types = types(&self.task).unwrap_or_default();
+        if !values(&item).is_some_and(|v| pack(types, v, &mut self.bits)) {
+            self.odd.push((self.len, item));
+        }
+        self.len += 1;
+    }
 }
 
 /// Walks a [`Packed`] in order.
@@ -167,8 +183,10 @@ impl<T> Unpacking<T> {
         }
     }
 
-    /// The next item: `Ok` an odd one, `Err` the bits of a packed one.
-    fn next(&mut self, types: fn(&TaskSpec) -> Option<&[WasmType]>) -> Option<Result<T, Values>> {
+    /// The next item: `Ok` one kept whole, `Err` where in `bits` the
+    /// `arity` values of a packed one are.
+    #[inline]
+    fn next_at(&mut self, arity: usize) -> Option<Result<T, std::ops::Range<usize>>> {
         if self.pos == self.len {
             return None;
         }
@@ -177,11 +195,17 @@ impl<T> Unpacking<T> {
         if self.odd.peek().is_some_and(|(at, _)| *at == pos) {
             return self.odd.next().map(|(_, item)| Ok(item));
         }
+        let start = self.at;
+        self.at += arity;
+        Some(Err(start..self.at))
+    }
+
+    /// The next item: `Ok` one kept whole, `Err` a packed one's values.
+    fn next(&mut self, types: fn(&TaskSpec) -> Option<&[WasmType]>) -> Option<Result<T, Values>> {
+        let arity = types(&self.task).map_or(0, <[WasmType]>::len);
+        let next = self.next_at(arity)?;
         let types = types(&self.task).unwrap_or_default();
-        let end = self.at + types.len();
-        let values = unpack(types, &self.bits[self.at..end]);
-        self.at = end;
-        Some(Err(values))
+        Some(next.map_err(|at| unpack(types, &self.bits[at])))
     }
 }
 
@@ -208,17 +232,10 @@ impl Items {
         match self {
             Items::List(items) => items.push(item),
             Items::Packed(PackedItems(p)) => {
-                let packed = match &item {
-                    Ok(Payload::Values(values)) => {
-                        let types = params(&p.task).unwrap_or_default();
-                        pack(types, values, &mut p.bits)
-                    }
-                    _ => false,
-                };
-                if !packed {
-                    p.odd.push((p.len, item));
-                }
-                p.len += 1;
+                p.push(params, item, |item| match item {
+                    Ok(Payload::Values(values)) => Some(values),
+                    _ => None,
+                });
             }
         }
     }
@@ -260,19 +277,11 @@ impl ItemsIter {
         match self {
             ItemsIter::List(items) => items.next().map(Next::Item),
             ItemsIter::Packed(u) => {
-                if u.pos == u.len {
-                    return None;
-                }
-                let pos = u.pos;
-                u.pos += 1;
-                if u.odd.peek().is_some_and(|(at, _)| *at == pos) {
-                    return u.odd.next().map(|(_, item)| Next::Item(item));
-                }
                 let arity = params(&u.task).map_or(0, <[WasmType]>::len);
-                let end = u.at + arity;
-                let bits = SmallVec::from_slice(&u.bits[u.at..end]);
-                u.at = end;
-                Some(Next::Bits(bits))
+                Some(match u.next_at(arity)? {
+                    Ok(item) => Next::Item(item),
+                    Err(at) => Next::Bits(SmallVec::from_slice(&u.bits[at])),
+                })
             }
         }
     }
@@ -327,17 +336,10 @@ impl Results {
         match self {
             Results::List(results) => results.push(result),
             Results::Packed(PackedResults(p)) => {
-                let packed = match &result {
-                    Ok(Output::Values(values)) => {
-                        let types = results(&p.task).unwrap_or_default();
-                        pack(types, values, &mut p.bits)
-                    }
-                    _ => false,
-                };
-                if !packed {
-                    p.odd.push((p.len, result));
-                }
-                p.len += 1;
+                p.push(results, result, |result| match result {
+                    Ok(Output::Values(values)) => Some(values),
+                    _ => None,
+                });
             }
         }
     }
@@ -428,18 +430,11 @@ impl ResultsIter {
         match self {
             ResultsIter::List(results) => results.next().map(Err),
             ResultsIter::Packed(u) => {
-                if u.pos == u.len {
-                    return None;
-                }
-                let pos = u.pos;
-                u.pos += 1;
-                if u.odd.peek().is_some_and(|(at, _)| *at == pos) {
-                    return u.odd.next().map(|(_, result)| Err(result));
-                }
                 let arity = results(&u.task).map_or(0, <[WasmType]>::len);
-                let start = u.at;
-                u.at += arity;
-                Some(Ok(&u.bits[start..u.at]))
+                Some(match u.next_at(arity)? {
+                    Ok(result) => Err(result),
+                    Err(at) => Ok(&u.bits[at]),
+                })
             }
         }
     }
