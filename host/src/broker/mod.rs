@@ -595,18 +595,7 @@ impl Broker {
     ) -> Result<Vec<Delivery>, BrokerError> {
         let tasks = job.tasks();
         let reply: Option<StreamReadReply> = self.run("read tasks", |c| {
-            let r = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(keys::GROUP)
-                .arg(consumer)
-                .arg("COUNT")
-                .arg(count)
-                .arg(block_args(block))
-                .arg("STREAMS")
-                .arg(&tasks)
-                .arg(">")
-                .query(c);
-            match r {
+            match read_cmd(&tasks, consumer, count, block).query(c) {
                 Err(e) if job_gone(&e) => Ok(None),
                 other => other,
             }
@@ -785,32 +774,20 @@ impl Broker {
             // EXEC's replies are checked: a command of it that failed (a
             // key of another type) does not undo the others.
             p.cmd("EXEC");
-            p.cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(keys::GROUP)
-                .arg(consumer)
-                .arg("COUNT")
-                .arg(count)
-                .arg("STREAMS")
-                .arg(&tasks)
-                .arg(">");
-            let (exec, read) = match p.query::<(Value, Value)>(c) {
-                // The results were written (EXEC ran before the read).
+            p.add_command(read_cmd(&tasks, consumer, count, Duration::ZERO));
+            let (exec, read): (Value, Value) = match p.query(c) {
                 Err(e) if job_gone(&e) => return Ok(None),
                 other => other?,
             };
             check_exec(&exec)?;
-            if let Value::ServerError(e) = &read
-                && matches!(e.code(), "NOGROUP" | "UNBLOCKED")
-            {
-                return Ok(None); // the job ended (its results were written)
-            }
-            match redis::from_redis_value::<Option<StreamReadReply>>(read) {
-                Ok(r) => Ok(r),
-                Err(e) => {
-                    let e = RedisError::from(e);
-                    if job_gone(&e) { Ok(None) } else { Err(e) }
-                }
+            let read = match read {
+                Value::ServerError(e) => Err(RedisError::from(e)),
+                read => redis::from_redis_value(read).map_err(RedisError::from),
+            };
+            match read {
+                // The job ended (the results were written: EXEC ran first).
+                Err(e) if job_gone(&e) => Ok(None),
+                other => other,
             }
         })?;
         let ids = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids);
@@ -865,6 +842,22 @@ fn delivery(id: StreamId, deliveries: u64) -> Delivery {
         id: id.id,
         deliveries,
     }
+}
+
+/// `XREADGROUP` of up to `count` new entries of stream `tasks` for
+/// `consumer`, waiting up to `block`.
+fn read_cmd(tasks: &str, consumer: &str, count: usize, block: Duration) -> redis::Cmd {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(keys::GROUP)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg(block_args(block))
+        .arg("STREAMS")
+        .arg(tasks)
+        .arg(">");
+    cmd
 }
 
 /// `BLOCK ms` for a wait, nothing for none (`BLOCK 0` waits for ever).
