@@ -379,9 +379,10 @@ impl JobRun<'_, '_> {
         let mut ran = 0u64;
         // Entries finished per second, and the time of a step's round trip
         // to the broker (moving averages): enough entries are held to keep
-        // every instance busy through two round trips, or ~10 ms of work
-        // where that is more, so that a task never waits on the broker (a
-        // broker with `appendfsync always` takes a disk flush per write).
+        // every instance busy through two round trips and FLUSH_EVERY (at
+        // least ~10 ms of work, two entries per instance), so that a task
+        // never waits on the broker (a broker with `appendfsync always`
+        // takes a disk flush per write).
         let mut rate = 0.0f64;
         let mut rate_mark = (Instant::now(), 0u64);
         let mut trip = 0.0f64;
