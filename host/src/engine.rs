@@ -322,10 +322,17 @@ impl ModuleCache {
         &self.dir
     }
 
-    fn entry(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
+    /// The entry for `bytes`; `region`: the shared region's size the code
+    /// was rewritten for (`shm_inline.rs`), part of the key.
+    fn entry(&self, engine: &Engine, bytes: &[u8], region: Option<u64>) -> PathBuf {
         let mut compat = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut compat);
-        let digest = Sha256::digest(bytes);
+        let mut digest = Sha256::new();
+        digest.update(bytes);
+        if let Some(region) = region {
+            digest.update(format!("\0shm_inline {region}"));
+        }
+        let digest = digest.finalize();
         let mut name = String::with_capacity(90);
         for b in &digest[..20] {
             name.push_str(&format!("{b:02x}"));
@@ -368,13 +375,23 @@ impl ModuleCache {
 }
 
 /// Compiles `bytes` (binary or text wasm), going through `cache` when given.
+/// `region`: the size of the shared region the module will be linked
+/// with, if any: a module that calls its plain atomics is compiled with
+/// them inlined (`shm_inline.rs`).
 pub(crate) fn load_module(
     engine: &Engine,
     cache: Option<&ModuleCache>,
     bytes: &[u8],
     origin: &str,
+    region: Option<u64>,
 ) -> Result<(Module, CacheOutcome), Error> {
-    let entry = cache.map(|c| (c, c.entry(engine, bytes)));
+    // Whether the rewrite applies is found from the imports, so that a
+    // cached rewrite is found without rewriting again.
+    let region = match region {
+        Some(len) if crate::shm_inline::applies(&to_binary(bytes, origin)?) => Some(len),
+        _ => None,
+    };
+    let entry = cache.map(|c| (c, c.entry(engine, bytes, region)));
     if let Some((cache, path)) = &entry
         && let Some(module) = cache.load(engine, path)
     {
@@ -382,7 +399,12 @@ pub(crate) fn load_module(
         return Ok((module, CacheOutcome::Hit));
     }
     let start = Instant::now();
-    let binary = to_binary(bytes, origin)?;
+    let mut binary = to_binary(bytes, origin)?;
+    if let Some(len) = region
+        && let Some(inlined) = crate::shm_inline::inline(&binary, len)
+    {
+        binary = std::borrow::Cow::Owned(inlined);
+    }
     let module = Module::from_binary(engine, &binary).map_err(|e| Error::Compile {
         origin: origin.to_string(),
         message: format!("{e:#}"),

@@ -175,6 +175,7 @@ mod queue;
 mod runtime;
 mod sandbox;
 mod shm;
+mod shm_inline;
 mod stdio;
 mod suggest;
 mod task;

@@ -104,17 +104,20 @@ pub(crate) struct Program {
 impl Program {
     /// Reads, compiles (through `cache`) and checks a program. A
     /// precompiled module is loaded as it is when `allow_precompiled` (see
-    /// `precompiled.rs`), else refused.
+    /// `precompiled.rs`), else refused. `region`: the size of the shared
+    /// region the program will be linked with, whose atomics are then
+    /// compiled into it (`shm_inline.rs`; not into a precompiled module).
     pub(crate) fn load(
         engine: &Engine,
         source: Option<Source>,
         name: Option<&str>,
         cache: Option<&ModuleCache>,
         allow_precompiled: bool,
+        region: Option<u64>,
     ) -> Result<Program, Error> {
         let (bytes, origin) = Source::read(source, name)?;
         let (module, cache_outcome) = if !precompiled::is_precompiled(&bytes) {
-            load_module(engine, cache, &bytes, &origin)?
+            load_module(engine, cache, &bytes, &origin, region)?
         } else if allow_precompiled {
             let module = precompiled::load(engine, &bytes, &origin)?;
             (module, CacheOutcome::Precompiled)

@@ -425,6 +425,7 @@ impl Runtime {
             setup.name.as_deref(),
             cache.as_ref(),
             setup.allow_precompiled,
+            resources.shm.as_ref().map(|r| r.len() as u64),
         )?;
         let pre = link(&engine, &program, &resources, mode)?;
         // The watchdog keeps time for deadlines, and in the async mode it

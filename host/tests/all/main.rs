@@ -26,4 +26,5 @@ mod redis;
 mod scaffold;
 mod shard;
 mod shared;
+mod shm_inline;
 mod util;
