@@ -164,6 +164,16 @@ WASMPOOL_IMPORT(input_read) int32_t wasmpool_input_read(void *ptr, int32_t len);
    output limit (64 MiB by default). */
 WASMPOOL_IMPORT(output_write) void wasmpool_output_write(const void *ptr, int32_t len);
 
+/* `task_io(ptr)`: registers the 20-byte task I/O area at `ptr` (4-aligned;
+   -1 for none): five uint32_t, in_ptr, in_cap (the guest says where the
+   host may write the next input), in_len (the host writes the input's
+   length there before each task, or UINT32_MAX if it did not write it),
+   out_ptr, out_len (the host sets out_len to UINT32_MAX before each task;
+   a task that sets them hands over its output without output_write). The
+   calls above keep working; see docs/abi.md. Traps (kind `abi`) if the
+   area is misaligned or outside memory. */
+WASMPOOL_IMPORT(task_io) void wasmpool_task_io(void *ptr);
+
 /* `trap_message(ptr, len)`: records a UTF-8 message that the host attaches
    to the error if the task traps afterwards (the host keeps at most 4096
    bytes; each call replaces the last; cleared when a task starts). */

@@ -14,6 +14,8 @@ unsafe extern "C" {
     pub(crate) fn input_read(ptr: *mut u8, len: i32) -> i32;
     /// Appends `len` bytes at `ptr` to the task's output.
     pub(crate) fn output_write(ptr: *const u8, len: i32);
+    /// Registers the 20-byte task I/O area at `ptr` (-1: none).
+    pub(crate) fn task_io(ptr: *mut u8);
     /// Records the message the host reports if the task traps.
     pub(crate) fn trap_message(ptr: *const u8, len: i32);
     /// This instance's worker index.
@@ -106,6 +108,9 @@ mod native {
         outside()
     }
     pub(crate) unsafe fn output_write(_ptr: *const u8, _len: i32) {
+        outside()
+    }
+    pub(crate) unsafe fn task_io(_ptr: *mut u8) {
         outside()
     }
     pub(crate) unsafe fn trap_message(_ptr: *const u8, _len: i32) {

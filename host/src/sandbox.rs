@@ -86,6 +86,9 @@ pub(crate) struct StoreData {
     /// When the current task's time is up: wasm code and host calls that
     /// wait stop then.
     pub(crate) task_deadline: Option<Instant>,
+    /// The guest's task I/O area, if it registered one (`task_io`,
+    /// docs/abi.md): its address, 4-aligned, its 20 bytes inside memory.
+    pub(crate) task_io: Option<u32>,
 }
 
 /// The WASI context of a pool's instances: nothing of the host is visible
@@ -136,6 +139,7 @@ impl StoreData {
             reply: None,
             limiter: Limiter::new(&parts.limits),
             task_deadline: None,
+            task_io: None,
             limits: parts.limits,
         }
     }
@@ -464,6 +468,7 @@ impl Guest {
                 }
                 start_task(&mut self.store, deadline);
                 self.store.data_mut().input = input;
+                crate::abi::task_io::before_call(&mut self.store);
             }
             (TaskKind::Numeric { params, results }, Payload::Values(args)) => {
                 if args.len() != params.len()
@@ -506,6 +511,10 @@ impl Guest {
         &mut self,
         status: wasmtime::Result<i32>,
     ) -> wasmtime::Result<Result<Output, TaskError>> {
+        let status = status.and_then(|status| {
+            crate::abi::task_io::after_call(&mut self.store)?;
+            Ok(status)
+        });
         let data = self.store.data_mut();
         let output = std::mem::take(&mut data.output);
         let mut spare = std::mem::take(&mut data.input);

@@ -24,6 +24,22 @@ WASMPOOL_TASK(echo) {
     return WASMPOOL_OK;
 }
 
+/* Echo through the task I/O area: the input arrives in `buf`, written by
+   the host before the call once the area is registered (the first call
+   reads it there itself), and the output is handed back from it. */
+static uint32_t io_area[5] = {0, 0, UINT32_MAX, 0, UINT32_MAX};
+static char io_buf[4096];
+WASMPOOL_TASK(io_echo) {
+    wasmpool_task_io(io_area);
+    io_area[0] = (uint32_t)(uintptr_t)io_buf;
+    io_area[1] = sizeof io_buf;
+    uint32_t n = io_area[2];
+    if (n == UINT32_MAX) n = (uint32_t)wasmpool_input_read(io_buf, (int32_t)sizeof io_buf);
+    io_area[3] = (uint32_t)(uintptr_t)io_buf;
+    io_area[4] = n;
+    return WASMPOOL_OK;
+}
+
 /* The worker count and index as two digits (`20` or `21` with 2 workers). */
 WASMPOOL_TASK(worker) {
     char digits[2] = {(char)('0' + wasmpool_worker_count()), (char)('0' + wasmpool_worker_index())};

@@ -12,6 +12,7 @@
 mod host;
 pub(crate) mod mem;
 mod sync;
+pub(crate) mod task_io;
 pub(crate) mod wasi;
 
 use wasmtime::{Caller, Linker};
@@ -36,6 +37,7 @@ pub(crate) const IMPORTS: &[&str] = &[
     "input_len",
     "input_read",
     "output_write",
+    "task_io",
     "trap_message",
     "worker_index",
     "worker_count",
@@ -106,6 +108,25 @@ fn memory<'a>(
     Ok(memory.data_and_store_mut(caller))
 }
 
+/// Appends `bytes` to the task's output, within the output limit.
+fn append_output(
+    state: &mut StoreData,
+    bytes: &[u8],
+    function: &'static str,
+) -> Result<(), AbiError> {
+    if state.output.len() + bytes.len() > state.limits.max_output {
+        return Err(AbiError {
+            function,
+            message: format!(
+                "the task's output would exceed the limit of {} bytes",
+                state.limits.max_output
+            ),
+        });
+    }
+    state.output.extend_from_slice(bytes);
+    Ok(())
+}
+
 /// Adds every `wasmpool` import to `linker`, those that wait with the face
 /// `mode` needs.
 pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>, mode: Mode) -> wasmtime::Result<()> {
@@ -134,17 +155,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>, mode: Mode) -> wasmt
         |mut caller: Caller<'_, StoreData>, ptr: i32, len: i32| -> wasmtime::Result<()> {
             let (mem, state) = memory(&mut caller, "output_write")?;
             let src = mem::slice("output_write", mem, ptr, len)?;
-            if state.output.len() + src.len() > state.limits.max_output {
-                return Err(AbiError {
-                    function: "output_write",
-                    message: format!(
-                        "the task's output would exceed the limit of {} bytes",
-                        state.limits.max_output
-                    ),
-                }
-                .into());
-            }
-            state.output.extend_from_slice(src);
+            append_output(state, src, "output_write")?;
             Ok(())
         },
     )?;
@@ -169,6 +180,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>, mode: Mode) -> wasmt
         "worker_count",
         |caller: Caller<'_, StoreData>| -> i32 { caller.data().worker.count as i32 },
     )?;
+    task_io::add_to_linker(linker)?;
     sync::add_to_linker(linker, mode)?;
     host::add_to_linker(linker, mode)
 }

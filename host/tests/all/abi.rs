@@ -66,6 +66,11 @@ fn all_imports_fixture_instantiates_and_runs() {
         echoed[0].as_ref().unwrap(),
         &serde_json::json!({"a": [1, 2]})
     );
+    let inputs: Vec<String> = (0..6).map(|i| "y".repeat(i * 300)).collect();
+    let through_area = pool
+        .map::<String, String>("io_echo", inputs.clone())
+        .unwrap();
+    assert_eq!(through_area, inputs.into_iter().map(Ok).collect::<Vec<_>>());
     let who = pool.map::<(), u32>("worker", [(); 4]).unwrap();
     for w in who {
         let w = w.unwrap();
@@ -100,8 +105,8 @@ fn all_imports_fixture_covers_every_import() {
     }
     assert_eq!(
         names.len(),
-        31,
-        "the fixture imports all 31 names: {names:?}"
+        32,
+        "the fixture imports all 32 names: {names:?}"
     );
 }
 

@@ -202,7 +202,7 @@ fn header_declares_every_abi_function_with_the_fixtures_type() {
     let fixture = root().join("tests/fixtures/abi_all_imports.wat");
     let wat = ModuleInfo::from_file(&fixture, None).unwrap();
     let expected = abi_function_imports(&wat);
-    assert_eq!(expected.len(), 30, "{expected:#?}");
+    assert_eq!(expected.len(), 31, "{expected:#?}");
     let compiled = ModuleInfo::from_file(&c.all_imports, None).unwrap();
     assert_eq!(abi_function_imports(&compiled), expected);
     assert_eq!(
@@ -315,6 +315,16 @@ both_modes! {
             pool.map::<Value, Value>(task, [input]).unwrap().pop().unwrap()
         };
         assert_eq!(map("echo", json!({"a": [1, 2]})).unwrap(), json!({"a": [1, 2]}));
+        // Through the task I/O area: each instance's first task reads its
+        // input itself, the next ones find it written by the host.
+        let inputs: Vec<Value> = (0..6).map(|i| json!({"n": i, "s": "x".repeat(i * 100)})).collect();
+        let echoed: Vec<Value> = pool
+            .map::<Value, Value>("io_echo", inputs.clone())
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(echoed, inputs);
         let worker = map("worker", json!(null)).unwrap();
         assert!(worker == json!(20) || worker == json!(21), "{worker}");
         assert_eq!(map("queue_roundtrip", json!("through the queue")).unwrap(), json!("through the queue"));

@@ -27,4 +27,5 @@ mod scaffold;
 mod shard;
 mod shared;
 mod shm_inline;
+mod task_io;
 mod util;
