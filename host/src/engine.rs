@@ -399,16 +399,25 @@ pub(crate) fn load_module(
         return Ok((module, CacheOutcome::Hit));
     }
     let start = Instant::now();
-    let mut binary = to_binary(bytes, origin)?;
-    if let Some(len) = region
-        && let Some(inlined) = crate::shm_inline::inline(&binary, len)
-    {
-        binary = std::borrow::Cow::Owned(inlined);
-    }
-    let module = Module::from_binary(engine, &binary).map_err(|e| Error::Compile {
-        origin: origin.to_string(),
-        message: format!("{e:#}"),
-    })?;
+    let binary = to_binary(bytes, origin)?;
+    // The rewritten module, if it compiles; else the module as it is (a
+    // rewrite wasmtime refuses would be a wasmpool bug, never the user's).
+    let inlined = region
+        .and_then(|len| crate::shm_inline::inline(&binary, len))
+        .and_then(|inlined| match Module::from_binary(engine, &inlined) {
+            Ok(module) => Some(module),
+            Err(e) => {
+                tracing::warn!("{origin}: not inlining the shared region's atomics: {e:#}");
+                None
+            }
+        });
+    let module = match inlined {
+        Some(module) => module,
+        None => Module::from_binary(engine, &binary).map_err(|e| Error::Compile {
+            origin: origin.to_string(),
+            message: format!("{e:#}"),
+        })?,
+    };
     tracing::info!("{origin}: compiled in {:.1?}", start.elapsed());
     match entry {
         Some((cache, path)) => {

@@ -325,6 +325,23 @@ pub(crate) fn applies(binary: &[u8]) -> bool {
 /// least one, at most 4 GiB.
 pub(crate) fn inline(binary: &[u8], region_bytes: u64) -> Option<Vec<u8>> {
     debug_assert!(region_bytes >= 65536 && region_bytes.is_multiple_of(65536));
+    // Only a valid module is rewritten (an invalid one is left for
+    // wasmtime to explain), and a panic in the rewrite, should the encoder
+    // meet something it cannot handle, leaves the module as it is: the
+    // rewrite is an optimization, never a way to fail a load.
+    let valid = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+        .validate_all(binary)
+        .is_ok();
+    if !valid {
+        return None;
+    }
+    std::panic::catch_unwind(|| rewrite(binary, region_bytes)).unwrap_or_else(|_| {
+        tracing::warn!("not inlining the shared region's atomics: the rewrite panicked");
+        None
+    })
+}
+
+fn rewrite(binary: &[u8], region_bytes: u64) -> Option<Vec<u8>> {
     let plan = match Plan::of(binary) {
         Ok(Some(plan)) => plan,
         Ok(None) => return None,
