@@ -425,7 +425,14 @@ impl Runtime {
             setup.name.as_deref(),
             cache.as_ref(),
             setup.allow_precompiled,
-            resources.shm.as_ref().map(|r| r.len() as u64),
+            // Not with fuel: an inlined call is a dozen wasm instructions
+            // where a host call was one, and fuel counts them, so the same
+            // budget would stop a task sooner.
+            resources
+                .shm
+                .as_ref()
+                .filter(|_| setup.limits.fuel.is_none())
+                .map(|r| r.len() as u64),
         )?;
         let pre = link(&engine, &program, &resources, mode)?;
         // The watchdog keeps time for deadlines, and in the async mode it

@@ -30,8 +30,11 @@
 //! the module's own), and every memory index in the module is remapped. The
 //! rewrite depends on the region's size, which the checks embed, so cached
 //! code is keyed by it. A module the rewrite cannot handle (a GC type, an
-//! unexpected signature) is left as it is: host calls are always correct.
-//! Precompiled modules (`.cwasm`) are never rewritten.
+//! unexpected signature, an invalid module, a region imported with another
+//! type) is left as it is: host calls are always correct. Precompiled
+//! modules (`.cwasm`) are never rewritten, nor modules run with fuel (fuel
+//! counts wasm instructions, and an inlined call has a dozen where a host
+//! call had one: the same budget would stop a task sooner).
 
 use std::collections::HashMap;
 
@@ -56,6 +59,8 @@ enum Op {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Atomic {
+    /// The import's name, which backtraces show for the new function.
+    name: &'static str,
     op: Op,
     /// 4 or 8 bytes.
     width: u64,
@@ -63,6 +68,17 @@ struct Atomic {
 
 impl Atomic {
     fn named(name: &str) -> Option<Atomic> {
+        const NAMES: [&str; 8] = [
+            "shm_load_i32",
+            "shm_store_i32",
+            "shm_add_i32",
+            "shm_cas_i32",
+            "shm_load_i64",
+            "shm_store_i64",
+            "shm_add_i64",
+            "shm_cas_i64",
+        ];
+        let name = NAMES.into_iter().find(|&n| n == name)?;
         let (op, width) = match name {
             "shm_load_i32" => (Op::Load, 4),
             "shm_store_i32" => (Op::Store, 4),
@@ -74,7 +90,7 @@ impl Atomic {
             "shm_cas_i64" => (Op::Cas, 8),
             _ => return None,
         };
-        Some(Atomic { op, width })
+        Some(Atomic { name, op, width })
     }
 
     fn value(&self) -> wasmparser::ValType {
@@ -201,8 +217,13 @@ impl Plan {
                                 }
                                 plan.functions += 1;
                             }
-                            TypeRef::Memory(_) => {
+                            TypeRef::Memory(ty) => {
                                 if import.module == MODULE && import.name == "shared" {
+                                    if ty.memory64 || !ty.shared {
+                                        // Not the region's type: the linker
+                                        // refuses it, in the module's own terms.
+                                        return Ok(None);
+                                    }
                                     plan.shared = Some(plan.imported_memories);
                                 }
                                 plan.imported_memories += 1;
@@ -294,6 +315,28 @@ impl Reencode for Inliner {
         for &(_, ty, _) in &self.plan.imports {
             functions.function(ty);
         }
+        Ok(())
+    }
+
+    /// The new functions are named after their imports, so that a
+    /// backtrace through one (a bad offset's trap) says what it is.
+    fn parse_custom_name_subsection(
+        &mut self,
+        names: &mut wasm_encoder::NameSection,
+        section: wasmparser::Name<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        let wasmparser::Name::Function(map) = section else {
+            return reencode::utils::parse_custom_name_subsection(self, names, section);
+        };
+        let mut functions = wasm_encoder::NameMap::new();
+        for naming in map {
+            let naming = naming?;
+            functions.append(naming.index, naming.name);
+        }
+        for (&(_, _, atomic), at) in self.plan.imports.iter().zip(self.plan.functions..) {
+            functions.append(at, &format!("wasmpool::{} (inlined)", atomic.name));
+        }
+        names.functions(&functions);
         Ok(())
     }
 

@@ -113,6 +113,38 @@ both_modes! {
         }
         // Nothing outside the edges was written.
         assert_eq!(region.load_i64(0).unwrap(), 0);
+        // A bad offset's backtrace names the function that made the call.
+        let err = pool.map::<(i64, i64), i64>("add64", [(4, 1)]).unwrap().pop().unwrap().unwrap_err();
+        let trace = err.backtrace().unwrap_or_default();
+        assert!(trace.contains("wasmpool::shm_add_i64 (inlined)"), "{trace}");
+    }
+
+    #[test]
+    fn a_fuel_budget_buys_what_it_bought_without_a_region() {
+        // Inlined, a call is a dozen wasm instructions where the host call
+        // was one: with fuel on, calls stay host calls, so a budget that
+        // fits 1,000 host calls still fits them (it would not fit the
+        // inlined ones: 2.4x the fuel, the adversary's measure).
+        let wat = r#"(module
+            (import "wasmpool" "shm_add_i64" (func $add (param i64 i64) (result i64)))
+            (memory (export "memory") 1)
+            (func (export "wasmpool_abi_v1"))
+            (func (export "calls") (param i64) (result i64) (local $i i64)
+                (loop $l
+                    (drop (call $add (i64.const 0) (i64.const 1)))
+                    (local.set $i (i64.add (local.get $i) (i64.const 1)))
+                    (br_if $l (i64.lt_u (local.get $i) (local.get 0))))
+                (local.get $i)))"#;
+        let pool = pool_builder()
+            .module_bytes(wat)
+            .workers(1)
+            .shared_memory(1 << 16)
+            .fuel(20_000)
+            .cache(None)
+            .build()
+            .unwrap();
+        assert_eq!(pool.map::<i64, i64>("calls", [1000]).unwrap(), [Ok(1000)]);
+        assert_eq!(pool.shared_region().unwrap().load_i64(0).unwrap(), 1000);
     }
 
     #[test]
@@ -139,6 +171,30 @@ both_modes! {
         assert_eq!(pool.map::<i64, i64>("both", [5]).unwrap(), [Ok(105 + 42)]);
         assert_eq!(pool.shared_region().unwrap().load_i64(8).unwrap(), 105);
     }
+}
+
+#[test]
+fn a_region_imported_with_another_type_is_refused_in_the_modules_own_terms() {
+    // A 64-bit `wasmpool::shared` import is not the region's type: the
+    // module is not rewritten (its i32 accesses would not fit it), and the
+    // linker says why, about the module as written.
+    let wat = r#"(module
+        (import "wasmpool" "shm_add_i64" (func $add (param i64 i64) (result i64)))
+        (import "wasmpool" "shared" (memory i64 1 1 shared))
+        (memory (export "memory") 1)
+        (func (export "wasmpool_abi_v1"))
+        (func (export "op") (param i64) (result i64) (call $add (local.get 0) (i64.const 1))))"#;
+    let err = Pool::builder()
+        .module_bytes(wat)
+        .shared_memory(1 << 16)
+        .cache(None)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("incompatible import type for `wasmpool::shared`"),
+        "{err}"
+    );
 }
 
 #[test]
