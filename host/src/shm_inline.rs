@@ -458,7 +458,16 @@ mod test {
             text.contains(r#"(import "wasmpool" "shared" (memory (;0;) 1 1 shared))"#),
             "{text}"
         );
-        assert!(text.contains("call 2"), "{text}");
+        // The new function comes after every existing one, named after
+        // its import.
+        assert!(
+            text.contains(r#"call $"wasmpool::shm_add_i64 (inlined)""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"(func $"wasmpool::shm_add_i64 (inlined)" (;2;)"#),
+            "{text}"
+        );
         assert!(text.contains("i64.load 1"), "{text}");
         assert!(text.contains("i64.atomic.rmw.add"), "{text}");
         assert!(text.contains(r#"(export "memory" (memory 1))"#), "{text}");
