@@ -148,3 +148,55 @@ both_modes! {
         );
     }
 }
+
+/// The Rust SDK's use of the area, beside what a task may do itself.
+mod sdk {
+    use wasmpool::{Output, Payload};
+    use wasmpool_tests::TESTGUEST;
+
+    use crate::util::{both_modes, pool_builder};
+
+    /// Each input's raw output, on one instance, in order.
+    fn raw(task: &str, inputs: &[&str]) -> Vec<String> {
+        let pool = pool_builder()
+            .module_file(TESTGUEST)
+            .workers(1)
+            .build()
+            .unwrap();
+        let task = pool.task(task).unwrap();
+        let inputs: Vec<_> = inputs
+            .iter()
+            .map(|i| Ok(Payload::Bytes(i.as_bytes().to_vec())))
+            .collect();
+        pool.imap_payloads(&task, inputs)
+            .unwrap()
+            .map(|r| match r.unwrap() {
+                Output::Bytes(b) => String::from_utf8(b).unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    both_modes! {
+        #[test]
+        fn sdk_input_still_reads_the_whole_input() {
+            // The first task reads its input through the calls, the next
+            // ones find it in the area; `input()` sees it either way, big
+            // ones (past the area's room) too.
+            let big = format!("\"{}\"", "z".repeat(100_000));
+            let inputs = ["1", "[1,2,3]", big.as_str(), "{}"];
+            let expected: Vec<String> = inputs.iter().map(|i| i.len().to_string()).collect();
+            assert_eq!(raw("input_len_seen", &inputs), expected);
+        }
+
+        #[test]
+        fn sdk_output_written_by_the_task_comes_before_its_returned_value() {
+            assert_eq!(raw("written_then_returned", &["5", "6"]), ["[1,5", "[1,6"]);
+        }
+
+        #[test]
+        fn sdk_nested_task_output_comes_first_and_whole() {
+            assert_eq!(raw("nested", &["5", "21", "5"]), ["105", "4221", "105"]);
+        }
+    }
+}

@@ -92,6 +92,37 @@ pub extern "C" fn wasmpool_task_not_json() -> i32 {
     0
 }
 
+// ---- the SDK's task I/O area beside the calls (task_io::sdk_*) ----
+
+/// The input's length as `wasmpool_guest::input()` reads it (through the
+/// host calls, beside the area the SDK decoded it from).
+#[task]
+pub fn input_len_seen(_x: serde::de::IgnoredAny) -> usize {
+    wasmpool_guest::input().len()
+}
+
+/// Writes `[1,` itself, then returns `x`: the output is `[1,` then `x`,
+/// in that order.
+#[task]
+pub fn written_then_returned(x: u64) -> u64 {
+    wasmpool_guest::output(b"[1,");
+    x
+}
+
+/// Doubles `x`.
+#[task]
+pub fn double(x: u64) -> u64 {
+    2 * x
+}
+
+/// Runs task `double` on the same input from inside this task (its
+/// output is written first), then returns `x`: `2x` then `x`.
+#[task]
+pub fn nested(x: u64) -> u64 {
+    __wasmpool_task_double();
+    x
+}
+
 // ---- queues and the shared region (pool::shared_* and pool::queue_* tests) ----
 
 use wasmpool_guest::{Barrier, Lock, Queue, QueueError, SharedValue};
