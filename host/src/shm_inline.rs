@@ -68,17 +68,8 @@ struct Atomic {
 
 impl Atomic {
     fn named(name: &str) -> Option<Atomic> {
-        const NAMES: [&str; 8] = [
-            "shm_load_i32",
-            "shm_store_i32",
-            "shm_add_i32",
-            "shm_cas_i32",
-            "shm_load_i64",
-            "shm_store_i64",
-            "shm_add_i64",
-            "shm_cas_i64",
-        ];
-        let name = NAMES.into_iter().find(|&n| n == name)?;
+        // The ABI's own spelling of the name, which lives as long as we need.
+        let name = crate::abi::IMPORTS.iter().copied().find(|&n| n == name)?;
         let (op, width) = match name {
             "shm_load_i32" => (Op::Load, 4),
             "shm_store_i32" => (Op::Store, 4),
