@@ -12,8 +12,11 @@ fn shared_counter_is_exact() {
         .shared_memory(1 << 16)
         .build()
         .unwrap();
+    // `count_together`: both tasks count at once, one per worker (a fast
+    // task could otherwise end before the second worker woke, and the
+    // first worker would take both: this test once failed so in CI).
     let r = pool
-        .map::<u64, u64>("count", [1_000_000, 1_000_000])
+        .map::<u64, u64>("count_together", [1_000_000, 1_000_000])
         .unwrap();
     assert_eq!(r, [Ok(1_000_000), Ok(1_000_000)]);
     assert_eq!(

@@ -132,13 +132,23 @@ const LOCK: Lock = Lock::at(128);
 const GUARDED: SharedValue<u64> = SharedValue::at(136);
 const BARRIER_AT: u64 = 64;
 
-/// Adds 1 to the shared counter `n` times. (pool::shared_counter_is_exact)
+/// Adds 1 to the shared counter `n` times (the counter benchmark).
 #[task]
 pub fn count(n: u64) -> u64 {
     for _ in 0..n {
         COUNTER.fetch_add(1);
     }
     n
+}
+
+/// Waits until two instances are here (the barrier at 96), then adds 1 to
+/// the shared counter `n` times: the two tasks of a map on 2 workers
+/// always run at once, one on each, however slowly a worker wakes.
+/// (shared::shared_counter_is_exact)
+#[task]
+pub fn count_together(n: u64) -> u64 {
+    Barrier::at(96, 2).wait();
+    count(n)
 }
 
 /// Adds 1 to a plain (non-atomic) read-modify-write under the lock, `n`
