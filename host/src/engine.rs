@@ -9,6 +9,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -19,6 +20,7 @@ use wasmtime::{
 
 use crate::error::Error;
 use crate::limits::Limits;
+use crate::rewind::{self, Plan};
 
 /// The dirty bytes of a linear memory or table written back when its slot
 /// is reset, rather than given back to the kernel (see `build`).
@@ -323,14 +325,18 @@ impl ModuleCache {
     }
 
     /// The entry for `bytes`; `region`: the shared region's size the code
-    /// was rewritten for (`shm_inline.rs`), part of the key.
-    fn entry(&self, engine: &Engine, bytes: &[u8], region: Option<u64>) -> PathBuf {
+    /// was rewritten for (`shm_inline.rs`), and `rewind`: whether it has
+    /// the exports rewinding needs (`rewind.rs`), both part of the key.
+    fn entry(&self, engine: &Engine, bytes: &[u8], region: Option<u64>, rewind: bool) -> PathBuf {
         let mut compat = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut compat);
         let mut digest = Sha256::new();
         digest.update(bytes);
         if let Some(region) = region {
             digest.update(format!("\0shm_inline {region}"));
+        }
+        if rewind {
+            digest.update("\0rewind");
         }
         let digest = digest.finalize();
         let mut name = String::with_capacity(90);
@@ -377,41 +383,63 @@ impl ModuleCache {
 /// Compiles `bytes` (binary or text wasm), going through `cache` when given.
 /// `region`: the size of the shared region the module will be linked
 /// with, if any: a module that calls its plain atomics is compiled with
-/// them inlined (`shm_inline.rs`).
+/// them inlined (`shm_inline.rs`). `rewind`: whether its instances are to
+/// be rewound between tasks (`rewind.rs`); the plan for that comes back if
+/// the module can be.
 pub(crate) fn load_module(
     engine: &Engine,
     cache: Option<&ModuleCache>,
     bytes: &[u8],
     origin: &str,
     region: Option<u64>,
-) -> Result<(Module, CacheOutcome), Error> {
-    // Whether the rewrite applies is found from the imports, so that a
-    // cached rewrite is found without rewriting again.
-    let region = match region {
-        Some(len) if crate::shm_inline::applies(&to_binary(bytes, origin)?) => Some(len),
-        _ => None,
-    };
-    let entry = cache.map(|c| (c, c.entry(engine, bytes, region)));
+    rewind: bool,
+) -> Result<(Module, CacheOutcome, Option<Arc<Plan>>), Error> {
+    let binary = to_binary(bytes, origin)?;
+    // Whether each rewrite applies is found from the module as it is, so
+    // that a cached rewrite is found without rewriting again.
+    let region = region.filter(|_| crate::shm_inline::applies(&binary));
+    // Only where the pages a task wrote can be found (`pagemap.rs`).
+    let plan = (rewind && rewind::available())
+        .then(|| match Plan::of(&binary) {
+            Ok(plan) => Some(Arc::new(plan)),
+            Err(why) => {
+                tracing::debug!("{origin}: instances are replaced, not rewound: {why}");
+                None
+            }
+        })
+        .flatten();
+    let entry = cache.map(|c| (c, c.entry(engine, bytes, region, plan.is_some())));
     if let Some((cache, path)) = &entry
         && let Some(module) = cache.load(engine, path)
     {
         tracing::info!("{origin}: loaded from cache {}", path.display());
-        return Ok((module, CacheOutcome::Hit));
+        return Ok((module, CacheOutcome::Hit, plan));
     }
     let start = Instant::now();
-    let binary = to_binary(bytes, origin)?;
+    let mut code = std::borrow::Cow::Borrowed(&*binary);
+    if let Some(inlined) = region.and_then(|len| crate::shm_inline::inline(&binary, len)) {
+        code = inlined.into();
+    }
+    if let Some(with) = plan
+        .as_ref()
+        .and_then(|plan| rewind::add_exports(&code, plan))
+    {
+        code = with.into();
+    }
     // The rewritten module, if it compiles; else the module as it is (a
-    // rewrite wasmtime refuses would be a wasmpool bug, never the user's).
-    let inlined = region
-        .and_then(|len| crate::shm_inline::inline(&binary, len))
-        .and_then(|inlined| match Module::from_binary(engine, &inlined) {
+    // rewrite wasmtime refuses would be a wasmpool bug, never the user's;
+    // without the added exports, its instances are replaced, not rewound).
+    let rewritten = match &code {
+        std::borrow::Cow::Owned(code) => match Module::from_binary(engine, code) {
             Ok(module) => Some(module),
             Err(e) => {
-                tracing::warn!("{origin}: not inlining the shared region's atomics: {e:#}");
+                tracing::warn!("{origin}: compiling the module as it is, not rewritten: {e:#}");
                 None
             }
-        });
-    let module = match inlined {
+        },
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    let module = match rewritten {
         Some(module) => module,
         None => Module::from_binary(engine, &binary).map_err(|e| Error::Compile {
             origin: origin.to_string(),
@@ -422,9 +450,9 @@ pub(crate) fn load_module(
     match entry {
         Some((cache, path)) => {
             cache.store(&path, &module);
-            Ok((module, CacheOutcome::Miss))
+            Ok((module, CacheOutcome::Miss, plan))
         }
-        None => Ok((module, CacheOutcome::Disabled)),
+        None => Ok((module, CacheOutcome::Disabled, plan)),
     }
 }
 

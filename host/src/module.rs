@@ -225,7 +225,7 @@ impl ModuleInfo {
             if crate::precompiled::is_precompiled(&bytes) {
                 return Err(crate::precompiled::not_allowed(&origin));
             }
-            load_module(&engine(false)?, cache, &bytes, &origin, None)?.0
+            load_module(&engine(false)?, cache, &bytes, &origin, None, false)?.0
         } else {
             match crate::precompiled::load(&engine(false)?, &bytes, &origin) {
                 Err(Error::Precompiled { message, .. })

@@ -198,16 +198,19 @@ impl PoolBuilder {
                     "{workers} workers x {per_worker} tasks in flight is too many instances"
                 ))
             })?;
-        let (runtime, watchdog) = Runtime::new(self.setup, Allocation::Pooling(slots), false)?;
+        let recycle_after = match self.isolation {
+            Isolation::Task => Some(1),
+            Isolation::Worker => self.recycle_after,
+        };
+        let mut setup = self.setup;
+        setup.rewind = recycle_after.is_some();
+        let (runtime, watchdog) = Runtime::new(setup, Allocation::Pooling(slots), false)?;
         let origin = runtime.program.origin.clone();
         let (jobs, jobs_rx) = crossbeam_channel::unbounded::<Batch>();
         let shared = Arc::new(Shared {
             runtime,
             workers: workers_u32,
-            recycle_after: match self.isolation {
-                Isolation::Task => Some(1),
-                Isolation::Worker => self.recycle_after,
-            },
+            recycle_after,
             stop: Arc::new(AtomicBool::new(false)),
             jobs: jobs_rx,
             threads: Mutex::new(Vec::with_capacity(workers)),

@@ -8,6 +8,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use wasmtime::{Engine, Module};
 
@@ -15,6 +16,7 @@ use crate::engine::{CacheOutcome, ModuleCache, load_module};
 use crate::error::Error;
 use crate::module::{ModuleInfo, check_abi};
 use crate::precompiled;
+use crate::rewind::Plan;
 
 /// The largest module accepted, in bytes (binary or text). wasmtime's
 /// validator bounds what compiling a module of this size may cost (at most
@@ -99,6 +101,9 @@ pub(crate) struct Program {
     pub(crate) kind: Kind,
     pub(crate) info: ModuleInfo,
     pub(crate) cache_outcome: CacheOutcome,
+    /// How its instances are rewound between tasks, if they can be
+    /// (`rewind.rs`; only when asked for at load).
+    pub(crate) rewind: Option<Arc<Plan>>,
 }
 
 impl Program {
@@ -107,6 +112,8 @@ impl Program {
     /// `precompiled.rs`), else refused. `region`: the size of the shared
     /// region the program will be linked with, whose atomics are then
     /// compiled into it (`shm_inline.rs`; not into a precompiled module).
+    /// `rewind`: whether instances will be rewound between tasks
+    /// (`rewind.rs`; not those of a precompiled module).
     pub(crate) fn load(
         engine: &Engine,
         source: Option<Source>,
@@ -114,13 +121,14 @@ impl Program {
         cache: Option<&ModuleCache>,
         allow_precompiled: bool,
         region: Option<u64>,
+        rewind: bool,
     ) -> Result<Program, Error> {
         let (bytes, origin) = Source::read(source, name)?;
-        let (module, cache_outcome) = if !precompiled::is_precompiled(&bytes) {
-            load_module(engine, cache, &bytes, &origin, region)?
+        let (module, cache_outcome, rewind) = if !precompiled::is_precompiled(&bytes) {
+            load_module(engine, cache, &bytes, &origin, region, rewind)?
         } else if allow_precompiled {
             let module = precompiled::load(engine, &bytes, &origin)?;
-            (module, CacheOutcome::Precompiled)
+            (module, CacheOutcome::Precompiled, None)
         } else {
             return Err(precompiled::not_allowed(&origin));
         };
@@ -132,6 +140,7 @@ impl Program {
             kind: Kind::Core(module),
             info,
             cache_outcome,
+            rewind,
         })
     }
 

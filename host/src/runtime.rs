@@ -56,6 +56,10 @@ pub(crate) struct Setup {
     pub(crate) concurrency: Option<u32>,
     /// Whether a precompiled module (`.cwasm`) may be loaded.
     pub(crate) allow_precompiled: bool,
+    /// Whether instances are replaced after some tasks (`Isolation::Task`,
+    /// `recycle_after`): they are then rewound instead where the module
+    /// allows (`rewind.rs`).
+    pub(crate) rewind: bool,
 }
 
 /// The setters [`PoolBuilder`](crate::PoolBuilder) and
@@ -433,6 +437,7 @@ impl Runtime {
                 .as_ref()
                 .filter(|_| setup.limits.fuel.is_none())
                 .map(|r| r.len() as u64),
+            setup.rewind,
         )?;
         let pre = link(&engine, &program, &resources, mode)?;
         // The watchdog keeps time for deadlines, and in the async mode it
@@ -462,7 +467,12 @@ impl Runtime {
         interrupt: Arc<AtomicBool>,
         deadline: Option<Instant>,
     ) -> Result<Guest, TaskError> {
-        Guest::new(&self.pre, self.parts(worker, wasi, interrupt), deadline)
+        Guest::new(
+            &self.pre,
+            self.parts(worker, wasi, interrupt),
+            deadline,
+            self.program.rewind.as_ref(),
+        )
     }
 
     /// What a new guest of this runtime is made of, besides its program.
@@ -489,7 +499,13 @@ impl Runtime {
         interrupt: Arc<AtomicBool>,
         deadline: Option<Instant>,
     ) -> Result<Guest, TaskError> {
-        Guest::new_async(&self.pre, self.parts(worker, wasi, interrupt), deadline).await
+        Guest::new_async(
+            &self.pre,
+            self.parts(worker, wasi, interrupt),
+            deadline,
+            self.program.rewind.as_ref(),
+        )
+        .await
     }
 
     /// The queue declared as `name`.

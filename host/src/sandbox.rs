@@ -33,6 +33,7 @@ use crate::error::{AbiError, HostFnPanic, Interrupted, TaskError, TaskErrorKind,
 use crate::hostfn::HostFns;
 use crate::limits::{self, Limiter, Limits};
 use crate::queue::Queue;
+use crate::rewind::{Plan, Snapshot};
 use crate::shm::SharedRegion;
 use crate::stdio::{LineSink, Target};
 use crate::task::{Output, Payload, TaskKind, TaskSpec, Values, WasmType, WasmValue};
@@ -171,6 +172,9 @@ pub(crate) struct Guest {
     /// A numeric task's arguments, then its results; reused from task to
     /// task.
     raw: SmallVec<[ValRaw; 8]>,
+    /// The state before its first task, if the instance can be rewound
+    /// to it (`rewind.rs`).
+    snapshot: Option<Snapshot>,
 }
 
 impl std::fmt::Debug for Guest {
@@ -185,10 +189,13 @@ impl Guest {
     /// Instantiates a fresh guest and runs its start function and
     /// `_initialize`, if any, under the limits of a task that must end by
     /// `deadline`.
+    /// `rewind`: the module's plan for rewinding, if its instances are to
+    /// be rewound between tasks.
     pub(crate) fn new(
         pre: &InstancePre<StoreData>,
         parts: GuestParts,
         deadline: Option<Instant>,
+        rewind: Option<&Arc<Plan>>,
     ) -> Result<Guest, TaskError> {
         let mut store = new_store(pre, parts, deadline, Mode::Sync);
         let setup = |store: &mut Store<StoreData>| -> wasmtime::Result<Instance> {
@@ -203,7 +210,7 @@ impl Guest {
             Ok(instance)
         };
         let made = setup(&mut store);
-        Guest::made(store, made)
+        Guest::made(store, made, rewind)
     }
 
     /// [`new`](Self::new)'s async face, for the async mode: instantiation
@@ -212,6 +219,7 @@ impl Guest {
         pre: &InstancePre<StoreData>,
         parts: GuestParts,
         deadline: Option<Instant>,
+        rewind: Option<&Arc<Plan>>,
     ) -> Result<Guest, TaskError> {
         let mut store = new_store(pre, parts, deadline, Mode::Async);
         let made = async {
@@ -226,24 +234,56 @@ impl Guest {
             Ok(instance)
         }
         .await;
-        Guest::made(store, made)
+        Guest::made(store, made, rewind)
     }
 
     fn made(
         mut store: Store<StoreData>,
         made: wasmtime::Result<Instance>,
+        rewind: Option<&Arc<Plan>>,
     ) -> Result<Guest, TaskError> {
         match made {
-            Ok(instance) => Ok(Guest {
-                store,
-                instance,
-                resolved: Vec::new(),
-                poisoned: false,
-                tasks_run: 0,
-                raw: SmallVec::new(),
-            }),
+            Ok(instance) => {
+                // The plan found that instantiation calls no import, so no
+                // WASI context or task I/O area can exist yet; a rewind
+                // drops them, so check rather than assume.
+                let pristine = store.data().wasi.is_none() && store.data().task_io.is_none();
+                let snapshot = rewind
+                    .filter(|_| pristine)
+                    .and_then(|plan| Snapshot::take(plan, &mut store, &instance));
+                Ok(Guest {
+                    store,
+                    instance,
+                    resolved: Vec::new(),
+                    poisoned: false,
+                    tasks_run: 0,
+                    raw: SmallVec::new(),
+                    snapshot,
+                })
+            }
             Err(e) => Err(classify(e, store.data_mut())),
         }
+    }
+
+    /// Puts this guest back as it was before its first task, as good as a
+    /// fresh instance (`rewind.rs`); `false` if it cannot be (no snapshot,
+    /// a trap, a memory that grew, ...): it must then be dropped.
+    pub(crate) fn rewind(&mut self) -> bool {
+        let Some(snapshot) = &self.snapshot else {
+            return false;
+        };
+        if self.poisoned || !snapshot.rewind(&mut self.store) {
+            return false;
+        }
+        let data = self.store.data_mut();
+        // A new WASI context (fresh descriptors, clocks, random) on the
+        // next WASI call, as a new instance would make.
+        data.wasi = None;
+        // The guest registers its area again: its memory no longer says
+        // it did.
+        data.task_io = None;
+        self.tasks_run = 0;
+        true
     }
 
     /// Resolves `task`'s export in this instance, once; the result is in

@@ -128,6 +128,7 @@ pub(crate) struct Counters {
     pub(crate) failures: AtomicU64,
     pub(crate) busy_nanos: AtomicU64,
     pub(crate) instances: AtomicU64,
+    pub(crate) rewound: AtomicU64,
 }
 
 /// What one worker has done so far.
@@ -150,8 +151,13 @@ pub struct WorkerStats {
     /// Time spent running tasks.
     pub busy: Duration,
     /// Instances created (1, plus one for each replacement after a trap or
-    /// an abandoned task).
+    /// an abandoned task, and after recycling when not rewound).
     pub instances: u64,
+    /// Times an instance was rewound to its state before its first task
+    /// instead of being replaced, with [`Isolation::Task`](crate::Isolation::Task)
+    /// or [`recycle_after`](crate::PoolBuilder::recycle_after): the next
+    /// task sees it as a new instance (docs/architecture.md, "Rewinding").
+    pub rewound: u64,
 }
 
 impl Counters {
@@ -162,6 +168,7 @@ impl Counters {
             failures: self.failures.load(Ordering::Relaxed),
             busy: Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)),
             instances: self.instances.load(Ordering::Relaxed),
+            rewound: self.rewound.load(Ordering::Relaxed),
         }
     }
 }
@@ -701,12 +708,9 @@ impl Worker {
         let result = catch_unwind(AssertUnwindSafe(|| run(guest)));
         match result {
             Ok(result) => {
-                let worn_out = self
-                    .shared
-                    .recycle_after
-                    .is_some_and(|n| guest.tasks_run >= n);
-                if guest.poisoned || worn_out {
-                    discarded(self.index, &result, guest.tasks_run);
+                let tasks_run = guest.tasks_run;
+                if !keeps_guest(guest, &self.shared, &self.counters) {
+                    discarded(self.index, &result, tasks_run);
                     self.guest = None;
                 }
                 result
@@ -721,6 +725,25 @@ impl Worker {
             }
         }
     }
+}
+
+/// Whether a guest that ran a task may run the next: yes if it is
+/// unharmed and has tasks left before its recycling; if it ran them all
+/// (every task with `Isolation::Task`), only if it could be rewound to its
+/// state before its first task (`rewind.rs`), which is as good as a new
+/// instance; never after a trap. The one place both worker modes decide.
+pub(crate) fn keeps_guest(guest: &mut Guest, shared: &Shared, counters: &Counters) -> bool {
+    if guest.poisoned {
+        return false;
+    }
+    if shared.recycle_after.is_none_or(|n| guest.tasks_run < n) {
+        return true;
+    }
+    let rewound = guest.rewind();
+    if rewound {
+        counters.rewound.fetch_add(1, Ordering::Relaxed);
+    }
+    rewound
 }
 
 /// Logs why worker `index` drops its instance after a task: the task's

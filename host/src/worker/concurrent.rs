@@ -405,10 +405,11 @@ impl AsyncWorker {
                         ),
                     ));
                 }
-                let worn_out = shared.recycle_after.is_some_and(|n| guest.tasks_run >= n);
-                let keep = !(guest.poisoned || worn_out);
+                let tasks_run = guest.tasks_run;
+                let keep =
+                    super::keeps_guest(&mut guest, &shared, &shared.counters[id.index as usize]);
                 if !keep {
-                    super::discarded(id.index, &result, guest.tasks_run);
+                    super::discarded(id.index, &result, tasks_run);
                 }
                 (result, keep.then_some(guest), made)
             };

@@ -23,6 +23,7 @@ mod process;
 mod progress;
 mod queue_batch;
 mod redis;
+mod rewind;
 mod scaffold;
 mod shard;
 mod shared;

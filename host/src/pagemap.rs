@@ -1,0 +1,267 @@
+//! Which pages of a range this process has written: Linux's `PAGEMAP_SCAN`
+//! (6.7 and later), the one `unsafe` system interface of `rewind.rs`.
+//!
+//! Entry points: [`available`], then [`written`], which reports the runs of
+//! pages in a range that hold something other than what was mapped there:
+//! private pages (a copy made on write, or a page first written), present
+//! or not (swapped out, or being migrated). Pages only read (the shared zero
+//! page, or a file's page cache, which is how a module's memory image is
+//! mapped) are not reported. wasmtime resets its pooling slots with the same
+//! scan (`reset_with_pagemap`); it asks for present pages only, and this
+//! asks for swapped and migrating ones as well, which are just as written.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `struct pm_scan_arg` of `<linux/fs.h>`.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct ScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+/// `struct page_region` of `<linux/fs.h>`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct PageRegion {
+    start: u64,
+    end: u64,
+    categories: u64,
+}
+
+// The page categories of `<linux/fs.h>`.
+const WRITTEN: u64 = 1 << 1;
+const FILE: u64 = 1 << 2;
+const PRESENT: u64 = 1 << 3;
+const SWAPPED: u64 = 1 << 4;
+const PFNZERO: u64 = 1 << 5;
+
+/// `PAGEMAP_SCAN`: `_IOWR('f', 16, struct pm_scan_arg)`.
+const PAGEMAP_SCAN: u64 = (3 << 30) | ((size_of::<ScanArg>() as u64) << 16) | (0x66 << 8) | 16;
+
+/// Regions one call can report; a scan with more continues where it
+/// stopped.
+const REGIONS: usize = 32;
+
+/// Set in a child process made by `fork`, whose `/proc/self/pagemap`
+/// (opened by the parent) would describe the parent's pages: scans then
+/// fail, and callers fall back to what they do without them.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn forked() {
+    // Async-signal-safe: one atomic store.
+    FORKED.store(true, Ordering::Relaxed);
+}
+
+thread_local! {
+    /// This thread's own `/proc/self/pagemap`: one descriptor per thread,
+    /// because the kernel counts a reference to an open file on every
+    /// call from a process with threads, and one file shared by the
+    /// workers would bounce that count between their cores.
+    static PAGEMAP: Option<File> = {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        // SAFETY: registers a handler that only stores to an atomic.
+        HOOK.call_once(|| unsafe {
+            libc::pthread_atfork(None, None, Some(forked));
+        });
+        File::open("/proc/self/pagemap").ok()
+    };
+}
+
+/// Whether [`written`] works here (a Linux with `PAGEMAP_SCAN`): checked
+/// once, with a scan of nothing.
+pub(crate) fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        if !cfg!(target_os = "linux") {
+            return false;
+        }
+        // SAFETY: an empty range: no memory is read (wasmtime checks for
+        // the scan the same way).
+        unsafe { scan(std::ptr::null(), 0, 0, |_, _| {}) }.is_some()
+    })
+}
+
+/// The host's page size (the scan's unit).
+pub(crate) fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    // SAFETY: `sysconf` has no preconditions.
+    *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    })
+}
+
+/// Calls `each(offset, len)` for every run of written pages in
+/// `base..base + len`, in order (offsets from `base`, whole pages), and
+/// returns how many bytes they hold; `None` if the scan failed or found
+/// more than `max_bytes`, in which case `each` may have seen some of the
+/// runs and the caller must not rely on having seen them all.
+///
+/// `each` may write to the pages it is given (the scan continues after
+/// them).
+///
+/// # Safety
+///
+/// `base` must be page-aligned and `base..base + len` a range of this
+/// process's address space that stays mapped for the call.
+pub(crate) unsafe fn scan(
+    base: *const u8,
+    len: usize,
+    max_bytes: usize,
+    mut each: impl FnMut(usize, usize),
+) -> Option<usize> {
+    if FORKED.load(Ordering::Relaxed) {
+        return None;
+    }
+    PAGEMAP.with(|file| {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { scan_with(file.as_ref()?.as_raw_fd(), base, len, max_bytes, &mut each) }
+    })
+}
+
+/// [`scan`] with `fd`, this thread's pagemap.
+///
+/// # Safety
+///
+/// As [`scan`].
+unsafe fn scan_with(
+    fd: i32,
+    base: *const u8,
+    len: usize,
+    max_bytes: usize,
+    each: &mut impl FnMut(usize, usize),
+) -> Option<usize> {
+    let page = page_size();
+    let start = base as u64;
+    let end = start + len as u64;
+    let mut at = start;
+    let mut total = 0;
+    loop {
+        let mut regions = [PageRegion::default(); REGIONS];
+        let mut arg = ScanArg {
+            size: size_of::<ScanArg>() as u64,
+            start: at,
+            end,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: REGIONS as u64,
+            // One page more than allowed: finding it says there are too
+            // many (0 would mean no limit).
+            max_pages: ((max_bytes - total) / page + 1) as u64,
+            // Written, and neither the zero page nor a file's page...
+            category_inverted: PFNZERO | FILE,
+            category_mask: WRITTEN | PFNZERO | FILE,
+            // ...whether in memory or not.
+            category_anyof_mask: PRESENT | SWAPPED,
+            ..ScanArg::default()
+        };
+        // SAFETY: `arg` is a valid `pm_scan_arg` whose `vec` points to
+        // `REGIONS` writable `page_region`s that outlive the call; the
+        // kernel reads the page tables of `start..end` (the caller's
+        // range) and writes only `arg` and `regions`. The fd is this
+        // process's own pagemap (not a parent's: checked above).
+        let found = unsafe { libc::ioctl(fd, PAGEMAP_SCAN as _, &mut arg as *mut ScanArg) };
+        if found < 0 {
+            return None;
+        }
+        for region in &regions[..(found as usize).min(REGIONS)] {
+            if region.start < at || region.end > end || region.start > region.end {
+                return None; // not what was asked: trust nothing
+            }
+            let n = (region.end - region.start) as usize;
+            total += n;
+            if total > max_bytes {
+                return None;
+            }
+            each((region.start - start) as usize, n);
+        }
+        if arg.walk_end >= end || len == 0 {
+            return Some(total);
+        }
+        if arg.walk_end <= at {
+            return None; // no progress: never loop
+        }
+        at = arg.walk_end;
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// An anonymous private mapping of `pages` pages, unmapped on drop.
+    struct Map(*mut u8, usize);
+
+    impl Map {
+        fn new(pages: usize) -> Map {
+            let len = pages * page_size();
+            // SAFETY: a fresh anonymous mapping, no address requested.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            Map(p.cast(), len)
+        }
+    }
+
+    impl Drop for Map {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`.
+            unsafe { libc::munmap(self.0.cast(), self.1) };
+        }
+    }
+
+    fn runs(map: &Map) -> Vec<(usize, usize)> {
+        let mut runs = Vec::new();
+        // SAFETY: the whole of a live mapping.
+        unsafe { scan(map.0, map.1, usize::MAX / 2, |at, n| runs.push((at, n))) }.expect("scan");
+        runs
+    }
+
+    #[test]
+    fn reports_written_pages_only_and_continues_past_a_full_vector() {
+        if !available() {
+            eprintln!("PAGEMAP_SCAN is not available here: skipped");
+            return;
+        }
+        let page = page_size();
+        let map = Map::new(200);
+        assert!(runs(&map).is_empty(), "nothing written yet");
+        // Reading maps the zero page: still nothing written.
+        // SAFETY: inside the mapping.
+        let _ = unsafe { std::ptr::read_volatile(map.0.add(5 * page)) };
+        assert!(runs(&map).is_empty(), "a read is not a write");
+        // Every other page of the first 160: 80 runs, more than one call
+        // reports.
+        for i in (0..160).step_by(2) {
+            // SAFETY: inside the mapping.
+            unsafe { map.0.add(i * page + 7).write_volatile(1) };
+        }
+        // SAFETY: inside the mapping.
+        unsafe { map.0.add(199 * page).write_volatile(1) };
+        let mut expect: Vec<(usize, usize)> =
+            (0..160).step_by(2).map(|i| (i * page, page)).collect();
+        expect.push((199 * page, page));
+        assert_eq!(runs(&map), expect);
+    }
+}

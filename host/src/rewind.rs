@@ -1,0 +1,578 @@
+//! A fresh instance without a new one: an instance rewound to the state it
+//! started a task in.
+//!
+//! With `Isolation::Task` (and `recycle_after`) every task must see an
+//! instance as it was just after instantiation: its memory, globals and
+//! tables as the module set them up, nothing of any earlier task. wasmtime
+//! gives that by making a new instance (a new store, a pooling slot,
+//! instantiation) and throwing the old one away (its pages written back,
+//! its slot returned): about 5 µs a task here, most of it wasmtime's own
+//! bookkeeping. For most modules the same state can be had by undoing what
+//! a task changed, which is far less: the pages it wrote (found with one
+//! `PAGEMAP_SCAN`, `pagemap.rs`), and its mutable globals.
+//!
+//! [`Plan::of`] decides at load whether a module can be rewound, and what
+//! rewinding it needs. Everything an instance holds must then be either
+//! put back or unchangeable:
+//!
+//! - its one memory (if any): written pages are put back from the module's
+//!   data segments (the [`Plan`]'s image) or from what the start function
+//!   and `_initialize` wrote (the [`Snapshot`]), or zeroed; a memory that
+//!   grew cannot shrink, so a task that grew it leaves the instance to be
+//!   replaced as before;
+//! - its mutable globals: set back; only numbers (no references);
+//! - its tables: never changed after instantiation, because the module has
+//!   no instruction that changes a table (`table.set`, `table.grow`,
+//!   `table.fill`, `table.copy`, `table.init`) and imports none;
+//! - its dropped segments: unchanged, because the module has no
+//!   `data.drop` or `elem.drop` (instantiation's own drops are the same
+//!   every time);
+//! - what instantiation did outside the instance: nothing, because its
+//!   start function and `_initialize` can reach no import and no indirect
+//!   call, and no active data segment writes the shared region (each
+//!   would be done once per task by a fresh instance, once in all by a
+//!   rewound one);
+//! - the store's host state: reset per task already (`sandbox.rs`), and the
+//!   WASI context dropped (the next task that calls WASI gets a new one).
+//!
+//! Anything else (more than one memory, a shared or custom-page-size
+//! memory, GC types, imports other than functions and the shared region,
+//! a start function that calls out) and the module is not rewound: every
+//! task gets a new instance, as before. The module is compiled with one
+//! export more per mutable global and one for its memory (named with
+//! [`PREFIX`], which no task name can start with), which is how the host
+//! reaches what a module does not export itself.
+//!
+//! Invariants: a rewind either puts back everything above or reports
+//! failure, and the caller then drops the instance (wasmtime resets its
+//! slot as it always does). Page contents come only from the module (its
+//! data segments) or from this very instance before its first task.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasm_encoder::reencode::{self, Reencode};
+use wasm_encoder::{ExportKind, ExportSection};
+use wasmparser::{DataKind, ExternalKind, Operator, Parser, Payload, TypeRef};
+use wasmtime::{Global, Instance, Memory, Store, Val};
+
+use crate::pagemap;
+use crate::sandbox::StoreData;
+
+/// The prefix of the exports the rewrite adds.
+pub(crate) const PREFIX: &str = "wasmpool:rewind:";
+
+/// The export of the module's memory.
+const MEMORY_EXPORT: &str = "wasmpool:rewind:memory";
+
+fn global_export(index: u32) -> String {
+    format!("{PREFIX}global:{index}")
+}
+
+/// The largest memory image kept for rewinding (the bytes of the pages
+/// the data segments touch): a module with more is not rewound.
+const MAX_IMAGE: usize = 64 << 20;
+
+/// The most written bytes a rewind puts back. A task that wrote more
+/// leaves its instance to be replaced: wasmtime then gives pages past its
+/// own resident limit back to the kernel, which is cheaper than copying.
+const MAX_WRITTEN: usize = 1 << 20;
+
+/// What rewinding a module's instances needs, found at load.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// The module's mutable globals, by index (all defined: no global is
+    /// imported).
+    globals: Vec<u32>,
+    /// Whether the module defines a memory.
+    memory: bool,
+    /// The memory's contents after instantiation, page by page (host
+    /// pages, by offset, sorted): the pages its active data segments
+    /// write. Every other page starts as zeros.
+    image: Vec<(usize, Box<[u8]>)>,
+}
+
+/// Why a module is not rewound (for the debug log).
+type Refusal = String;
+
+impl Plan {
+    /// The plan for `binary` (a valid module), or why it cannot be
+    /// rewound.
+    pub(crate) fn of(binary: &[u8]) -> Result<Plan, Refusal> {
+        let page = pagemap::page_size();
+        let mut plan = Plan {
+            globals: Vec::new(),
+            memory: false,
+            image: Vec::new(),
+        };
+        let mut image: BTreeMap<usize, Box<[u8]>> = BTreeMap::new();
+        let mut imported_funcs = 0u32;
+        let mut imported_memories = 0u32;
+        let mut roots = Vec::new();
+        // Per defined function: its direct callees, and whether it makes
+        // an indirect call.
+        let mut calls: Vec<(Vec<u32>, bool)> = Vec::new();
+        let mut has_exports = false;
+        let err = |e: wasmparser::BinaryReaderError| e.to_string();
+        for payload in Parser::new(0).parse_all(binary) {
+            match payload.map_err(err)? {
+                Payload::TypeSection(section) => {
+                    for ty in section.into_iter_err_on_gc_types() {
+                        ty.map_err(err)?;
+                    }
+                }
+                Payload::ImportSection(section) => {
+                    for import in section.into_imports() {
+                        let import = import.map_err(err)?;
+                        match import.ty {
+                            TypeRef::Func(_) | TypeRef::FuncExact(_) => imported_funcs += 1,
+                            TypeRef::Memory(_)
+                                if import.module == crate::abi::MODULE
+                                    && import.name == "shared" =>
+                            {
+                                imported_memories += 1
+                            }
+                            _ => {
+                                return Err(format!(
+                                    "it imports {}::{}, which is not a function",
+                                    import.module, import.name
+                                ));
+                            }
+                        }
+                    }
+                }
+                Payload::MemorySection(section) => {
+                    for memory in section {
+                        let memory = memory.map_err(err)?;
+                        if plan.memory {
+                            return Err("it defines more than one memory".into());
+                        }
+                        if memory.shared || memory.page_size_log2.is_some() {
+                            return Err("its memory is shared or has a custom page size".into());
+                        }
+                        plan.memory = true;
+                    }
+                }
+                Payload::GlobalSection(section) => {
+                    for (index, global) in section.into_iter().enumerate() {
+                        let global = global.map_err(err)?;
+                        if !global.ty.mutable {
+                            continue;
+                        }
+                        if !matches!(
+                            global.ty.content_type,
+                            wasmparser::ValType::I32
+                                | wasmparser::ValType::I64
+                                | wasmparser::ValType::F32
+                                | wasmparser::ValType::F64
+                                | wasmparser::ValType::V128
+                        ) {
+                            return Err("it has a mutable global holding a reference".into());
+                        }
+                        plan.globals.push(index as u32);
+                    }
+                }
+                Payload::ExportSection(section) => {
+                    has_exports = true;
+                    for export in section {
+                        let export = export.map_err(err)?;
+                        if export.name.starts_with(PREFIX) {
+                            return Err(format!("it exports {}", export.name));
+                        }
+                        if export.name == "_initialize" && export.kind == ExternalKind::Func {
+                            roots.push(export.index);
+                        }
+                    }
+                }
+                Payload::StartSection { func, .. } => roots.push(func),
+                Payload::DataSection(section) => {
+                    for data in section {
+                        let data = data.map_err(err)?;
+                        let DataKind::Active {
+                            memory_index,
+                            offset_expr,
+                        } = data.kind
+                        else {
+                            continue;
+                        };
+                        if memory_index < imported_memories {
+                            return Err("a data segment writes the shared region".into());
+                        }
+                        let offset = constant(offset_expr).ok_or_else(|| {
+                            "a data segment's offset is not a constant".to_string()
+                        })?;
+                        write_image(&mut image, page, offset, data.data)?;
+                    }
+                }
+                Payload::CodeSectionEntry(body) => {
+                    let mut ops = body.get_operators_reader().map_err(err)?;
+                    let mut callees = Vec::new();
+                    let mut indirect = false;
+                    while !ops.eof() {
+                        match ops.read().map_err(err)? {
+                            Operator::Call { function_index }
+                            | Operator::ReturnCall { function_index } => {
+                                callees.push(function_index)
+                            }
+                            Operator::CallIndirect { .. }
+                            | Operator::ReturnCallIndirect { .. }
+                            | Operator::CallRef { .. }
+                            | Operator::ReturnCallRef { .. } => indirect = true,
+                            op @ (Operator::TableSet { .. }
+                            | Operator::TableGrow { .. }
+                            | Operator::TableFill { .. }
+                            | Operator::TableCopy { .. }
+                            | Operator::TableInit { .. }
+                            | Operator::ElemDrop { .. }
+                            | Operator::DataDrop { .. }) => {
+                                return Err(format!("it uses {op:?}"));
+                            }
+                            _ => {}
+                        }
+                    }
+                    calls.push((callees, indirect));
+                }
+                _ => {}
+            }
+        }
+        if !has_exports {
+            return Err("it exports nothing".into());
+        }
+        pure_init(&roots, imported_funcs, &calls)?;
+        plan.image = image.into_iter().collect();
+        Ok(plan)
+    }
+}
+
+/// The value of a constant offset (`i32.const` or `i64.const`).
+fn constant(expr: wasmparser::ConstExpr<'_>) -> Option<u64> {
+    let mut ops = expr.get_operators_reader();
+    let value = match ops.read().ok()? {
+        Operator::I32Const { value } => u64::from(value as u32),
+        Operator::I64Const { value } => value as u64,
+        _ => return None,
+    };
+    matches!(ops.read().ok()?, Operator::End).then_some(value)
+}
+
+/// Writes a data segment into the image, page by page.
+fn write_image(
+    image: &mut BTreeMap<usize, Box<[u8]>>,
+    page: usize,
+    offset: u64,
+    mut data: &[u8],
+) -> Result<(), Refusal> {
+    let too_big = || format!("its data segments cover more than {MAX_IMAGE} bytes");
+    let mut at = usize::try_from(offset).map_err(|_| too_big())?;
+    at.checked_add(data.len()).ok_or_else(too_big)?;
+    while !data.is_empty() {
+        let start = at - at % page;
+        if !image.contains_key(&start) && (image.len() + 1) * page > MAX_IMAGE {
+            return Err(too_big());
+        }
+        let bytes = image
+            .entry(start)
+            .or_insert_with(|| vec![0; page].into_boxed_slice());
+        let n = (page - (at - start)).min(data.len());
+        bytes[at - start..][..n].copy_from_slice(&data[..n]);
+        data = &data[n..];
+        at += n;
+    }
+    Ok(())
+}
+
+/// Checks that what runs at instantiation (`roots`: the start function and
+/// `_initialize`) reaches no import and no indirect call.
+fn pure_init(roots: &[u32], imported: u32, calls: &[(Vec<u32>, bool)]) -> Result<(), Refusal> {
+    let mut seen = vec![false; calls.len()];
+    let mut stack: Vec<u32> = roots.to_vec();
+    while let Some(f) = stack.pop() {
+        let Some(defined) = f.checked_sub(imported) else {
+            return Err("its start function or _initialize calls the host".into());
+        };
+        let Some((callees, indirect)) = calls.get(defined as usize) else {
+            return Err("its start function or _initialize is not in the module".into());
+        };
+        if std::mem::replace(&mut seen[defined as usize], true) {
+            continue;
+        }
+        if *indirect {
+            return Err("its start function or _initialize makes an indirect call".into());
+        }
+        stack.extend(callees);
+    }
+    Ok(())
+}
+
+/// `binary` with the exports rewinding needs added (see the module's
+/// docs), or `None` if the rewrite failed (the module then runs as it is,
+/// and is not rewound).
+pub(crate) fn add_exports(binary: &[u8], plan: &Plan) -> Option<Vec<u8>> {
+    std::panic::catch_unwind(|| {
+        // The memory's index in this binary (after any shared-region import
+        // `shm_inline.rs` added).
+        let mut imported_memories = 0;
+        for payload in Parser::new(0).parse_all(binary) {
+            if let Ok(Payload::ImportSection(section)) = payload {
+                for import in section.into_imports().flatten() {
+                    imported_memories += u32::from(matches!(import.ty, TypeRef::Memory(_)));
+                }
+            }
+        }
+        let mut adder = Exports {
+            globals: &plan.globals,
+            memory: plan.memory.then_some(imported_memories),
+        };
+        let mut module = wasm_encoder::Module::new();
+        adder
+            .parse_core_module(&mut module, Parser::new(0), binary)
+            .ok()?;
+        Some(module.finish())
+    })
+    .ok()
+    .flatten()
+}
+
+/// The rewriter: the module as it is, with the exports added.
+struct Exports<'a> {
+    globals: &'a [u32],
+    memory: Option<u32>,
+}
+
+impl Reencode for Exports<'_> {
+    type Error = std::convert::Infallible;
+
+    fn parse_export_section(
+        &mut self,
+        exports: &mut ExportSection,
+        section: wasmparser::ExportSectionReader<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        reencode::utils::parse_export_section(self, exports, section)?;
+        if let Some(memory) = self.memory {
+            exports.export(MEMORY_EXPORT, ExportKind::Memory, memory);
+        }
+        for &global in self.globals {
+            exports.export(&global_export(global), ExportKind::Global, global);
+        }
+        Ok(())
+    }
+}
+
+/// An instance's state before its first task: what a rewind puts back.
+pub(crate) struct Snapshot {
+    plan: Arc<Plan>,
+    globals: Vec<(Global, Val)>,
+    memory: Option<MemorySnapshot>,
+}
+
+struct MemorySnapshot {
+    memory: Memory,
+    /// Its size in bytes.
+    size: usize,
+    /// The pages that differ from the image (what the start function and
+    /// `_initialize` wrote), by offset, sorted.
+    written: Vec<(usize, Box<[u8]>)>,
+}
+
+/// `pages`' content at `offset`, if it has one.
+fn page_at(pages: &[(usize, Box<[u8]>)], offset: usize) -> Option<&[u8]> {
+    pages
+        .binary_search_by_key(&offset, |(at, _)| *at)
+        .ok()
+        .map(|i| &*pages[i].1)
+}
+
+impl Snapshot {
+    /// The state of a new `instance` of a module with `plan`, before its
+    /// first task; `None` if it cannot be taken (the instance is then
+    /// replaced after each task, as without a plan).
+    pub(crate) fn take(
+        plan: &Arc<Plan>,
+        store: &mut Store<StoreData>,
+        instance: &Instance,
+    ) -> Option<Snapshot> {
+        let mut globals = Vec::with_capacity(plan.globals.len());
+        for &index in &plan.globals {
+            let global = instance.get_global(&mut *store, &global_export(index))?;
+            globals.push((global, global.get(&mut *store)));
+        }
+        let memory = match plan.memory {
+            false => None,
+            true => {
+                let memory = instance.get_memory(&mut *store, MEMORY_EXPORT)?;
+                let (base, size) = (memory.data_ptr(&*store), memory.data_size(&*store));
+                let page = pagemap::page_size();
+                if base.addr() % page != 0 || size % page != 0 {
+                    return None;
+                }
+                let mut written = Vec::new();
+                let keep = |at: usize, len: usize| {
+                    for offset in (at..at + len).step_by(page) {
+                        // SAFETY: a whole page inside the memory (the scan
+                        // reports pages of the range asked); nothing writes
+                        // it while we hold the store.
+                        let now = unsafe { std::slice::from_raw_parts(base.add(offset), page) };
+                        let differs = match page_at(&plan.image, offset) {
+                            Some(image) => now != image,
+                            None => now.iter().any(|&b| b != 0),
+                        };
+                        if differs {
+                            written.push((offset, now.into()));
+                        }
+                    }
+                };
+                // SAFETY: `base..base + size` is this instance's memory,
+                // page-aligned (checked above) and mapped while the store
+                // lives; the scan only reads its page tables.
+                unsafe { pagemap::scan(base, size, MAX_WRITTEN, keep) }?;
+                Some(MemorySnapshot {
+                    memory,
+                    size,
+                    written,
+                })
+            }
+        };
+        Some(Snapshot {
+            plan: plan.clone(),
+            globals,
+            memory,
+        })
+    }
+
+    /// Puts the instance back as it was before its first task; `false`
+    /// if it cannot be (its memory grew, it wrote more than `MAX_WRITTEN`
+    /// bytes, the scan failed): the caller must then drop the instance.
+    pub(crate) fn rewind(&self, store: &mut Store<StoreData>) -> bool {
+        if let Some(m) = &self.memory {
+            if m.memory.data_size(&*store) != m.size {
+                return false;
+            }
+            let base = m.memory.data_ptr(&*store);
+            let page = pagemap::page_size();
+            let put_back = |at: usize, len: usize| {
+                for offset in (at..at + len).step_by(page) {
+                    // SAFETY: a whole page inside this instance's memory
+                    // (`size` bytes, checked just above; the scan reports
+                    // pages of the range asked), not shared (the plan
+                    // refuses shared memories), and no wasm runs while we
+                    // hold the store: writing it races nothing.
+                    let now = unsafe { std::slice::from_raw_parts_mut(base.add(offset), page) };
+                    match page_at(&m.written, offset).or_else(|| page_at(&self.plan.image, offset))
+                    {
+                        Some(then) => now.copy_from_slice(then),
+                        None => now.fill(0),
+                    }
+                }
+            };
+            // SAFETY: as in `take`: this instance's memory, page-aligned,
+            // mapped while the store lives.
+            let scanned = unsafe { pagemap::scan(base, m.size, MAX_WRITTEN, put_back) };
+            if scanned.is_none() {
+                return false;
+            }
+        }
+        for (global, value) in &self.globals {
+            if global.set(&mut *store, *value).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Whether rewinding can work on this machine at all.
+pub(crate) fn available() -> bool {
+    pagemap::available()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn plan(text: &str) -> Result<Plan, Refusal> {
+        Plan::of(&wat::parse_str(text).unwrap())
+    }
+
+    #[test]
+    fn modules_that_change_more_than_memory_and_globals_are_refused() {
+        for (module, why) in [
+            (
+                r#"(module (table 1 funcref) (func (export "f") (table.set (i32.const 0) (ref.null func))))"#,
+                "TableSet",
+            ),
+            (
+                r#"(module (memory 1) (data "x") (func (export "f") (data.drop 0)))"#,
+                "DataDrop",
+            ),
+            (
+                r#"(module (memory 1) (memory 1) (func (export "f")))"#,
+                "more than one memory",
+            ),
+            (
+                r#"(module (global (mut externref) (ref.null extern)) (func (export "f")))"#,
+                "reference",
+            ),
+            (
+                r#"(module (import "env" "g" (global i32)) (func (export "f")))"#,
+                "not a function",
+            ),
+            (
+                r#"(module (import "wasmpool" "worker_index" (func $w (result i32)))
+                    (func $init (drop (call $w))) (start $init) (func (export "f")))"#,
+                "calls the host",
+            ),
+            (
+                r#"(module (type $t (func)) (table 1 funcref)
+                    (func (export "_initialize") (call_indirect (type $t) (i32.const 0))))"#,
+                "indirect call",
+            ),
+            (
+                r#"(module (import "wasmpool" "shared" (memory 1 1 shared))
+                    (data (i32.const 0) "x") (func (export "f")))"#,
+                "shared region",
+            ),
+            (r#"(module (func (export "wasmpool:rewind:x")))"#, "exports"),
+        ] {
+            let refusal = plan(module).unwrap_err();
+            assert!(refusal.contains(why), "{module}: {refusal}");
+        }
+    }
+
+    #[test]
+    fn a_plan_holds_the_mutable_globals_and_the_data_segments_pages() {
+        let plan = plan(
+            r#"(module (memory 2) (global i32 (i32.const 1)) (global (mut i64) (i64.const 2))
+                (data (i32.const 4094) "abcd") (data (i32.const 70000) "z")
+                (func $init (call $helper)) (func $helper) (start $init)
+                (func (export "f")))"#,
+        )
+        .unwrap();
+        assert_eq!(plan.globals, [1]);
+        assert!(plan.memory);
+        let page = pagemap::page_size();
+        let pages: Vec<usize> = plan.image.iter().map(|(at, _)| *at).collect();
+        assert_eq!(pages, [0, page, 70000 / page * page]);
+        assert_eq!(&plan.image[0].1[page - 2..], b"ab");
+        assert_eq!(&plan.image[1].1[..2], b"cd");
+    }
+
+    #[test]
+    fn the_exports_are_added_and_the_rest_is_kept() {
+        let binary = wat::parse_str(
+            r#"(module (import "wasmpool" "shared" (memory 1 1 shared)) (memory 1)
+                (global (mut i32) (i32.const 0)) (func (export "f")))"#,
+        )
+        .unwrap();
+        let plan = Plan::of(&binary).unwrap();
+        let text = wasmprinter::print_bytes(add_exports(&binary, &plan).unwrap()).unwrap();
+        assert!(
+            text.contains(r#"(export "wasmpool:rewind:memory" (memory 1))"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"(export "wasmpool:rewind:global:0" (global 0))"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"(export "f" (func 0))"#), "{text}");
+    }
+}
