@@ -429,23 +429,20 @@ pub(crate) fn load_module(
     // The rewritten module, if it compiles; else the module as it is (a
     // rewrite wasmtime refuses would be a wasmpool bug, never the user's;
     // without the added exports, its instances are replaced, not rewound).
-    let rewritten = match &code {
-        std::borrow::Cow::Owned(code) => match Module::from_binary(engine, code) {
-            Ok(module) => Some(module),
-            Err(e) => {
-                tracing::warn!("{origin}: compiling the module as it is, not rewritten: {e:#}");
-                None
-            }
+    let compile = |code: &[u8]| Module::from_binary(engine, code);
+    let module = match &code {
+        std::borrow::Cow::Owned(rewritten) => match compile(rewritten) {
+            Ok(module) => Ok(module),
+            Err(e) => compile(&binary).inspect(|_| {
+                tracing::warn!("{origin}: compiling the module as it is, not rewritten: {e:#}")
+            }),
         },
-        std::borrow::Cow::Borrowed(_) => None,
-    };
-    let module = match rewritten {
-        Some(module) => module,
-        None => Module::from_binary(engine, &binary).map_err(|e| Error::Compile {
-            origin: origin.to_string(),
-            message: format!("{e:#}"),
-        })?,
-    };
+        std::borrow::Cow::Borrowed(binary) => compile(binary),
+    }
+    .map_err(|e| Error::Compile {
+        origin: origin.to_string(),
+        message: format!("{e:#}"),
+    })?;
     tracing::info!("{origin}: compiled in {:.1?}", start.elapsed());
     match entry {
         Some((cache, path)) => {

@@ -375,7 +375,12 @@ pub(crate) fn resolve_task(
             task_list(&tasks())
         ));
     }
-    match module.get_export(name) {
+    // The exports rewinding adds (`rewind.rs`) are the host's, not the
+    // module's.
+    let export = module
+        .get_export(name)
+        .filter(|_| !name.starts_with(crate::rewind::PREFIX));
+    match export {
         Some(ExternType::Func(ty)) => match numeric_kind(&ty) {
             Some(kind) => Ok(TaskSpec {
                 pool,

@@ -1,14 +1,18 @@
 //! Which pages of a range this process has written: Linux's `PAGEMAP_SCAN`
 //! (6.7 and later), the one `unsafe` system interface of `rewind.rs`.
 //!
-//! Entry points: [`available`], then [`written`], which reports the runs of
-//! pages in a range that hold something other than what was mapped there:
-//! private pages (a copy made on write, or a page first written), present
-//! or not (swapped out, or being migrated). Pages only read (the shared zero
-//! page, or a file's page cache, which is how a module's memory image is
-//! mapped) are not reported. wasmtime resets its pooling slots with the same
-//! scan (`reset_with_pagemap`); it asks for present pages only, and this
-//! asks for swapped and migrating ones as well, which are just as written.
+//! Entry points: [`available`], then [`scan`], which reports the runs of
+//! pages in a range that may hold something other than what was mapped
+//! there: private pages (a copy made on write, or a page first written),
+//! present or not (swapped out, or being migrated), and pages mapped to the
+//! shared zero page, told apart. Pages of a file's page cache (how a
+//! module's memory image is mapped) are not reported: they were only read.
+//! wasmtime resets its pooling slots with the same scan
+//! (`reset_with_pagemap`); it asks for present private pages only. This
+//! asks for swapped and migrating ones as well, which are just as written,
+//! and for zero pages, because a page written with zeros may be mapped to
+//! the zero page later (by KSM, or by the kernel's shrinking of huge pages),
+//! and it is then still not what it started as if it held data.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -81,7 +85,7 @@ thread_local! {
     };
 }
 
-/// Whether [`written`] works here (a Linux with `PAGEMAP_SCAN`): checked
+/// Whether [`scan`] works here (a Linux with `PAGEMAP_SCAN`): checked
 /// once, with a scan of nothing.
 pub(crate) fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
@@ -91,7 +95,7 @@ pub(crate) fn available() -> bool {
         }
         // SAFETY: an empty range: no memory is read (wasmtime checks for
         // the scan the same way).
-        unsafe { scan(std::ptr::null(), 0, 0, |_, _| {}) }.is_some()
+        unsafe { scan(std::ptr::null(), 0, 0, |_, _, _| {}) }.is_some()
     })
 }
 
@@ -105,11 +109,13 @@ pub(crate) fn page_size() -> usize {
     })
 }
 
-/// Calls `each(offset, len)` for every run of written pages in
+/// Calls `each(offset, len, zero)` for every run of written pages (`zero`
+/// false) or pages mapped to the zero page (`zero` true) in
 /// `base..base + len`, in order (offsets from `base`, whole pages), and
-/// returns how many bytes they hold; `None` if the scan failed or found
-/// more than `max_bytes`, in which case `each` may have seen some of the
-/// runs and the caller must not rely on having seen them all.
+/// returns how many bytes the written ones hold; `None` if the scan failed
+/// or found more than `max_bytes` written, in which case `each` may have
+/// seen some of the runs and the caller must not rely on having seen them
+/// all.
 ///
 /// `each` may write to the pages it is given (the scan continues after
 /// them).
@@ -122,7 +128,7 @@ pub(crate) unsafe fn scan(
     base: *const u8,
     len: usize,
     max_bytes: usize,
-    mut each: impl FnMut(usize, usize),
+    mut each: impl FnMut(usize, usize, bool),
 ) -> Option<usize> {
     if FORKED.load(Ordering::Relaxed) {
         return None;
@@ -143,9 +149,8 @@ unsafe fn scan_with(
     base: *const u8,
     len: usize,
     max_bytes: usize,
-    each: &mut impl FnMut(usize, usize),
+    each: &mut impl FnMut(usize, usize, bool),
 ) -> Option<usize> {
-    let page = page_size();
     let start = base as u64;
     let end = start + len as u64;
     let mut at = start;
@@ -158,14 +163,13 @@ unsafe fn scan_with(
             end,
             vec: regions.as_mut_ptr() as u64,
             vec_len: REGIONS as u64,
-            // One page more than allowed: finding it says there are too
-            // many (0 would mean no limit).
-            max_pages: ((max_bytes - total) / page + 1) as u64,
-            // Written, and neither the zero page nor a file's page...
-            category_inverted: PFNZERO | FILE,
-            category_mask: WRITTEN | PFNZERO | FILE,
-            // ...whether in memory or not.
+            // Written and not a file's page...
+            category_inverted: FILE,
+            category_mask: WRITTEN | FILE,
+            // ...whether in memory or not...
             category_anyof_mask: PRESENT | SWAPPED,
+            // ...in runs of pages that are all the zero page or none.
+            return_mask: PFNZERO,
             ..ScanArg::default()
         };
         // SAFETY: `arg` is a valid `pm_scan_arg` whose `vec` points to
@@ -182,11 +186,14 @@ unsafe fn scan_with(
                 return None; // not what was asked: trust nothing
             }
             let n = (region.end - region.start) as usize;
-            total += n;
-            if total > max_bytes {
-                return None;
+            let zero = region.categories & PFNZERO != 0;
+            if !zero {
+                total += n;
+                if total > max_bytes {
+                    return None;
+                }
             }
-            each((region.start - start) as usize, n);
+            each((region.start - start) as usize, n, zero);
         }
         if arg.walk_end >= end || len == 0 {
             return Some(total);
@@ -231,11 +238,20 @@ mod test {
         }
     }
 
-    fn runs(map: &Map) -> Vec<(usize, usize)> {
-        let mut runs = Vec::new();
+    /// Runs of pages: (offset, length).
+    type Runs = Vec<(usize, usize)>;
+
+    /// The written runs, and the zero page's.
+    fn runs(map: &Map, max: usize) -> Option<(Runs, Runs)> {
+        let (mut written, mut zero) = (Vec::new(), Vec::new());
         // SAFETY: the whole of a live mapping.
-        unsafe { scan(map.0, map.1, usize::MAX / 2, |at, n| runs.push((at, n))) }.expect("scan");
-        runs
+        let total = unsafe {
+            scan(map.0, map.1, max, |at, n, z| {
+                if z { &mut zero } else { &mut written }.push((at, n))
+            })
+        }?;
+        assert_eq!(total, written.iter().map(|r| r.1).sum::<usize>());
+        Some((written, zero))
     }
 
     #[test]
@@ -246,11 +262,18 @@ mod test {
         }
         let page = page_size();
         let map = Map::new(200);
-        assert!(runs(&map).is_empty(), "nothing written yet");
-        // Reading maps the zero page: still nothing written.
+        assert_eq!(
+            runs(&map, usize::MAX),
+            Some((vec![], vec![])),
+            "nothing yet"
+        );
+        // Reading maps the zero page: not written, but told.
         // SAFETY: inside the mapping.
         let _ = unsafe { std::ptr::read_volatile(map.0.add(5 * page)) };
-        assert!(runs(&map).is_empty(), "a read is not a write");
+        assert_eq!(
+            runs(&map, usize::MAX),
+            Some((vec![], vec![(5 * page, page)]))
+        );
         // Every other page of the first 160: 80 runs, more than one call
         // reports.
         for i in (0..160).step_by(2) {
@@ -262,6 +285,11 @@ mod test {
         let mut expect: Vec<(usize, usize)> =
             (0..160).step_by(2).map(|i| (i * page, page)).collect();
         expect.push((199 * page, page));
-        assert_eq!(runs(&map), expect);
+        let (written, zero) = runs(&map, usize::MAX).unwrap();
+        assert_eq!(written, expect);
+        assert_eq!(zero, [(5 * page, page)], "page 5 was only read");
+        // A limit: one page short of what was written fails, all succeeds.
+        assert_eq!(runs(&map, 80 * page), None);
+        assert!(runs(&map, 81 * page).is_some());
     }
 }

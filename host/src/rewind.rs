@@ -84,6 +84,11 @@ pub(crate) struct Plan {
     /// The module's mutable globals, by index (all defined: no global is
     /// imported).
     globals: Vec<u32>,
+    /// Their exports' names.
+    global_names: Vec<String>,
+    /// Whether instantiation runs code (a start function, `_initialize`),
+    /// which may write memory.
+    init_runs: bool,
     /// Whether the module defines a memory.
     memory: bool,
     /// The memory's contents after instantiation, page by page (host
@@ -102,6 +107,8 @@ impl Plan {
         let page = pagemap::page_size();
         let mut plan = Plan {
             globals: Vec::new(),
+            global_names: Vec::new(),
+            init_runs: false,
             memory: false,
             image: Vec::new(),
         };
@@ -239,6 +246,13 @@ impl Plan {
             return Err("it exports nothing".into());
         }
         pure_init(&roots, imported_funcs, &calls)?;
+        if imported_memories > 0 && !roots.is_empty() {
+            // What it does to the shared region would be done once in
+            // all, where new instances do it once a task.
+            return Err("it starts with code and imports the shared region".into());
+        }
+        plan.init_runs = !roots.is_empty();
+        plan.global_names = plan.globals.iter().map(|&g| global_export(g)).collect();
         plan.image = image.into_iter().collect();
         Ok(plan)
     }
@@ -392,8 +406,8 @@ impl Snapshot {
         instance: &Instance,
     ) -> Option<Snapshot> {
         let mut globals = Vec::with_capacity(plan.globals.len());
-        for &index in &plan.globals {
-            let global = instance.get_global(&mut *store, &global_export(index))?;
+        for name in &plan.global_names {
+            let global = instance.get_global(&mut *store, name)?;
             globals.push((global, global.get(&mut *store)));
         }
         let memory = match plan.memory {
@@ -406,7 +420,7 @@ impl Snapshot {
                     return None;
                 }
                 let mut written = Vec::new();
-                let keep = |at: usize, len: usize| {
+                let keep = |at: usize, len: usize, _zero: bool| {
                     for offset in (at..at + len).step_by(page) {
                         // SAFETY: a whole page inside the memory (the scan
                         // reports pages of the range asked); nothing writes
@@ -421,10 +435,15 @@ impl Snapshot {
                         }
                     }
                 };
-                // SAFETY: `base..base + size` is this instance's memory,
-                // page-aligned (checked above) and mapped while the store
-                // lives; the scan only reads its page tables.
-                unsafe { pagemap::scan(base, size, MAX_WRITTEN, keep) }?;
+                // Without code at instantiation, the memory is the image:
+                // nothing to find (and no scan for every new instance of
+                // a module whose instances cannot be rewound after all).
+                if plan.init_runs {
+                    // SAFETY: `base..base + size` is this instance's
+                    // memory, page-aligned (checked above) and mapped while
+                    // the store lives; the scan only reads its page tables.
+                    unsafe { pagemap::scan(base, size, MAX_WRITTEN, keep) }?;
+                }
                 Some(MemorySnapshot {
                     memory,
                     size,
@@ -449,16 +468,20 @@ impl Snapshot {
             }
             let base = m.memory.data_ptr(&*store);
             let page = pagemap::page_size();
-            let put_back = |at: usize, len: usize| {
+            let put_back = |at: usize, len: usize, zero: bool| {
                 for offset in (at..at + len).step_by(page) {
+                    let then =
+                        page_at(&m.written, offset).or_else(|| page_at(&self.plan.image, offset));
+                    if zero && then.is_none() {
+                        continue; // zeros, as it started: leave the zero page
+                    }
                     // SAFETY: a whole page inside this instance's memory
                     // (`size` bytes, checked just above; the scan reports
                     // pages of the range asked), not shared (the plan
                     // refuses shared memories), and no wasm runs while we
                     // hold the store: writing it races nothing.
                     let now = unsafe { std::slice::from_raw_parts_mut(base.add(offset), page) };
-                    match page_at(&m.written, offset).or_else(|| page_at(&self.plan.image, offset))
-                    {
+                    match then {
                         Some(then) => now.copy_from_slice(then),
                         None => now.fill(0),
                     }
@@ -530,6 +553,12 @@ mod test {
                 r#"(module (import "wasmpool" "shared" (memory 1 1 shared))
                     (data (i32.const 0) "x") (func (export "f")))"#,
                 "shared region",
+            ),
+            (
+                r#"(module (import "wasmpool" "shared" (memory 1 1 shared))
+                    (func $init (i32.atomic.store (i32.const 0) (i32.const 1))) (start $init)
+                    (func (export "f")))"#,
+                "imports the shared region",
             ),
             (r#"(module (func (export "wasmpool:rewind:x")))"#, "exports"),
         ] {

@@ -161,6 +161,36 @@ both_modes! {
         let counts: Vec<i64> = (0..3).map(|_| one(&pool, "count", ())).collect();
         assert!(counts.windows(2).all(|w| w[1] > w[0]), "{counts:?}");
         assert_eq!(stats(&pool).rewound, 0);
+        // The same with the region imported as a memory and written by a
+        // wasm atomic: no import is called, and still once a task.
+        let counting = r#"(module
+            (import "wasmpool" "shared" (memory 1 1 shared))
+            (func (export "wasmpool_abi_v1"))
+            (func $init (drop (i64.atomic.rmw.add (i32.const 0) (i64.const 1))))
+            (start $init)
+            (func (export "count") (result i64) (i64.atomic.load (i32.const 0))))"#;
+        let pool = pool_builder()
+            .module_bytes(counting)
+            .workers(1)
+            .isolation(Isolation::Task)
+            .shared_memory(1 << 16)
+            .cache(None)
+            .build()
+            .unwrap();
+        let counts: Vec<i64> = (0..3).map(|_| one(&pool, "count", ())).collect();
+        assert!(counts.windows(2).all(|w| w[1] > w[0]), "{counts:?}");
+        assert_eq!(stats(&pool).rewound, 0);
+    }
+
+    #[test]
+    fn the_exports_rewinding_adds_are_not_tasks() {
+        let pool = pool(STATE);
+        let err = pool
+            .map::<i32, i32>("wasmpool:rewind:memory", [1])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no task named"), "{err}");
+        assert!(!err.contains("is a memory"), "{err}");
     }
 
     #[test]
