@@ -230,11 +230,20 @@ pub(crate) fn run(name: &str) -> Sample {
         }
         // A fresh instance per task against a reused one (one worker, or
         // `@N`: N workers, for how fresh instances scale).
-        "instance/reused" | "instance/fresh" => {
+        // `instance/*`: the numeric export, which writes no memory (a fresh
+        // instance is its globals set back); `instance/sdk-*`: the SDK
+        // task, whose input, output and stack are in memory (a fresh
+        // instance is also the pages it wrote put back).
+        "instance/reused" | "instance/fresh" | "instance/sdk-reused" | "instance/sdk-fresh" => {
             let isolation = if prefix.ends_with("fresh") {
                 Isolation::Task
             } else {
                 Isolation::Worker
+            };
+            let task = if prefix.contains("sdk") {
+                "square"
+            } else {
+                "square_i64"
             };
             let p = Pool::builder()
                 .module_file(SQUARE)
@@ -242,7 +251,7 @@ pub(crate) fn run(name: &str) -> Sample {
                 .isolation(isolation)
                 .build()
                 .expect("pool");
-            timed(100_000, || sum_map(&p, "square_i64", 100_000))
+            timed(100_000, || sum_map(&p, task, 100_000))
         }
         // Queues between two instances.
         // Batched: the producer puts 256 values a `put_many`, the consumer

@@ -204,6 +204,17 @@ fn specs(quick: bool) -> Vec<Spec> {
             Some(SQUARES_100K),
         );
     }
+    for name in ["instance/sdk-reused", "instance/sdk-fresh"] {
+        add(name.into(), Runner::Rust, runs, Some(SQUARES_100K));
+    }
+    if cores > 1 {
+        add(
+            format!("instance/sdk-fresh@{cores}"),
+            Runner::Rust,
+            runs,
+            Some(SQUARES_100K),
+        );
+    }
     add(
         "queue/throughput".into(),
         Runner::Rust,

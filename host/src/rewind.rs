@@ -48,7 +48,7 @@
 //! slot as it always does). Page contents come only from the module (its
 //! data segments) or from this very instance before its first task.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use wasm_encoder::reencode::{self, Reencode};
@@ -89,6 +89,10 @@ pub(crate) struct Plan {
     /// Whether instantiation runs code (a start function, `_initialize`),
     /// which may write memory.
     init_runs: bool,
+    /// The exported functions that cannot write memory: no store, atomic
+    /// write or bulk memory instruction, no import and no indirect call
+    /// reachable. A numeric task of one leaves memory as it found it.
+    leave_memory: HashSet<String>,
     /// Whether the module defines a memory.
     memory: bool,
     /// The memory's contents after instantiation, page by page (host
@@ -109,6 +113,7 @@ impl Plan {
             globals: Vec::new(),
             global_names: Vec::new(),
             init_runs: false,
+            leave_memory: HashSet::new(),
             memory: false,
             image: Vec::new(),
         };
@@ -116,9 +121,10 @@ impl Plan {
         let mut imported_funcs = 0u32;
         let mut imported_memories = 0u32;
         let mut roots = Vec::new();
-        // Per defined function: its direct callees, and whether it makes
-        // an indirect call.
-        let mut calls: Vec<(Vec<u32>, bool)> = Vec::new();
+        // Per defined function: its direct callees, whether it makes an
+        // indirect call, and whether it writes memory itself.
+        let mut calls: Vec<Calls> = Vec::new();
+        let mut exported_funcs: Vec<(String, u32)> = Vec::new();
         let mut has_exports = false;
         let err = |e: wasmparser::BinaryReaderError| e.to_string();
         for payload in Parser::new(0).parse_all(binary) {
@@ -189,6 +195,9 @@ impl Plan {
                         if export.name == "_initialize" && export.kind == ExternalKind::Func {
                             roots.push(export.index);
                         }
+                        if export.kind == ExternalKind::Func {
+                            exported_funcs.push((export.name.to_string(), export.index));
+                        }
                     }
                 }
                 Payload::StartSection { func, .. } => roots.push(func),
@@ -213,31 +222,26 @@ impl Plan {
                 }
                 Payload::CodeSectionEntry(body) => {
                     let mut ops = body.get_operators_reader().map_err(err)?;
-                    let mut callees = Vec::new();
-                    let mut indirect = false;
+                    let mut f = Calls::default();
                     while !ops.eof() {
-                        match ops.read().map_err(err)? {
+                        let op = ops.read().map_err(err)?;
+                        if changes_tables(&op) {
+                            return Err(format!("it uses {op:?}"));
+                        }
+                        f.writes |= writes_memory(&op);
+                        match op {
                             Operator::Call { function_index }
                             | Operator::ReturnCall { function_index } => {
-                                callees.push(function_index)
+                                f.callees.push(function_index)
                             }
                             Operator::CallIndirect { .. }
                             | Operator::ReturnCallIndirect { .. }
                             | Operator::CallRef { .. }
-                            | Operator::ReturnCallRef { .. } => indirect = true,
-                            op @ (Operator::TableSet { .. }
-                            | Operator::TableGrow { .. }
-                            | Operator::TableFill { .. }
-                            | Operator::TableCopy { .. }
-                            | Operator::TableInit { .. }
-                            | Operator::ElemDrop { .. }
-                            | Operator::DataDrop { .. }) => {
-                                return Err(format!("it uses {op:?}"));
-                            }
+                            | Operator::ReturnCallRef { .. } => f.indirect = true,
                             _ => {}
                         }
                     }
-                    calls.push((callees, indirect));
+                    calls.push(f);
                 }
                 _ => {}
             }
@@ -246,6 +250,11 @@ impl Plan {
             return Err("it exports nothing".into());
         }
         pure_init(&roots, imported_funcs, &calls)?;
+        plan.leave_memory = exported_funcs
+            .into_iter()
+            .filter(|&(_, f)| leaves_memory(f, imported_funcs, &calls))
+            .map(|(name, _)| name)
+            .collect();
         if imported_memories > 0 && !roots.is_empty() {
             // What it does to the shared region would be done once in
             // all, where new instances do it once a task.
@@ -295,25 +304,162 @@ fn write_image(
     Ok(())
 }
 
+/// What one defined function does that rewinding cares about.
+#[derive(Debug, Default)]
+struct Calls {
+    /// Its direct callees.
+    callees: Vec<u32>,
+    /// Whether it makes an indirect call.
+    indirect: bool,
+    /// Whether it writes memory itself.
+    writes: bool,
+}
+
+/// Whether `op` changes a table or drops a segment: state a rewind cannot
+/// put back.
+fn changes_tables(op: &Operator<'_>) -> bool {
+    matches!(
+        op,
+        Operator::TableSet { .. }
+            | Operator::TableGrow { .. }
+            | Operator::TableFill { .. }
+            | Operator::TableCopy { .. }
+            | Operator::TableInit { .. }
+            | Operator::TableAtomicRmwXchg { .. }
+            | Operator::TableAtomicRmwCmpxchg { .. }
+            | Operator::ElemDrop { .. }
+            | Operator::DataDrop { .. }
+    )
+}
+
+/// Whether `op` may write linear memory (or change its size): every
+/// store, atomic write and bulk memory instruction. Loads and everything
+/// that only reads do not.
+fn writes_memory(op: &Operator<'_>) -> bool {
+    use Operator::*;
+    matches!(
+        op,
+        I32Store { .. }
+            | I64Store { .. }
+            | F32Store { .. }
+            | F64Store { .. }
+            | I32Store8 { .. }
+            | I32Store16 { .. }
+            | I64Store8 { .. }
+            | I64Store16 { .. }
+            | I64Store32 { .. }
+            | V128Store { .. }
+            | V128Store8Lane { .. }
+            | V128Store16Lane { .. }
+            | V128Store32Lane { .. }
+            | V128Store64Lane { .. }
+            | I32AtomicStore { .. }
+            | I32AtomicStore8 { .. }
+            | I32AtomicStore16 { .. }
+            | I64AtomicStore { .. }
+            | I64AtomicStore8 { .. }
+            | I64AtomicStore16 { .. }
+            | I64AtomicStore32 { .. }
+            | I32AtomicRmwAdd { .. }
+            | I32AtomicRmwSub { .. }
+            | I32AtomicRmwAnd { .. }
+            | I32AtomicRmwOr { .. }
+            | I32AtomicRmwXor { .. }
+            | I32AtomicRmwXchg { .. }
+            | I32AtomicRmwCmpxchg { .. }
+            | I32AtomicRmw8AddU { .. }
+            | I32AtomicRmw8SubU { .. }
+            | I32AtomicRmw8AndU { .. }
+            | I32AtomicRmw8OrU { .. }
+            | I32AtomicRmw8XorU { .. }
+            | I32AtomicRmw8XchgU { .. }
+            | I32AtomicRmw8CmpxchgU { .. }
+            | I32AtomicRmw16AddU { .. }
+            | I32AtomicRmw16SubU { .. }
+            | I32AtomicRmw16AndU { .. }
+            | I32AtomicRmw16OrU { .. }
+            | I32AtomicRmw16XorU { .. }
+            | I32AtomicRmw16XchgU { .. }
+            | I32AtomicRmw16CmpxchgU { .. }
+            | I64AtomicRmwAdd { .. }
+            | I64AtomicRmwSub { .. }
+            | I64AtomicRmwAnd { .. }
+            | I64AtomicRmwOr { .. }
+            | I64AtomicRmwXor { .. }
+            | I64AtomicRmwXchg { .. }
+            | I64AtomicRmwCmpxchg { .. }
+            | I64AtomicRmw8AddU { .. }
+            | I64AtomicRmw8SubU { .. }
+            | I64AtomicRmw8AndU { .. }
+            | I64AtomicRmw8OrU { .. }
+            | I64AtomicRmw8XorU { .. }
+            | I64AtomicRmw8XchgU { .. }
+            | I64AtomicRmw8CmpxchgU { .. }
+            | I64AtomicRmw16AddU { .. }
+            | I64AtomicRmw16SubU { .. }
+            | I64AtomicRmw16AndU { .. }
+            | I64AtomicRmw16OrU { .. }
+            | I64AtomicRmw16XorU { .. }
+            | I64AtomicRmw16XchgU { .. }
+            | I64AtomicRmw16CmpxchgU { .. }
+            | I64AtomicRmw32AddU { .. }
+            | I64AtomicRmw32SubU { .. }
+            | I64AtomicRmw32AndU { .. }
+            | I64AtomicRmw32OrU { .. }
+            | I64AtomicRmw32XorU { .. }
+            | I64AtomicRmw32XchgU { .. }
+            | I64AtomicRmw32CmpxchgU { .. }
+            | MemoryFill { .. }
+            | MemoryCopy { .. }
+            | MemoryInit { .. }
+            | MemoryGrow { .. }
+            | MemoryDiscard { .. }
+    )
+}
+
+/// Whether defined or imported function `f` can write memory: it, or a
+/// function it reaches, writes memory, calls an import (the host may
+/// write), or makes an indirect call (which could reach anything).
+fn leaves_memory(f: u32, imported: u32, calls: &[Calls]) -> bool {
+    let mut seen = vec![false; calls.len()];
+    let mut stack = vec![f];
+    while let Some(f) = stack.pop() {
+        let Some(defined) = f.checked_sub(imported) else {
+            return false; // an import
+        };
+        let Some(c) = calls.get(defined as usize) else {
+            return false;
+        };
+        if std::mem::replace(&mut seen[defined as usize], true) {
+            continue;
+        }
+        if c.writes || c.indirect {
+            return false;
+        }
+        stack.extend(&c.callees);
+    }
+    true
+}
+
 /// Checks that what runs at instantiation (`roots`: the start function and
 /// `_initialize`) reaches no import and no indirect call.
-fn pure_init(roots: &[u32], imported: u32, calls: &[(Vec<u32>, bool)]) -> Result<(), Refusal> {
+fn pure_init(roots: &[u32], imported: u32, calls: &[Calls]) -> Result<(), Refusal> {
     let mut seen = vec![false; calls.len()];
     let mut stack: Vec<u32> = roots.to_vec();
     while let Some(f) = stack.pop() {
         let Some(defined) = f.checked_sub(imported) else {
             return Err("its start function or _initialize calls the host".into());
         };
-        let Some((callees, indirect)) = calls.get(defined as usize) else {
+        let Some(c) = calls.get(defined as usize) else {
             return Err("its start function or _initialize is not in the module".into());
         };
         if std::mem::replace(&mut seen[defined as usize], true) {
             continue;
         }
-        if *indirect {
+        if c.indirect {
             return Err("its start function or _initialize makes an indirect call".into());
         }
-        stack.extend(callees);
+        stack.extend(&c.callees);
     }
     Ok(())
 }
@@ -458,14 +604,24 @@ impl Snapshot {
         })
     }
 
+    /// Whether a numeric task of export `name` leaves memory as it found
+    /// it (see [`Plan`]).
+    pub(crate) fn leaves_memory(&self, name: &str) -> bool {
+        self.plan.leave_memory.contains(name)
+    }
+
     /// Puts the instance back as it was before its first task; `false`
     /// if it cannot be (its memory grew, it wrote more than `MAX_WRITTEN`
     /// bytes, the scan failed): the caller must then drop the instance.
-    pub(crate) fn rewind(&self, store: &mut Store<StoreData>) -> bool {
-        if let Some(m) = &self.memory {
-            if m.memory.data_size(&*store) != m.size {
-                return false;
-            }
+    /// `touched`: whether the tasks since the last rewind may have written
+    /// memory; if not, only the globals are set back.
+    pub(crate) fn rewind(&self, store: &mut Store<StoreData>, touched: bool) -> bool {
+        if let Some(m) = &self.memory
+            && m.memory.data_size(&*store) != m.size
+        {
+            return false;
+        }
+        if let Some(m) = self.memory.as_ref().filter(|_| touched) {
             let base = m.memory.data_ptr(&*store);
             let page = pagemap::page_size();
             let put_back = |at: usize, len: usize, zero: bool| {
@@ -583,6 +739,29 @@ mod test {
         assert_eq!(pages, [0, page, 70000 / page * page]);
         assert_eq!(&plan.image[0].1[page - 2..], b"ab");
         assert_eq!(&plan.image[1].1[..2], b"cd");
+    }
+
+    #[test]
+    fn exports_that_cannot_write_memory_are_found() {
+        let plan = plan(
+            r#"(module (import "wasmpool" "worker_index" (func $host (result i32)))
+                (memory 1) (global $g (mut i32) (i32.const 0)) (type $t (func))
+                (table 1 funcref)
+                (func $reads (result i32) (global.set $g (i32.const 1)) (i32.load (i32.const 8)))
+                (func $writes (i32.store8 (i32.const 0) (i32.const 1)))
+                (func (export "pure") (result i32) (call $reads))
+                (func (export "stores") (call $writes))
+                (func (export "stores_later") (call $reads) (drop) (call $writes))
+                (func (export "host") (result i32) (call $host))
+                (func (export "indirect") (call_indirect (type $t) (i32.const 0)))
+                (func (export "atomic") (drop (i32.atomic.rmw.add (i32.const 0) (i32.const 1))))
+                (func (export "fill") (memory.fill (i32.const 0) (i32.const 0) (i32.const 1)))
+                (func (export "grow") (drop (memory.grow (i32.const 0)))))"#,
+        )
+        .unwrap();
+        let mut pure: Vec<&str> = plan.leave_memory.iter().map(String::as_str).collect();
+        pure.sort();
+        assert_eq!(pure, ["pure"]);
     }
 
     #[test]

@@ -175,6 +175,12 @@ pub(crate) struct Guest {
     /// The state before its first task, if the instance can be rewound
     /// to it (`rewind.rs`).
     snapshot: Option<Snapshot>,
+    /// Per task (by `TaskSpec::id`, beside `resolved`): whether its export
+    /// cannot write memory (`rewind::Plan`: no store reachable).
+    leaves_memory: Vec<bool>,
+    /// Whether a task since the last rewind may have written memory: a
+    /// rewind then looks for the pages it wrote.
+    memory_touched: bool,
 }
 
 impl std::fmt::Debug for Guest {
@@ -259,6 +265,8 @@ impl Guest {
                     tasks_run: 0,
                     raw: SmallVec::new(),
                     snapshot,
+                    leaves_memory: Vec::new(),
+                    memory_touched: false,
                 })
             }
             Err(e) => Err(classify(e, store.data_mut())),
@@ -272,9 +280,10 @@ impl Guest {
         let Some(snapshot) = &self.snapshot else {
             return false;
         };
-        if self.poisoned || !snapshot.rewind(&mut self.store) {
+        if self.poisoned || !snapshot.rewind(&mut self.store, self.memory_touched) {
             return false;
         }
+        self.memory_touched = false;
         let data = self.store.data_mut();
         // A new WASI context (fresh descriptors, clocks, random) on the
         // next WASI call, as a new instance would make.
@@ -329,7 +338,14 @@ impl Guest {
         };
         if self.resolved.len() <= task.id {
             self.resolved.resize(task.id + 1, None);
+            self.leaves_memory.resize(task.id + 1, false);
         }
+        // An ABI task's input is written into memory by the host: never.
+        self.leaves_memory[task.id] = matches!(r, Resolved::Numeric(_))
+            && self
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| s.leaves_memory(&task.export));
         self.resolved[task.id] = Some(r);
         Ok(())
     }
@@ -417,6 +433,7 @@ impl Guest {
             .resize(params.len().max(results.len()), ValRaw::i32(0));
         start_task(&mut self.store, deadline);
         self.tasks_run += 1;
+        self.memory_touched |= !self.leaves_memory[task.id];
         let Some(Resolved::Numeric(f)) = &self.resolved[task.id] else {
             unreachable!("a numeric export resolves to Resolved::Numeric")
         };
@@ -537,6 +554,7 @@ impl Guest {
             }
         }
         self.tasks_run += 1;
+        self.memory_touched |= !self.leaves_memory[task.id];
         Ok(())
     }
 

@@ -202,8 +202,17 @@ both_modes! {
             .cache(None)
             .build()
             .unwrap();
+        // `look` writes nothing (a rewind after it alone sets the globals
+        // back and leaves memory be), `poke` does: after a write and a
+        // read in one instance, its memory is still put back.
+        let start: i64 = one(&pool, "look", ());
+        assert_eq!(one::<i64>(&pool, "look", ()), start);
+        assert_eq!(one::<i32>(&pool, "poke", (1024, 1)), 42);
+        assert_ne!(one::<i64>(&pool, "look", ()), start, "its own write, seen");
+        assert_eq!(one::<i64>(&pool, "look", ()), start, "rewound");
+        assert_eq!(one::<i32>(&pool, "poke", (1024, 1)), 42);
         let olds: Vec<i32> = (0..5).map(|_| one(&pool, "poke", (1024, 1))).collect();
         assert_eq!(olds, [42, 1, 42, 1, 42]);
-        assert!(stats(&pool).rewound >= 2);
+        assert!(stats(&pool).rewound >= 4);
     }
 }
