@@ -198,6 +198,12 @@ fn specs(quick: bool) -> Vec<Spec> {
     );
     if cores > 1 {
         add(
+            format!("instance/reused@{cores}"),
+            Runner::Rust,
+            runs,
+            Some(SQUARES_100K),
+        );
+        add(
             format!("instance/fresh@{cores}"),
             Runner::Rust,
             runs,

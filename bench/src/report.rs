@@ -406,6 +406,10 @@ pub(crate) fn write(
             "one instance per worker (default), 1 worker".to_string(),
         ),
         (
+            format!("instance/reused@{cores}"),
+            format!("one instance per worker (default), {cores} workers"),
+        ),
+        (
             "instance/fresh".to_string(),
             "a fresh instance per task, 1 worker".to_string(),
         ),
