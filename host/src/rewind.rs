@@ -234,10 +234,16 @@ impl Plan {
                             | Operator::ReturnCall { function_index } => {
                                 f.callees.push(function_index)
                             }
+                            // Stack switching runs code it does not name
+                            // either (refused by this engine today).
                             Operator::CallIndirect { .. }
                             | Operator::ReturnCallIndirect { .. }
                             | Operator::CallRef { .. }
-                            | Operator::ReturnCallRef { .. } => f.indirect = true,
+                            | Operator::ReturnCallRef { .. }
+                            | Operator::Resume { .. }
+                            | Operator::ResumeThrow { .. }
+                            | Operator::ResumeThrowRef { .. }
+                            | Operator::Switch { .. } => f.indirect = true,
                             _ => {}
                         }
                     }
