@@ -426,7 +426,11 @@ pub(crate) fn run(name: &str) -> Sample {
                     .expect("region")
                     .store_i64(0, 0)
                     .expect("reset");
-                p.map::<u64, u64>("count", [1_000_000, 1_000_000])
+                // `count_together`: a barrier of 2 first, so that the two
+                // tasks always count at once, one on each worker (with
+                // `count`, a worker that woke late could find its half
+                // of the count done).
+                p.map::<u64, u64>("count_together", [1_000_000, 1_000_000])
                     .expect("count");
                 p.shared_region()
                     .expect("region")
