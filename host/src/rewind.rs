@@ -29,11 +29,24 @@
 //!   every time);
 //! - what instantiation did outside the instance: nothing, because its
 //!   start function and `_initialize` can reach no import and no indirect
-//!   call, and no active data segment writes the shared region (each
+//!   call, a module that imports the shared region runs no code at
+//!   instantiation, and no active data segment writes the region (each
 //!   would be done once per task by a fresh instance, once in all by a
 //!   rewound one);
 //! - the store's host state: reset per task already (`sandbox.rs`), and the
 //!   WASI context dropped (the next task that calls WASI gets a new one).
+//!
+//! A rewind costs one scan of the memory's page tables (1-3 µs here,
+//! `bench/scripts/pagemap-cost`) and the pages put back. After a numeric
+//! task whose export can reach no store, atomic write, bulk memory
+//! instruction, import or indirect call (found at load: the plan's
+//! `leave_memory`), memory cannot have changed, and only the globals are
+//! set back (`Guest` tracks whether any task since the last rewind could
+//! write).
+//!
+//! One difference from a new instance is of time, not state: under a time
+//! limit, a new instance's start function runs within each task's time;
+//! a rewound one ran it once, before its first task.
 //!
 //! Anything else (more than one memory, a shared or custom-page-size
 //! memory, GC types, imports other than functions and the shared region,
