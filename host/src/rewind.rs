@@ -436,51 +436,67 @@ fn writes_memory(op: &Operator<'_>) -> bool {
     )
 }
 
-/// Whether defined or imported function `f` can write memory: it, or a
-/// function it reaches, writes memory, calls an import (the host may
-/// write), or makes an indirect call (which could reach anything).
-fn leaves_memory(f: u32, imported: u32, calls: &[Calls]) -> bool {
-    let mut seen = vec![false; calls.len()];
-    let mut stack = vec![f];
-    while let Some(f) = stack.pop() {
-        let Some(defined) = f.checked_sub(imported) else {
-            return false; // an import
-        };
-        let Some(c) = calls.get(defined as usize) else {
-            return false;
-        };
-        if std::mem::replace(&mut seen[defined as usize], true) {
-            continue;
-        }
-        if c.writes || c.indirect {
-            return false;
-        }
-        stack.extend(&c.callees);
-    }
-    true
+/// What a walk through direct calls met that stopped it (see [`reaches`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reached {
+    /// An import: the host, which may do anything.
+    Import,
+    /// A function index outside the module.
+    Outside,
+    /// An indirect call, which could reach any function.
+    Indirect,
+    /// A function that writes memory itself (only when asked).
+    Write,
 }
 
-/// Checks that what runs at instantiation (`roots`: the start function and
-/// `_initialize`) reaches no import and no indirect call.
-fn pure_init(roots: &[u32], imported: u32, calls: &[Calls]) -> Result<(), Refusal> {
+/// Walks from `roots` through direct calls and says what stopped it, if
+/// anything: an import, an index outside the module, an indirect call, or
+/// (with `writes`) a function that writes memory.
+fn reaches(roots: &[u32], imported: u32, calls: &[Calls], writes: bool) -> Option<Reached> {
     let mut seen = vec![false; calls.len()];
     let mut stack: Vec<u32> = roots.to_vec();
     while let Some(f) = stack.pop() {
         let Some(defined) = f.checked_sub(imported) else {
-            return Err("its start function or _initialize calls the host".into());
+            return Some(Reached::Import);
         };
         let Some(c) = calls.get(defined as usize) else {
-            return Err("its start function or _initialize is not in the module".into());
+            return Some(Reached::Outside);
         };
         if std::mem::replace(&mut seen[defined as usize], true) {
             continue;
         }
         if c.indirect {
-            return Err("its start function or _initialize makes an indirect call".into());
+            return Some(Reached::Indirect);
+        }
+        if writes && c.writes {
+            return Some(Reached::Write);
         }
         stack.extend(&c.callees);
     }
-    Ok(())
+    None
+}
+
+/// Whether defined or imported function `f` leaves memory as it was:
+/// neither it nor any function it reaches writes memory, calls an import
+/// (the host may write) or makes an indirect call.
+fn leaves_memory(f: u32, imported: u32, calls: &[Calls]) -> bool {
+    reaches(&[f], imported, calls, true).is_none()
+}
+
+/// Checks that what runs at instantiation (`roots`: the start function and
+/// `_initialize`) reaches no import and no indirect call.
+fn pure_init(roots: &[u32], imported: u32, calls: &[Calls]) -> Result<(), Refusal> {
+    match reaches(roots, imported, calls, false) {
+        None => Ok(()),
+        Some(Reached::Import) => Err("its start function or _initialize calls the host".into()),
+        Some(Reached::Outside) => {
+            Err("its start function or _initialize is not in the module".into())
+        }
+        Some(Reached::Indirect) => {
+            Err("its start function or _initialize makes an indirect call".into())
+        }
+        Some(Reached::Write) => unreachable!("writes were not asked for"),
+    }
 }
 
 /// `binary` with the exports rewinding needs added (see the module's

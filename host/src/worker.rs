@@ -709,7 +709,7 @@ impl Worker {
         match result {
             Ok(result) => {
                 let tasks_run = guest.tasks_run;
-                if !keeps_guest(guest, &self.shared, &self.counters) {
+                if !keeps_guest(guest, &self.shared, self.index) {
                     discarded(self.index, &result, tasks_run);
                     self.guest = None;
                 }
@@ -731,8 +731,9 @@ impl Worker {
 /// unharmed and has tasks left before its recycling; if it ran them all
 /// (every task with `Isolation::Task`), only if it could be rewound to its
 /// state before its first task (`rewind.rs`), which is as good as a new
-/// instance; never after a trap. The one place both worker modes decide.
-pub(crate) fn keeps_guest(guest: &mut Guest, shared: &Shared, counters: &Counters) -> bool {
+/// instance; never after a trap. The one place both worker modes decide;
+/// `index`: the worker's, whose counters count the rewinds.
+pub(crate) fn keeps_guest(guest: &mut Guest, shared: &Shared, index: u32) -> bool {
     if guest.poisoned {
         return false;
     }
@@ -741,7 +742,9 @@ pub(crate) fn keeps_guest(guest: &mut Guest, shared: &Shared, counters: &Counter
     }
     let rewound = guest.rewind();
     if rewound {
-        counters.rewound.fetch_add(1, Ordering::Relaxed);
+        shared.counters[index as usize]
+            .rewound
+            .fetch_add(1, Ordering::Relaxed);
     }
     rewound
 }

@@ -406,8 +406,7 @@ impl AsyncWorker {
                     ));
                 }
                 let tasks_run = guest.tasks_run;
-                let keep =
-                    super::keeps_guest(&mut guest, &shared, &shared.counters[id.index as usize]);
+                let keep = super::keeps_guest(&mut guest, &shared, id.index);
                 if !keep {
                     super::discarded(id.index, &result, tasks_run);
                 }
