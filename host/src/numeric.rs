@@ -400,42 +400,55 @@ impl ser::Serializer for OneArg {
     type SerializeStruct = Impossible<WasmValue, NotOne>;
     type SerializeStructVariant = Impossible<WasmValue, NotOne>;
 
+    #[inline]
     fn serialize_i8(self, v: i8) -> Result<WasmValue, NotOne> {
         self.int(v.into())
     }
+    #[inline]
     fn serialize_i16(self, v: i16) -> Result<WasmValue, NotOne> {
         self.int(v.into())
     }
+    #[inline]
     fn serialize_i32(self, v: i32) -> Result<WasmValue, NotOne> {
         self.int(v.into())
     }
+    #[inline]
     fn serialize_i64(self, v: i64) -> Result<WasmValue, NotOne> {
         self.int(v.into())
     }
+    #[inline]
     fn serialize_i128(self, v: i128) -> Result<WasmValue, NotOne> {
         self.int(v)
     }
+    #[inline]
     fn serialize_u8(self, v: u8) -> Result<WasmValue, NotOne> {
         self.int(v.into())
     }
+    #[inline]
     fn serialize_u16(self, v: u16) -> Result<WasmValue, NotOne> {
         self.int(v.into())
     }
+    #[inline]
     fn serialize_u32(self, v: u32) -> Result<WasmValue, NotOne> {
         self.int(v.into())
     }
+    #[inline]
     fn serialize_u64(self, v: u64) -> Result<WasmValue, NotOne> {
         self.int(v.into())
     }
+    #[inline]
     fn serialize_f32(self, v: f32) -> Result<WasmValue, NotOne> {
         self.float(v.into())
     }
+    #[inline]
     fn serialize_f64(self, v: f64) -> Result<WasmValue, NotOne> {
         self.float(v)
     }
+    #[inline]
     fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<WasmValue, NotOne> {
         v.serialize(self)
     }
+    #[inline]
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _: &'static str,
@@ -521,6 +534,7 @@ impl ser::Serializer for OneArg {
 }
 
 /// Deserializes a task's results as `O`.
+#[inline]
 pub(crate) fn from_results<'de, O: de::Deserialize<'de>>(
     values: &'de [WasmValue],
 ) -> Result<O, NumericError> {
@@ -531,6 +545,7 @@ struct ResultsDeserializer<'a> {
     values: &'a [WasmValue],
 }
 
+#[inline]
 fn visit_one<'de, V: Visitor<'de>>(v: WasmValue, visitor: V) -> Result<V::Value, NumericError> {
     match v {
         WasmValue::I32(x) => visitor.visit_i32(x),
@@ -543,6 +558,7 @@ fn visit_one<'de, V: Visitor<'de>>(v: WasmValue, visitor: V) -> Result<V::Value,
 impl<'de> de::Deserializer<'de> for ResultsDeserializer<'de> {
     type Error = NumericError;
 
+    #[inline]
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NumericError> {
         match self.values {
             [] => visitor.visit_unit(),

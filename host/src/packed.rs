@@ -51,7 +51,8 @@ pub(crate) enum Next {
 }
 
 /// A value's bits: an `i32` or `f32` in the low 32 bits.
-fn to_bits(v: WasmValue) -> u64 {
+#[inline]
+pub(crate) fn to_bits(v: WasmValue) -> u64 {
     match v {
         WasmValue::I32(x) => u64::from(x as u32),
         WasmValue::I64(x) => x as u64,
@@ -218,6 +219,28 @@ pub(crate) enum Items {
 /// A numeric task's inputs, packed.
 pub(crate) struct PackedItems(Packed<Result<Payload, TaskError>>);
 
+/// A batch of a task of one parameter, of type `ty`, open for appending
+/// (see [`Items::one_param`]).
+pub(crate) struct OneParam<'a> {
+    p: &'a mut Packed<Result<Payload, TaskError>>,
+    pub(crate) ty: WasmType,
+}
+
+impl OneParam<'_> {
+    /// Appends an input whose one value, of type `ty`, has these bits.
+    #[inline]
+    pub(crate) fn push_bits(&mut self, bits: u64) {
+        self.p.bits.push(bits);
+        self.p.len += 1;
+    }
+
+    /// Appends an input kept whole.
+    pub(crate) fn push_whole(&mut self, item: Result<Payload, TaskError>) {
+        self.p.odd.push((self.p.len, item));
+        self.p.len += 1;
+    }
+}
+
 impl Items {
     /// An empty batch for `task`, for about `capacity` inputs: packed for
     /// a numeric task.
@@ -237,6 +260,21 @@ impl Items {
                     _ => None,
                 });
             }
+        }
+    }
+
+    /// The batch opened for appending inputs of one value straight as
+    /// bits, when its task takes exactly one parameter: the typed path of
+    /// `dispatch::Numbers`, which looks at the batch's shape once, not per
+    /// input.
+    #[inline]
+    pub(crate) fn one_param(&mut self) -> Option<OneParam<'_>> {
+        match self {
+            Items::Packed(PackedItems(p)) => match params(&p.task) {
+                Some(&[ty]) => Some(OneParam { p, ty }),
+                _ => None,
+            },
+            Items::List(_) => None,
         }
     }
 
@@ -423,6 +461,26 @@ impl ResultsIter {
 }
 
 impl ResultsIter {
+    /// Takes the packed results from here up to the next one kept whole
+    /// (or the end), at once: their bits, one result's after another, and
+    /// how many they are (0 when the next result is kept whole, for a list,
+    /// or at the end).
+    #[inline]
+    pub(crate) fn take_packed_run(&mut self) -> (&[u64], usize) {
+        match self {
+            ResultsIter::List(_) => (&[], 0),
+            ResultsIter::Packed(u) => {
+                let arity = results(&u.task).map_or(0, <[WasmType]>::len);
+                let end = u.odd.peek().map_or(u.len, |(at, _)| *at);
+                let count = end - u.pos;
+                let start = u.at;
+                u.pos = end;
+                u.at += count * arity;
+                (&u.bits[start..u.at], count)
+            }
+        }
+    }
+
     /// The next result: `Ok` the bits of a packed one, `Err` one kept
     /// whole.
     #[inline]

@@ -15,7 +15,9 @@ use crossbeam_channel::Sender;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::dispatch::{Capacity, Decode, Dispatch, Feed, Imap, ImapUnordered, Inputs};
+use crate::dispatch::{
+    Capacity, Decode, Dispatch, Feed, Imap, ImapUnordered, Inputs, Numbers, decode_run,
+};
 use crate::engine::{Allocation, CacheOutcome};
 use crate::error::{Error, TaskError};
 use crate::module::{ModuleInfo, resolve_task};
@@ -554,13 +556,19 @@ impl Pool {
         // is full (malloc and free were half of the caller's time).
         let spares = Rc::new(Spares::default());
         let recycled = spares.clone();
-        let inputs: Inputs<'a> = Box::new(
-            inputs
-                .into_iter()
-                .map(move |i| encoder.encode_into(&i, || spares.take())),
-        );
-        let decode = Decode {
-            output: Box::new(move |task, output| match output {
+        let inputs: Inputs<'a> = match task.one_param() {
+            Some(_) => Box::new(Numbers {
+                inputs: inputs.into_iter(),
+                task: encoder,
+            }),
+            None => Box::new(
+                inputs
+                    .into_iter()
+                    .map(move |i| encoder.encode_into(&i, || spares.take())),
+            ),
+        };
+        let decode = Decode::new(
+            Box::new(move |task, output| match output {
                 Output::Bytes(bytes) => {
                     let decoded = task.decode_bytes(&bytes);
                     recycled.give(bytes);
@@ -568,8 +576,10 @@ impl Pool {
                 }
                 values => task.decode(values),
             }),
-            bits: Box::new(|task, bits| task.decode_packed(bits)),
-        };
+            Box::new(|task, bits, count, out| {
+                decode_run(bits, count, out, |bits| task.decode_packed(bits));
+            }),
+        );
         Ok((self.dispatch(task, inputs), decode))
     }
 
@@ -597,10 +607,14 @@ impl Pool {
         payloads: impl IntoIterator<Item = Result<Payload, TaskError>> + 'a,
     ) -> Result<Imap<'a, Output>, Error> {
         self.check_own(task)?;
-        let decode = Decode {
-            output: Box::new(|_, output| Ok(output)),
-            bits: Box::new(|task, bits| Ok(crate::packed::output(&task.spec, bits))),
-        };
+        let decode = Decode::new(
+            Box::new(|_, output| Ok(output)),
+            Box::new(|task, bits, count, out| {
+                decode_run(bits, count, out, |bits| {
+                    Ok(crate::packed::output(&task.spec, bits))
+                });
+            }),
+        );
         Ok(Imap::new(
             self.dispatch(task.clone(), Box::new(payloads.into_iter())),
             decode,

@@ -324,6 +324,15 @@ impl Task {
         matches!(self.spec.kind, TaskKind::Numeric { .. })
     }
 
+    /// The type of a numeric task's one parameter; `None` for an ABI task
+    /// or another number of parameters.
+    pub(crate) fn one_param(&self) -> Option<WasmType> {
+        match &self.spec.kind {
+            TaskKind::Numeric { params, .. } if let [ty] = params[..] => Some(ty),
+            _ => None,
+        }
+    }
+
     /// Encodes a serde value as this task's input: JSON bytes for an ABI
     /// task; for a numeric task, a number or an array of numbers mapped to
     /// the parameters.
@@ -516,6 +525,7 @@ impl Task {
 impl Task {
     /// Decodes a numeric task's packed results (`packed.rs`) as a serde
     /// value: [`decode`](Self::decode) without an `Output`.
+    #[inline]
     pub(crate) fn decode_packed<O: DeserializeOwned>(&self, bits: &[u64]) -> Result<O, TaskError> {
         let types = match &self.spec.kind {
             TaskKind::Numeric { results, .. } => &results[..],

@@ -254,6 +254,51 @@ both_modes! {
     }
 
     #[test]
+    fn numeric_streams_keep_every_result_at_its_place_across_batches() {
+        // A one-parameter numeric task's typed inputs go straight into a
+        // batch's bits and its results come back decoded a run at a time
+        // (dispatch.rs `Numbers`, `Decode`): inputs kept whole (an array),
+        // inputs that fail to encode, and tasks that trap sit between
+        // packed ones, in batches of every size, and each result must
+        // still come out at its own index, ordered or not.
+        let pool = crate::util::wat_pool(
+            r#"(module (func (export "half") (param i64) (result i64)
+                   (if (i64.eq (i64.rem_u (local.get 0) (i64.const 1000)) (i64.const 999))
+                       (then unreachable))
+                   (i64.div_u (local.get 0) (i64.const 2))))"#,
+            2,
+        )
+        .unwrap();
+        let n = 20_000u64;
+        let input = |i: u64| match i % 97 {
+            13 => serde_json::json!([i]),
+            41 => serde_json::json!("x"),
+            _ => serde_json::json!(i),
+        };
+        let check = |i: u64, r: &Result<u64, wasmpool::TaskError>| match (i % 97, i % 1000) {
+            (41, _) => assert_eq!(r.as_ref().unwrap_err().kind(), TaskErrorKind::Input, "{i}"),
+            (_, 999) => assert_eq!(r.as_ref().unwrap_err().kind(), TaskErrorKind::Trap, "{i}"),
+            _ => assert_eq!(r, &Ok(i / 2), "{i}"),
+        };
+        let ordered: Vec<_> = pool.imap::<_, u64>("half", (0..n).map(input)).unwrap().collect();
+        assert_eq!(ordered.len(), n as usize);
+        for (i, r) in ordered.iter().enumerate() {
+            check(i as u64, r);
+        }
+        let mut seen = BTreeSet::new();
+        for (i, r) in pool.imap_unordered::<_, u64>("half", (0..n).map(input)).unwrap() {
+            check(i as u64, &r);
+            assert!(seen.insert(i), "{i} twice");
+        }
+        assert_eq!(seen.len(), n as usize);
+        // A stream dropped halfway leaves the pool as it was.
+        let mut stream = pool.imap::<u64, u64>("half", 0..n).unwrap();
+        assert_eq!(stream.nth(1234), Some(Ok(617)));
+        drop(stream);
+        assert_eq!(pool.map::<u64, u64>("half", [10]).unwrap(), [Ok(5)]);
+    }
+
+    #[test]
     fn missing_task_is_a_clear_error() {
         let pool = pool(SQUARE, 1);
         let err = pool.map::<i64, i64>("cube", [1]).unwrap_err();
