@@ -613,6 +613,7 @@ impl<'a, T> Imap<'a, T> {
         }
     }
 
+    #[inline(never)]
     fn step(&mut self, block: bool) -> TryNext<Result<T, TaskError>> {
         loop {
             if let Some(r) = self.decode.next(&self.d.task, &mut self.current) {
@@ -709,7 +710,13 @@ impl<'a, T> Imap<'a, T> {
 impl<T> Iterator for Imap<'_, T> {
     type Item = Result<T, TaskError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        // Most results are already decoded: handed out here, inlined into
+        // the caller's loop, without `step`'s frame.
+        if let Some(r) = self.decode.ready.pop_front() {
+            return Some(r);
+        }
         match self.step(true) {
             TryNext::Ready(r) => Some(r),
             TryNext::Pending | TryNext::Done => None,
@@ -778,7 +785,19 @@ impl<T> ImapUnordered<'_, T> {
 impl<T> Iterator for ImapUnordered<'_, T> {
     type Item = (usize, Result<T, TaskError>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(r) = self.decode.ready.pop_front() {
+            let index = self.current_index as usize;
+            self.current_index += 1;
+            return Some((index, r));
+        }
+        self.next_slow()
+    }
+}
+
+impl<T> ImapUnordered<'_, T> {
+    fn next_slow(&mut self) -> Option<(usize, Result<T, TaskError>)> {
         loop {
             if let Some(r) = self.decode.next(&self.d.task, &mut self.current) {
                 let index = self.current_index as usize;

@@ -537,15 +537,7 @@ impl Task {
             )),
             _ => crate::numeric::from_results(&crate::packed::unpack(types, bits)),
         };
-        decoded.map_err(|e| {
-            TaskError::new(
-                TaskErrorKind::Output,
-                format!(
-                    "the output does not decode as {}: {e}",
-                    std::any::type_name::<O>()
-                ),
-            )
-        })
+        decoded.map_err(|e| undecodable(std::any::type_name::<O>(), &e))
     }
 
     /// Decodes an ABI task's output bytes as a serde value
@@ -778,6 +770,17 @@ fn values_to_json(values: &[WasmValue]) -> Json {
         [one] => one.to_json(),
         many => Json::Array(many.iter().map(|v| v.to_json()).collect()),
     }
+}
+
+/// The error of a numeric result that does not decode as `type_name`: out
+/// of the way of [`Task::decode_packed`]'s loop, which runs per result.
+#[cold]
+#[inline(never)]
+fn undecodable(type_name: &str, e: &dyn std::fmt::Display) -> TaskError {
+    TaskError::new(
+        TaskErrorKind::Output,
+        format!("the output does not decode as {type_name}: {e}"),
+    )
 }
 
 #[cfg(test)]
