@@ -576,9 +576,7 @@ impl Pool {
                 }
                 values => task.decode(values),
             }),
-            Box::new(|task, bits, count, out| {
-                decode_run(bits, count, out, |bits| task.decode_packed(bits));
-            }),
+            Box::new(|task, bits, count, out| task.decode_packed_run(bits, count, out)),
         );
         Ok((self.dispatch(task, inputs), decode))
     }

@@ -540,6 +540,45 @@ impl Task {
         decoded.map_err(|e| undecodable(std::any::type_name::<O>(), &e))
     }
 
+    /// Decodes a run of `count` packed results (`packed.rs`) as `O`,
+    /// appended to `out`: for a task of one result, one loop per result
+    /// type, so that the type is a constant in each and a result decodes
+    /// in a few instructions; else [`decode_packed`](Self::decode_packed)
+    /// for each.
+    #[inline]
+    pub(crate) fn decode_packed_run<O: DeserializeOwned>(
+        &self,
+        bits: &[u64],
+        count: usize,
+        out: &mut std::collections::VecDeque<Result<O, TaskError>>,
+    ) {
+        let one = |value: WasmValue| {
+            crate::numeric::from_results(std::slice::from_ref(&value))
+                .map_err(|e| undecodable(std::any::type_name::<O>(), &e))
+        };
+        match &self.spec.kind {
+            TaskKind::Numeric { results, .. } if results.len() == 1 && bits.len() == count => {
+                out.reserve(count);
+                match results[0] {
+                    WasmType::I32 => {
+                        out.extend(bits.iter().map(|&b| one(WasmValue::I32(b as u32 as i32))))
+                    }
+                    WasmType::I64 => {
+                        out.extend(bits.iter().map(|&b| one(WasmValue::I64(b as i64))))
+                    }
+                    WasmType::F32 => out.extend(
+                        bits.iter()
+                            .map(|&b| one(WasmValue::F32(f32::from_bits(b as u32)))),
+                    ),
+                    WasmType::F64 => {
+                        out.extend(bits.iter().map(|&b| one(WasmValue::F64(f64::from_bits(b)))));
+                    }
+                }
+            }
+            _ => crate::dispatch::decode_run(bits, count, out, |bits| self.decode_packed(bits)),
+        }
+    }
+
     /// Decodes an ABI task's output bytes as a serde value
     /// ([`decode`](Self::decode) without taking the buffer).
     pub(crate) fn decode_bytes<O: DeserializeOwned>(&self, bytes: &[u8]) -> Result<O, TaskError> {

@@ -299,6 +299,39 @@ both_modes! {
     }
 
     #[test]
+    fn numeric_streams_of_every_value_type_decode_each_result_as_asked() {
+        // One loop per parameter and result type on the caller's side
+        // (dispatch.rs `Numbers`, `Task::decode_packed_run`): each type
+        // must come through, and a result that does not decode as the type
+        // asked fails alone, at its index.
+        let pool = crate::util::wat_pool(
+            r#"(module
+                 (func (export "neg_i32") (param i32) (result i32) (i32.sub (i32.const 0) (local.get 0)))
+                 (func (export "half_f32") (param f32) (result f32) (f32.mul (local.get 0) (f32.const 0.5)))
+                 (func (export "half_f64") (param f64) (result f64) (f64.mul (local.get 0) (f64.const 0.5))))"#,
+            2,
+        )
+        .unwrap();
+        let n = 5_000;
+        let r = pool.map::<i32, i32>("neg_i32", 0..n).unwrap();
+        assert!(r.iter().enumerate().all(|(i, r)| *r == Ok(-(i as i32))));
+        // -0 decodes as a u32; every other result is negative and does not.
+        let r = pool.map::<i32, u32>("neg_i32", 0..n).unwrap();
+        assert_eq!(r[0], Ok(0));
+        for r in &r[1..] {
+            let err = r.as_ref().unwrap_err();
+            assert_eq!(err.kind(), TaskErrorKind::Output);
+            assert!(err.message().contains("u32"), "{err}");
+        }
+        let r = pool.map::<f32, f32>("half_f32", (0..n).map(|i| i as f32)).unwrap();
+        assert!(r.iter().enumerate().all(|(i, r)| *r == Ok(i as f32 / 2.0)));
+        let r = pool.map::<f64, f64>("half_f64", (0..n).map(f64::from)).unwrap();
+        assert!(r.iter().enumerate().all(|(i, r)| *r == Ok(i as f64 / 2.0)));
+        // An integer input for a float parameter, as before.
+        assert_eq!(pool.map::<u64, f64>("half_f64", [3]).unwrap(), [Ok(1.5)]);
+    }
+
+    #[test]
     fn missing_task_is_a_clear_error() {
         let pool = pool(SQUARE, 1);
         let err = pool.map::<i64, i64>("cube", [1]).unwrap_err();
