@@ -41,7 +41,7 @@ pub(crate) type Inputs<'a> = Box<dyn Source + 'a>;
 
 /// Where a stream's inputs come from, a batch at a time: one call per
 /// batch, so that a numeric task's inputs go straight into the batch's
-/// bits ([`Items::push_value`]) with no `Result<Payload, TaskError>` (48
+/// bits ([`Items::one_param`]) with no `Result<Payload, TaskError>` (48
 /// bytes) built, moved and matched per input, and no dynamic call per
 /// input. That was half of the calling thread's time for tiny numeric
 /// tasks, and on 2 cores the calling thread's time per task is what two
@@ -72,21 +72,11 @@ where
         // A number holds no bytes while it waits, so `room` only matters
         // when there is none (then one input, as for any source).
         let n = if room.is_none() { n.min(1) } else { n };
-        let Some(mut batch) = items.one_param() else {
-            for _ in 0..n {
-                let Some(input) = self.inputs.next() else {
-                    return Taken {
-                        bytes: 0,
-                        ended: true,
-                    };
-                };
-                items.push(self.task.encode_into(&input, Vec::new));
-            }
-            return Taken {
-                bytes: 0,
-                ended: false,
-            };
-        };
+        // `Pool::typed` makes a `Numbers` only for a task of one numeric
+        // parameter, whose batches `Items::new` packs.
+        let mut batch = items
+            .one_param()
+            .expect("a Numbers source feeds a task of one numeric parameter");
         // One loop per parameter type, so that the type is a constant in
         // each and the per-input conversion folds to a few instructions.
         #[inline(always)]
@@ -186,14 +176,9 @@ impl<'a, T> Decode<'a, T> {
             (self.bits)(task, bits, count, &mut self.ready);
             return self.ready.pop_front();
         }
-        // The next result is one kept whole, or there is none.
-        match current.next_raw()? {
-            Ok(bits) => {
-                (self.bits)(task, bits, 1, &mut self.ready);
-                self.ready.pop_front()
-            }
-            Err(whole) => Some(whole.and_then(|o| (self.output)(task, o))),
-        }
+        // The next result is one kept whole (a packed one would have been
+        // in the run), or there is none.
+        Some(current.next()?.and_then(|o| (self.output)(task, o)))
     }
 
     /// Results of the current batch decoded and not yet handed out.

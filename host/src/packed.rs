@@ -480,22 +480,6 @@ impl ResultsIter {
             }
         }
     }
-
-    /// The next result: `Ok` the bits of a packed one, `Err` one kept
-    /// whole.
-    #[inline]
-    pub(crate) fn next_raw(&mut self) -> Option<Result<&[u64], Result<Output, TaskError>>> {
-        match self {
-            ResultsIter::List(results) => results.next().map(Err),
-            ResultsIter::Packed(u) => {
-                let arity = results(&u.task).map_or(0, <[WasmType]>::len);
-                Some(match u.next_at(arity)? {
-                    Ok(result) => Err(result),
-                    Err(at) => Ok(&u.bits[at]),
-                })
-            }
-        }
-    }
 }
 
 impl Iterator for ResultsIter {

@@ -432,8 +432,7 @@ impl Guest {
         self.raw
             .resize(params.len().max(results.len()), ValRaw::i32(0));
         start_task(&mut self.store, deadline);
-        self.tasks_run += 1;
-        self.memory_touched |= !self.leaves_memory[task.id];
+        self.count_task(task);
         let Some(Resolved::Numeric(f)) = &self.resolved[task.id] else {
             unreachable!("a numeric export resolves to Resolved::Numeric")
         };
@@ -553,9 +552,16 @@ impl Guest {
                 ));
             }
         }
+        self.count_task(task);
+        Ok(())
+    }
+
+    /// Counts a task about to run (resolved), and notes whether it may
+    /// write memory, for the next rewind: the one place both ways of
+    /// running a task do it.
+    fn count_task(&mut self, task: &TaskSpec) {
         self.tasks_run += 1;
         self.memory_touched |= !self.leaves_memory[task.id];
-        Ok(())
     }
 
     /// An ABI task's status and output. The input buffer was allocated on
