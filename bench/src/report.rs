@@ -92,6 +92,18 @@ struct Target {
     met: bool,
 }
 
+/// The target "`one` on 1 worker is at least `goal` times as slow as
+/// `many` on more", when both ran.
+fn scaling(r: &[Stats], one: &str, many: &str, what: String, goal: f64) -> Option<Target> {
+    let s = find(r, one)?.median / find(r, many)?.median;
+    Some(Target {
+        what,
+        goal: format!("≥ {goal}x"),
+        measured: format!("{s:.2}x"),
+        met: s >= goal,
+    })
+}
+
 fn targets(r: &[Stats], cores: usize) -> Vec<Target> {
     let mut t = Vec::new();
     for kernel in ["primes640", "mandelbrot"] {
@@ -113,18 +125,13 @@ fn targets(r: &[Stats], cores: usize) -> Vec<Target> {
             }
         }
     }
-    if let (Some(one), Some(two)) = (
-        find(r, "primes640/wasm@1"),
-        find(r, &format!("primes640/wasm@{cores}")),
-    ) {
-        let s = one.median / two.median;
-        t.push(Target {
-            what: format!("primes640: {cores} workers against 1"),
-            goal: "≥ 1.9x".into(),
-            measured: format!("{s:.2}x"),
-            met: s >= 1.9,
-        });
-    }
+    t.extend(scaling(
+        r,
+        "primes640/wasm@1",
+        &format!("primes640/wasm@{cores}"),
+        format!("primes640: {cores} workers against 1"),
+        1.9,
+    ));
     let rate = |name: &str| find(r, name).map_or(0.0, Stats::rate);
     let mut rate_target = |what: &str, name: String, goal: f64, unit: &str| {
         let v = rate(&name);
@@ -189,15 +196,13 @@ fn targets(r: &[Stats], cores: usize) -> Vec<Target> {
                 met: extra <= 3.0,
             });
         }
-        if let (Some(one), Some(many)) = (find(r, fresh), find(r, &format!("{fresh}@{cores}"))) {
-            let s = one.median / many.median;
-            t.push(Target {
-                what: format!("a fresh instance per task: {cores} workers against 1 ({what})"),
-                goal: "≥ 1.8x".into(),
-                measured: format!("{s:.2}x"),
-                met: s >= 1.8,
-            });
-        }
+        t.extend(scaling(
+            r,
+            fresh,
+            &format!("{fresh}@{cores}"),
+            format!("a fresh instance per task: {cores} workers against 1 ({what})"),
+            1.8,
+        ));
     }
     for (name, when) in [
         ("async/sleep", "a new pool's first map, every instance made"),
