@@ -184,6 +184,7 @@ mod task;
 mod wait;
 mod watchdog;
 mod worker;
+mod written;
 
 pub use dispatch::{Feed, Imap, ImapUnordered, TryNext};
 pub use engine::{CacheOutcome, ModuleCache};

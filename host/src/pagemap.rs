@@ -139,6 +139,95 @@ pub(crate) unsafe fn scan(
     })
 }
 
+/// The page faults this thread has taken so far (minor and major), and
+/// which thread that is: the witness that lets a rewind skip the scan.
+///
+/// A page of a memory becomes private (written, in the scan's terms) only
+/// through a fault of the thread that touched it: the copy made when a
+/// file's or the zero page is first written, or a page first touched. The
+/// kernel counts every completed fault for the thread that took it
+/// (`mm_account_fault`, also for pages it touches for a system call),
+/// so if a thread's count has not moved, nothing that thread did since
+/// made a page private, and the private pages of a memory only it touches
+/// are the ones it knew of. The two other ways a page becomes private
+/// without such a fault are shut out where the witness is used: another
+/// thread's touch (rewound instances run on one thread, checked per task
+/// with [`thread`]) and the collapse of small pages into a huge one by
+/// `khugepaged` (see [`no_huge_pages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Faults {
+    thread: u64,
+    count: u64,
+}
+
+impl Faults {
+    /// The thread these faults are of ([`thread`]).
+    pub(crate) fn thread(self) -> u64 {
+        self.thread
+    }
+}
+
+/// This thread's faults so far; `None` where they cannot be read (not
+/// Linux, or a child of `fork`, whose scans fail anyway).
+pub(crate) fn faults() -> Option<Faults> {
+    if FORKED.load(Ordering::Relaxed) {
+        return None;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `rusage` is plain data; all zeros is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is a valid, writable `rusage` for the call.
+        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
+            return None;
+        }
+        let count = (usage.ru_minflt as u64).wrapping_add(usage.ru_majflt as u64);
+        Some(Faults {
+            thread: thread(),
+            count,
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+/// A number for this thread, unique in the process for its life (unlike
+/// an address or an OS thread id, never reused).
+pub(crate) fn thread() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static THIS: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    THIS.with(|this| *this)
+}
+
+/// Asks the kernel never to back `base..base + len` with huge pages:
+/// `khugepaged` could otherwise collapse its small pages into one huge
+/// private page (untouched ones as zeros) from its own thread, and a write
+/// there would then make no fault, which [`Faults`] relies on. `false` if
+/// the kernel refused (the caller must then always scan). Existing huge
+/// pages stay (a scan reports them as written); their contents do not
+/// change.
+///
+/// # Safety
+///
+/// `base` must be page-aligned and `base..base + len` a range of this
+/// process's address space; its contents are not changed.
+pub(crate) unsafe fn no_huge_pages(base: *const u8, len: usize) -> bool {
+    if len == 0 {
+        return true;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: the caller's promise; `MADV_NOHUGEPAGE` changes only a
+        // flag of the mappings, never what they hold.
+        unsafe { libc::madvise(base.cast_mut().cast(), len, libc::MADV_NOHUGEPAGE) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
 /// [`scan`] with `fd`, this thread's pagemap.
 ///
 /// # Safety
@@ -206,14 +295,14 @@ unsafe fn scan_with(
 }
 
 #[cfg(test)]
-mod test {
+pub(crate) mod test {
     use super::*;
 
     /// An anonymous private mapping of `pages` pages, unmapped on drop.
-    struct Map(*mut u8, usize);
+    pub(crate) struct Map(pub(crate) *mut u8, pub(crate) usize);
 
     impl Map {
-        fn new(pages: usize) -> Map {
+        pub(crate) fn new(pages: usize) -> Map {
             let len = pages * page_size();
             // SAFETY: a fresh anonymous mapping, no address requested.
             let p = unsafe {
@@ -291,5 +380,55 @@ mod test {
         // A limit: one page short of what was written fails, all succeeds.
         assert_eq!(runs(&map, 80 * page), None);
         assert!(runs(&map, 81 * page).is_some());
+    }
+
+    /// The kernel behaviour [`Faults`] stands on: a page becomes private
+    /// only with a fault of the thread that writes it, a write to a page
+    /// already private makes none, and another thread's write is not in
+    /// this thread's count (why a rewind checks the thread).
+    #[test]
+    fn a_page_becomes_private_only_with_a_fault_of_the_thread_that_writes_it() {
+        if !available() || faults().is_none() {
+            eprintln!("PAGEMAP_SCAN or fault counts are not available here: skipped");
+            return;
+        }
+        let map = Map::new(4);
+        let page = page_size();
+        let count = || faults().unwrap();
+        let before = count();
+        // SAFETY: inside the mapping.
+        unsafe { map.0.write_volatile(1) };
+        let after = count();
+        assert!(after.count > before.count, "a first write faults");
+        for i in 0..100 {
+            // SAFETY: inside the mapping.
+            unsafe { map.0.add(i).write_volatile(2) };
+        }
+        assert_eq!(count(), after, "a private page is written without a fault");
+        // Made before counting: starting a thread faults in this one.
+        let addr = map.0 as usize;
+        let turns = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let other = std::thread::spawn({
+            let turns = turns.clone();
+            move || {
+                turns.wait();
+                // SAFETY: inside the mapping, which outlives the thread
+                // (joined).
+                unsafe { (addr as *mut u8).add(2 * page).write_volatile(3) };
+                turns.wait();
+                thread()
+            }
+        });
+        let after = count();
+        turns.wait();
+        turns.wait();
+        assert_eq!(count(), after, "another thread's fault is not this one's");
+        assert_ne!(other.join().unwrap(), thread());
+        let (written, _) = runs(&map, usize::MAX).unwrap();
+        assert_eq!(
+            written,
+            [(0, page), (2 * page, page)],
+            "yet it made a page private"
+        );
     }
 }

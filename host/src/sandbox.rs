@@ -277,7 +277,7 @@ impl Guest {
     /// fresh instance (`rewind.rs`); `false` if it cannot be (no snapshot,
     /// a trap, a memory that grew, ...): it must then be dropped.
     pub(crate) fn rewind(&mut self) -> bool {
-        let Some(snapshot) = &self.snapshot else {
+        let Some(snapshot) = &mut self.snapshot else {
             return false;
         };
         if self.poisoned || !snapshot.rewind(&mut self.store, self.memory_touched) {
@@ -562,6 +562,17 @@ impl Guest {
     fn count_task(&mut self, task: &TaskSpec) {
         self.tasks_run += 1;
         self.memory_touched |= !self.leaves_memory[task.id];
+        self.entering();
+    }
+
+    /// Tells the snapshot which thread is about to run wasm in this
+    /// instance (`Snapshot::entered`); every call into the guest after
+    /// instantiation passes here.
+    #[inline]
+    fn entering(&mut self) {
+        if let Some(snapshot) = &mut self.snapshot {
+            snapshot.entered();
+        }
     }
 
     /// An ABI task's status and output. The input buffer was allocated on
@@ -614,6 +625,7 @@ impl Guest {
         deadline: Option<Instant>,
     ) -> Result<(), TaskError> {
         start_task(&mut self.store, deadline);
+        self.entering();
         let call = |store: &mut Store<StoreData>, instance: Instance| -> wasmtime::Result<()> {
             instance
                 .get_typed_func::<(), ()>(&mut *store, entry)?
@@ -630,6 +642,7 @@ impl Guest {
         deadline: Option<Instant>,
     ) -> Result<(), TaskError> {
         start_task(&mut self.store, deadline);
+        self.entering();
         self.poisoned = true;
         let result = async {
             self.instance

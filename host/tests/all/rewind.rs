@@ -118,6 +118,36 @@ both_modes! {
         assert!(s.rewound >= 60, "instances were rewound, not replaced: {s:?}");
     }
 
+    /// A rewind skips the scan when its thread took no page fault since
+    /// the last one, and puts back the pages that scan found: a task that
+    /// writes only those makes no fault, one that writes a page never
+    /// written before makes one. Hundreds of tasks in one map, writing
+    /// known pages and new ones in turn, past the scan every 64 rewinds
+    /// makes to check the fault count: each sees nothing of the others.
+    #[test]
+    fn tasks_writing_known_and_new_pages_in_turn_each_see_a_new_instance() {
+        let pool = pool(STATE);
+        let start: i64 = one(&pool, "look", ());
+        // 512 bytes into each 4 KiB page: zeros in the image and after
+        // starting. Three rounds over the pages: new ones in the first,
+        // known ones after; each page written twice in a row (the second
+        // task sees whether the first one's write was put back), then a
+        // known page.
+        let pages = 4 * 65536 / 4096;
+        let pokes: Vec<(i32, i32)> = (0..3 * pages)
+            .flat_map(|i| {
+                let at = (i * 7) % pages * 4096 + 512;
+                [(at, i + 1), (at, -i), (512, -1)]
+            })
+            .collect();
+        let olds = pool.map::<(i32, i32), i32>("poke", pokes.clone()).unwrap();
+        for ((at, _), old) in pokes.iter().zip(&olds) {
+            assert_eq!(old, &Ok(0), "the write at {at} of an earlier task was seen");
+        }
+        assert_eq!(one::<i64>(&pool, "look", ()), start);
+        assert!(stats(&pool).rewound as i32 >= 9 * pages);
+    }
+
     #[test]
     fn a_task_that_grows_memory_or_writes_too_much_gets_a_new_instance() {
         let pool = pool(STATE);
