@@ -41,7 +41,7 @@
 //! module's tasks write are all private, not even the scan: if the thread
 //! took no page fault since the last scan, no page became private, and the
 //! pages to put back are the ones that scan found (`written.rs`, one
-//! `getrusage`, 0.4 µs, checked by a scan every 64 rewinds). After a numeric
+//! `getrusage`, 0.4 µs, checked by a scan one rewind in 64). After a numeric
 //! task whose export can reach no store, atomic write, bulk memory
 //! instruction, import or indirect call (found at load: the plan's
 //! `leave_memory`), memory cannot have changed, and only the globals are

@@ -18,17 +18,19 @@
 //! (a task that runs on another thread than the last scan's forgets what
 //! it found, [`Written::entered`]). What is left is another thread of the
 //! process populating the memory (`mlockall`, `MADV_POPULATE_WRITE`),
-//! which wasmpool never does; every [`CHECK_EVERY`] rewinds one scans
-//! anyway and checks, and a page found outside the known ones turns the
-//! shortcut off for the whole process.
+//! which wasmpool never does; one rewind in [`CHECK_EVERY`] scans anyway
+//! and checks, and a page found outside the known ones turns the shortcut
+//! off for the whole process. The check can only compare when the count
+//! held still since the last scan; after a fault the scan is needed
+//! anyway, and it puts back every private page, announced or not.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::pagemap;
 
-/// Every this many rewinds without a scan, one scans anyway and checks
-/// that it found no private page outside the known ones; a check costs a
-/// scan, 2-3 µs, every 64 tasks.
+/// One rewind in this many scans even though the count held still, and
+/// checks that it found no private page outside the known ones: a scan,
+/// 2-3 µs, every 64 tasks.
 pub(crate) const CHECK_EVERY: u32 = 64;
 
 /// Set when a check found a page the fault count did not announce: every
@@ -59,7 +61,8 @@ pub(crate) struct Written {
 struct Known {
     faults: pagemap::Faults,
     runs: Vec<(usize, usize)>,
-    /// Rewinds made with `runs` since the scan.
+    /// Rewinds made with `runs` since the scan (fewer than
+    /// `CHECK_EVERY - 1`).
     trusted: u32,
 }
 
@@ -130,7 +133,7 @@ impl Written {
             pagemap::faults().filter(|_| self.small_pages && !untrusted.load(Ordering::Relaxed));
         if let (Some(known), Some(faults)) = (&mut self.known, faults)
             && known.faults == faults
-            && known.trusted < CHECK_EVERY
+            && known.trusted + 1 < CHECK_EVERY
         {
             known.trusted += 1;
             for &(at, len) in &known.runs {
