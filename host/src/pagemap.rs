@@ -327,6 +327,45 @@ pub(crate) mod test {
         }
     }
 
+    /// Another thread, started now (starting a thread faults in the one
+    /// that starts it), that writes a byte of page `page` of `map` when
+    /// told to ([`Writer::write`]).
+    pub(crate) struct Writer {
+        turns: std::sync::Arc<std::sync::Barrier>,
+        thread: std::thread::JoinHandle<u64>,
+    }
+
+    impl Writer {
+        pub(crate) fn new(map: &Map, page: usize) -> Writer {
+            let at = map.0 as usize + page * page_size();
+            let turns = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let thread = std::thread::spawn({
+                let turns = turns.clone();
+                move || {
+                    turns.wait();
+                    // SAFETY: inside the mapping, which outlives the thread
+                    // (the caller joins it before the map goes).
+                    unsafe { (at as *mut u8).write_volatile(3) };
+                    turns.wait();
+                    thread()
+                }
+            });
+            Writer { turns, thread }
+        }
+
+        /// Has the other thread write, and waits until it has.
+        pub(crate) fn write(&self) {
+            self.turns.wait();
+            self.turns.wait();
+        }
+
+        /// Waits for the other thread to end (which may fault in this one)
+        /// and gives its [`thread`] number.
+        pub(crate) fn join(self) -> u64 {
+            self.thread.join().unwrap()
+        }
+    }
+
     /// Runs of pages: (offset, length).
     type Runs = Vec<(usize, usize)>;
 
@@ -405,25 +444,11 @@ pub(crate) mod test {
             unsafe { map.0.add(i).write_volatile(2) };
         }
         assert_eq!(count(), after, "a private page is written without a fault");
-        // Made before counting: starting a thread faults in this one.
-        let addr = map.0 as usize;
-        let turns = std::sync::Arc::new(std::sync::Barrier::new(2));
-        let other = std::thread::spawn({
-            let turns = turns.clone();
-            move || {
-                turns.wait();
-                // SAFETY: inside the mapping, which outlives the thread
-                // (joined).
-                unsafe { (addr as *mut u8).add(2 * page).write_volatile(3) };
-                turns.wait();
-                thread()
-            }
-        });
+        let other = Writer::new(&map, 2);
         let after = count();
-        turns.wait();
-        turns.wait();
+        other.write();
         assert_eq!(count(), after, "another thread's fault is not this one's");
-        assert_ne!(other.join().unwrap(), thread());
+        assert_ne!(other.join(), thread());
         let (written, _) = runs(&map, usize::MAX).unwrap();
         assert_eq!(
             written,

@@ -195,7 +195,7 @@ fn runs_within(runs: &[(usize, usize)], within: &[(usize, usize)]) -> bool {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::pagemap::test::Map;
+    use crate::pagemap::test::{Map, Writer};
 
     type Runs = Vec<(usize, usize)>;
 
@@ -224,19 +224,7 @@ mod test {
         let map = Map::new(8);
         let page = pagemap::page_size();
         let untrusted = AtomicBool::new(false);
-        // Started before: starting a thread faults in this one.
-        let addr = map.0 as usize;
-        let turns = std::sync::Arc::new(std::sync::Barrier::new(2));
-        let other = std::thread::spawn({
-            let turns = turns.clone();
-            move || {
-                turns.wait();
-                // SAFETY: inside the mapping, which outlives the thread
-                // (joined).
-                unsafe { (addr as *mut u8).add(6 * page).write_volatile(1) };
-                turns.wait();
-            }
-        });
+        let other = Writer::new(&map, 6);
         // SAFETY: the whole of a live mapping.
         let mut written = unsafe { Written::new(map.0, map.1) };
         let mut runs = Vec::with_capacity(8);
@@ -285,8 +273,7 @@ mod test {
             "a new page: a fault, so a scan"
         );
         assert_eq!(settle(&mut find, &mut written), both);
-        turns.wait();
-        turns.wait(); // the other thread wrote page 6
+        other.write();
         let mut known = 0;
         let (found, runs) = loop {
             match find(&mut written) {
@@ -308,6 +295,6 @@ mod test {
             Found::Scanned,
             "and scans from then on"
         );
-        other.join().unwrap();
+        other.join();
     }
 }
