@@ -52,6 +52,55 @@ pub(crate) trait Source {
     /// least one input is always taken; `None`: no room at all, so one
     /// input). Returns the bytes appended and whether the inputs ran out.
     fn take(&mut self, items: &mut Items, n: usize, room: Option<usize>) -> Taken;
+
+    /// An empty batch of `task` for about `n` of this source's inputs.
+    fn batch(&self, task: &Arc<crate::task::TaskSpec>, n: usize) -> Items {
+        Items::new(task, n)
+    }
+}
+
+/// The typed inputs of an ABI task (an SDK task: `pool.map::<u64, u64>`),
+/// written as JSON straight into a batch of texts (`packed::Texts`): no
+/// buffer per input, and the batch crosses cores as one. An input that
+/// cannot be encoded is kept whole at its position, with the error
+/// [`Task::encode_into`] gives.
+pub(crate) struct Texts<It> {
+    pub(crate) inputs: It,
+    pub(crate) task: Task,
+}
+
+impl<It> Source for Texts<It>
+where
+    It: Iterator,
+    It::Item: serde::Serialize,
+{
+    fn take(&mut self, items: &mut Items, n: usize, room: Option<usize>) -> Taken {
+        let texts = items
+            .as_texts()
+            .expect("a Texts source fills the batches it makes");
+        let start = texts.bytes_len();
+        let mut taken = 0;
+        while taken < n
+            && (taken == 0 || room.is_some_and(|room| texts.bytes_len() - start <= room))
+        {
+            let Some(input) = self.inputs.next() else {
+                return Taken {
+                    bytes: texts.bytes_len() - start,
+                    ended: true,
+                };
+            };
+            texts.push_with(|buffer| self.task.encode_text_into(&input, buffer).map_err(Err));
+            taken += 1;
+        }
+        Taken {
+            bytes: texts.bytes_len() - start,
+            ended: false,
+        }
+    }
+
+    fn batch(&self, _task: &Arc<crate::task::TaskSpec>, n: usize) -> Items {
+        Items::texts(n)
+    }
 }
 
 /// The typed inputs of a numeric task of one parameter (the common case:
@@ -144,10 +193,15 @@ pub(crate) type DecodeOutput<'a, T> = Box<dyn FnMut(&Task, Output) -> Result<T, 
 pub(crate) type DecodeBits<'a, T> =
     Box<dyn FnMut(&Task, &[u64], usize, &mut VecDeque<Result<T, TaskError>>) + 'a>;
 
+/// Turns a text result (an ABI task's output in a batch of texts) into
+/// what the stream yields.
+pub(crate) type DecodeText<'a, T> = Box<dyn FnMut(&Task, &[u8]) -> Result<T, TaskError> + 'a>;
+
 /// Turns a raw output into what the stream yields.
 pub(crate) struct Decode<'a, T> {
     pub(crate) output: DecodeOutput<'a, T>,
     pub(crate) bits: DecodeBits<'a, T>,
+    pub(crate) text: DecodeText<'a, T>,
     /// Results decoded and not yet handed out, all of the current batch:
     /// packed results are decoded a run at a time, in one loop with no
     /// dynamic call per result (per result, that call and the walk of the
@@ -156,10 +210,15 @@ pub(crate) struct Decode<'a, T> {
 }
 
 impl<'a, T> Decode<'a, T> {
-    pub(crate) fn new(output: DecodeOutput<'a, T>, bits: DecodeBits<'a, T>) -> Self {
+    pub(crate) fn new(
+        output: DecodeOutput<'a, T>,
+        bits: DecodeBits<'a, T>,
+        text: DecodeText<'a, T>,
+    ) -> Self {
         Decode {
             output,
             bits,
+            text,
             ready: VecDeque::new(),
         }
     }
@@ -174,6 +233,15 @@ impl<'a, T> Decode<'a, T> {
         let (bits, count) = current.take_packed_run();
         if count > 0 {
             (self.bits)(task, bits, count, &mut self.ready);
+            return self.ready.pop_front();
+        }
+        let (bytes, mut start, ends) = current.take_text_run();
+        if !ends.is_empty() {
+            self.ready.reserve(ends.len());
+            for &end in ends {
+                self.ready.push_back((self.text)(task, &bytes[start..end]));
+                start = end;
+            }
             return self.ready.pop_front();
         }
         // The next result is one kept whole (a packed one would have been
@@ -348,7 +416,7 @@ impl<'a> Dispatch<'a> {
             let n = self.batch_size();
             // Packed for a numeric task: the batch crosses cores as a few
             // cache lines (`packed.rs`).
-            let mut items = Items::new(&self.task.spec, n);
+            let mut items = self.input.batch(&self.task.spec, n);
             let Taken { bytes, ended } =
                 self.input
                     .take(&mut items, n, budget.checked_sub(self.input_bytes));

@@ -48,6 +48,8 @@ pub(crate) enum Next {
     Bits(SmallVec<[u64; 4]>),
     /// An input kept whole.
     Item(Result<Payload, TaskError>),
+    /// A text input: where it is ([`ItemsIter::text`]).
+    Text(std::ops::Range<usize>),
 }
 
 /// A value's bits: an `i32` or `f32` in the low 32 bits.
@@ -210,10 +212,127 @@ impl<T> Unpacking<T> {
     }
 }
 
+/// Texts (an ABI task's JSON inputs or outputs) back to back in one
+/// buffer, the rare item that is not one (an error) kept whole beside them
+/// at its position: a batch of tiny SDK tasks then crosses cores as one
+/// buffer, not a `Vec` per task, and the caller neither allocates per input
+/// nor misses the cache on a separate buffer per output.
+pub(crate) struct Texts<T> {
+    bytes: Vec<u8>,
+    /// Where each text ends in `bytes`, in order.
+    ends: Vec<usize>,
+    /// The items kept whole, by position, in order.
+    odd: Vec<(usize, T)>,
+    len: usize,
+}
+
+impl<T> Texts<T> {
+    fn with_capacity(capacity: usize) -> Self {
+        Texts {
+            bytes: Vec::with_capacity(capacity * 8),
+            ends: Vec::with_capacity(capacity),
+            odd: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Appends a text that `write` writes at the end of the buffer, or,
+    /// if it fails, what it returns, whole (what it wrote is dropped).
+    #[inline]
+    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), T>) {
+        let start = self.bytes.len();
+        match write(&mut self.bytes) {
+            Ok(()) => self.ends.push(self.bytes.len()),
+            Err(item) => {
+                self.bytes.truncate(start);
+                self.odd.push((self.len, item));
+            }
+        }
+        self.len += 1;
+    }
+
+    #[inline]
+    fn push_text(&mut self, text: &[u8]) {
+        self.bytes.extend_from_slice(text);
+        self.ends.push(self.bytes.len());
+        self.len += 1;
+    }
+
+    fn push_whole(&mut self, item: T) {
+        self.odd.push((self.len, item));
+        self.len += 1;
+    }
+
+    /// The bytes of the texts so far.
+    pub(crate) fn bytes_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Walks a [`Texts`] in order.
+pub(crate) struct TextsIter<T> {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    /// The next text's index in `ends`, and where it starts.
+    text: usize,
+    start: usize,
+    odd: std::iter::Peekable<std::vec::IntoIter<(usize, T)>>,
+    pos: usize,
+    len: usize,
+}
+
+impl<T> TextsIter<T> {
+    fn new(t: Texts<T>) -> Self {
+        TextsIter {
+            bytes: t.bytes,
+            ends: t.ends,
+            text: 0,
+            start: 0,
+            odd: t.odd.into_iter().peekable(),
+            pos: 0,
+            len: t.len,
+        }
+    }
+
+    /// The next item: `Ok` one kept whole, `Err` where its text is.
+    #[inline]
+    fn next_at(&mut self) -> Option<Result<T, std::ops::Range<usize>>> {
+        if self.pos == self.len {
+            return None;
+        }
+        let pos = self.pos;
+        self.pos += 1;
+        if self.odd.peek().is_some_and(|(at, _)| *at == pos) {
+            return self.odd.next().map(|(_, item)| Ok(item));
+        }
+        let (start, end) = (self.start, self.ends[self.text]);
+        self.text += 1;
+        self.start = end;
+        Some(Err(start..end))
+    }
+
+    /// The texts from here up to the next item kept whole (or the end),
+    /// at once: the buffer, where the first starts, and where each ends.
+    #[inline]
+    fn take_run(&mut self) -> (&[u8], usize, &[usize]) {
+        let end = self.odd.peek().map_or(self.len, |(at, _)| *at);
+        let count = end - self.pos;
+        let (first, start) = (self.text, self.start);
+        self.pos = end;
+        self.text += count;
+        if count > 0 {
+            self.start = self.ends[self.text - 1];
+        }
+        (&self.bytes, start, &self.ends[first..self.text])
+    }
+}
+
 /// A batch's inputs.
 pub(crate) enum Items {
     List(Vec<Result<Payload, TaskError>>),
     Packed(PackedItems),
+    /// An ABI task's inputs as texts (`Items::texts`).
+    Texts(Texts<Result<Payload, TaskError>>),
 }
 
 /// A numeric task's inputs, packed.
@@ -251,9 +370,27 @@ impl Items {
         }
     }
 
+    /// An empty batch of texts, for about `capacity` inputs: what a typed
+    /// stream of an ABI task sends (`dispatch::Texts`).
+    pub(crate) fn texts(capacity: usize) -> Self {
+        Items::Texts(Texts::with_capacity(capacity))
+    }
+
+    /// The texts of a batch made by [`texts`](Self::texts).
+    pub(crate) fn as_texts(&mut self) -> Option<&mut Texts<Result<Payload, TaskError>>> {
+        match self {
+            Items::Texts(t) => Some(t),
+            _ => None,
+        }
+    }
+
     pub(crate) fn push(&mut self, item: Result<Payload, TaskError>) {
         match self {
             Items::List(items) => items.push(item),
+            Items::Texts(t) => match item {
+                Ok(Payload::Bytes(text)) => t.push_text(&text),
+                item => t.push_whole(item),
+            },
             Items::Packed(PackedItems(p)) => {
                 p.push(params, item, |item| match item {
                     Ok(Payload::Values(values)) => Some(values),
@@ -274,7 +411,7 @@ impl Items {
                 Some(&[ty]) => Some(OneParam { p, ty }),
                 _ => None,
             },
-            Items::List(_) => None,
+            Items::List(_) | Items::Texts(_) => None,
         }
     }
 
@@ -282,6 +419,7 @@ impl Items {
         match self {
             Items::List(items) => items.len(),
             Items::Packed(PackedItems(p)) => p.len,
+            Items::Texts(t) => t.len,
         }
     }
 
@@ -298,6 +436,7 @@ impl IntoIterator for Items {
         match self {
             Items::List(items) => ItemsIter::List(items.into_iter()),
             Items::Packed(PackedItems(p)) => ItemsIter::Packed(Unpacking::new(p)),
+            Items::Texts(t) => ItemsIter::Texts(TextsIter::new(t)),
         }
     }
 }
@@ -306,6 +445,7 @@ impl IntoIterator for Items {
 pub(crate) enum ItemsIter {
     List(std::vec::IntoIter<Result<Payload, TaskError>>),
     Packed(Unpacking<Result<Payload, TaskError>>),
+    Texts(TextsIter<Result<Payload, TaskError>>),
 }
 
 impl ItemsIter {
@@ -321,6 +461,19 @@ impl ItemsIter {
                     Err(at) => Next::Bits(SmallVec::from_slice(&u.bits[at])),
                 })
             }
+            ItemsIter::Texts(t) => Some(match t.next_at()? {
+                Ok(item) => Next::Item(item),
+                Err(at) => Next::Text(at),
+            }),
+        }
+    }
+
+    /// The text of an input [`Next::Text`] named.
+    #[inline]
+    pub(crate) fn text(&self, at: std::ops::Range<usize>) -> &[u8] {
+        match self {
+            ItemsIter::Texts(t) => &t.bytes[at],
+            _ => &[],
         }
     }
 }
@@ -335,6 +488,10 @@ impl Iterator for ItemsIter {
             ItemsIter::Packed(u) => u
                 .next(params)
                 .map(|item| item.unwrap_or_else(|values| Ok(Payload::Values(values)))),
+            ItemsIter::Texts(t) => Some(match t.next_at()? {
+                Ok(item) => item,
+                Err(at) => Ok(Payload::Bytes(t.bytes[at].to_vec())),
+            }),
         }
     }
 }
@@ -343,6 +500,8 @@ impl Iterator for ItemsIter {
 pub(crate) enum Results {
     List(Vec<Result<Output, TaskError>>),
     Packed(PackedResults),
+    /// The outputs of a batch of texts, as texts.
+    Texts(Texts<Result<Output, TaskError>>),
 }
 
 /// A numeric task's results, packed.
@@ -370,9 +529,40 @@ impl Results {
         }
     }
 
+    /// No results yet of a batch of `items`: texts for texts, else as
+    /// [`new`](Self::new).
+    pub(crate) fn for_items(task: &Arc<TaskSpec>, items: &Items) -> Self {
+        match items {
+            Items::Texts(_) => Results::Texts(Texts::with_capacity(items.len())),
+            _ => Results::new(task, items.len()),
+        }
+    }
+
+    /// Where a batch of texts' outputs go: [`Guest::run_text`](crate::sandbox::Guest::run_text)
+    /// appends one, then [`count_text`](Self::count_text) ends it. `None`
+    /// for other batches.
+    pub(crate) fn texts_out(&mut self) -> Option<&mut Vec<u8>> {
+        match self {
+            Results::Texts(t) => Some(&mut t.bytes),
+            _ => None,
+        }
+    }
+
+    /// Ends a text appended through [`texts_out`](Self::texts_out).
+    pub(crate) fn count_text(&mut self) {
+        if let Results::Texts(t) = self {
+            t.ends.push(t.bytes.len());
+            t.len += 1;
+        }
+    }
+
     pub(crate) fn push(&mut self, result: Result<Output, TaskError>) {
         match self {
             Results::List(results) => results.push(result),
+            Results::Texts(t) => match result {
+                Ok(Output::Bytes(text)) => t.push_text(&text),
+                result => t.push_whole(result),
+            },
             Results::Packed(PackedResults(p)) => {
                 p.push(results, result, |result| match result {
                     Ok(Output::Values(values)) => Some(values),
@@ -386,6 +576,7 @@ impl Results {
         match self {
             Results::List(results) => results.len(),
             Results::Packed(PackedResults(p)) => p.len,
+            Results::Texts(t) => t.len,
         }
     }
 
@@ -398,7 +589,7 @@ impl Results {
     /// `None` for a list.
     pub(crate) fn packed_bits(&mut self) -> Option<&mut Vec<u64>> {
         match self {
-            Results::List(_) => None,
+            Results::List(_) | Results::Texts(_) => None,
             Results::Packed(PackedResults(p)) => Some(&mut p.bits),
         }
     }
@@ -417,6 +608,7 @@ impl Results {
             Results::Packed(PackedResults(p)) => {
                 p.odd.iter().find(|(_, r)| r.is_err()).map(|&(at, _)| at)
             }
+            Results::Texts(t) => t.odd.iter().find(|(_, r)| r.is_err()).map(|&(at, _)| at),
         }
     }
 }
@@ -429,6 +621,7 @@ impl IntoIterator for Results {
         match self {
             Results::List(results) => ResultsIter::List(results.into_iter()),
             Results::Packed(PackedResults(p)) => ResultsIter::Packed(Unpacking::new(p)),
+            Results::Texts(t) => ResultsIter::Texts(TextsIter::new(t)),
         }
     }
 }
@@ -437,6 +630,7 @@ impl IntoIterator for Results {
 pub(crate) enum ResultsIter {
     List(std::vec::IntoIter<Result<Output, TaskError>>),
     Packed(Unpacking<Result<Output, TaskError>>),
+    Texts(TextsIter<Result<Output, TaskError>>),
 }
 
 /// A numeric task's results from their packed bits.
@@ -456,6 +650,7 @@ impl ResultsIter {
         match self {
             ResultsIter::List(results) => results.len(),
             ResultsIter::Packed(u) => u.len - u.pos,
+            ResultsIter::Texts(t) => t.len - t.pos,
         }
     }
 }
@@ -468,7 +663,7 @@ impl ResultsIter {
     #[inline]
     pub(crate) fn take_packed_run(&mut self) -> (&[u64], usize) {
         match self {
-            ResultsIter::List(_) => (&[], 0),
+            ResultsIter::List(_) | ResultsIter::Texts(_) => (&[], 0),
             ResultsIter::Packed(u) => {
                 let arity = results(&u.task).map_or(0, <[WasmType]>::len);
                 let end = u.odd.peek().map_or(u.len, |(at, _)| *at);
@@ -478,6 +673,20 @@ impl ResultsIter {
                 u.at += count * arity;
                 (&u.bits[start..u.at], count)
             }
+        }
+    }
+}
+
+impl ResultsIter {
+    /// Takes the text results from here up to the next one kept whole (or
+    /// the end), at once: the buffer, where the first starts and where each
+    /// ends (none when the next result is kept whole, for other batches, or
+    /// at the end).
+    #[inline]
+    pub(crate) fn take_text_run(&mut self) -> (&[u8], usize, &[usize]) {
+        match self {
+            ResultsIter::Texts(t) => t.take_run(),
+            _ => (&[], 0, &[]),
         }
     }
 }
@@ -492,6 +701,10 @@ impl Iterator for ResultsIter {
             ResultsIter::Packed(u) => u
                 .next(results)
                 .map(|item| item.unwrap_or_else(|values| Ok(Output::Values(values)))),
+            ResultsIter::Texts(t) => Some(match t.next_at()? {
+                Ok(item) => item,
+                Err(at) => Ok(Output::Bytes(t.bytes[at].to_vec())),
+            }),
         }
     }
 }
@@ -515,6 +728,70 @@ mod test {
 
     fn values(v: &[WasmValue]) -> Values {
         v.iter().copied().collect()
+    }
+
+    #[test]
+    fn texts_come_out_in_order_with_the_items_kept_whole() {
+        let mut items = Items::texts(2);
+        let texts = items.as_texts().unwrap();
+        texts.push_with(|b| {
+            b.extend_from_slice(b"12");
+            Ok(())
+        });
+        // A failed write leaves nothing of itself behind.
+        texts.push_with(|b| {
+            b.extend_from_slice(b"garbage");
+            Err(Err(TaskError::new(TaskErrorKind::Input, "bad")))
+        });
+        items.push(Ok(Payload::Bytes(b"\"x\"".to_vec())));
+        items.push(Ok(Payload::Values(values(&[WasmValue::I32(1)]))));
+        items.push(Ok(Payload::Bytes(b"[]".to_vec())));
+        assert_eq!(items.len(), 5);
+        let mut it = items.into_iter();
+        match it.next_raw() {
+            Some(Next::Text(at)) => assert_eq!(it.text(at), b"12"),
+            _ => panic!("a text first"),
+        }
+        assert!(matches!(it.next_raw(), Some(Next::Item(Err(_)))));
+        assert!(matches!(it.next_raw(), Some(Next::Text(at)) if at == (2..5)));
+        // What is left goes back whole.
+        let rest: Vec<_> = it.collect();
+        assert_eq!(
+            format!("{rest:?}"),
+            format!(
+                "{:?}",
+                [
+                    Ok::<_, TaskError>(Payload::Values(values(&[WasmValue::I32(1)]))),
+                    Ok(Payload::Bytes(b"[]".to_vec()))
+                ]
+            )
+        );
+
+        // Results: runs of texts up to each one kept whole.
+        let t = task(vec![], vec![]);
+        let mut results = Results::for_items(&t, &Items::texts(0));
+        for text in [&b"1"[..], b"22", b"333"] {
+            results.texts_out().unwrap().extend_from_slice(text);
+            results.count_text();
+        }
+        results.push(Err(TaskError::new(TaskErrorKind::Guest, "no")));
+        results.push(Ok(Output::Bytes(b"4".to_vec())));
+        assert_eq!(results.first_error(), Some(3));
+        let mut it = results.into_iter();
+        let (bytes, start, ends) = it.take_text_run();
+        let texts: Vec<&[u8]> = ends
+            .iter()
+            .scan(start, |s, &e| {
+                let t = &bytes[*s..e];
+                *s = e;
+                Some(t)
+            })
+            .collect();
+        assert_eq!(texts, [&b"1"[..], b"22", b"333"]);
+        assert!(it.take_text_run().2.is_empty(), "the next is kept whole");
+        assert!(matches!(it.next(), Some(Err(_))));
+        assert_eq!(it.take_text_run().2, [7]);
+        assert_eq!(it.next().map(|r| r.is_ok()), None);
     }
 
     #[test]

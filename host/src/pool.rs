@@ -6,7 +6,6 @@
 //! [`Pool::imap_unordered`] (stream as finished).
 
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::dispatch::{
-    Capacity, Decode, Dispatch, Feed, Imap, ImapUnordered, Inputs, Numbers, decode_run,
+    Capacity, Decode, Dispatch, Feed, Imap, ImapUnordered, Inputs, Numbers, Texts, decode_run,
 };
 use crate::engine::{Allocation, CacheOutcome};
 use crate::error::{Error, TaskError};
@@ -24,7 +23,7 @@ use crate::module::{ModuleInfo, resolve_task};
 use crate::queue::Queue;
 use crate::runtime::{Runtime, Setup, shared_setters};
 use crate::shm::SharedRegion;
-use crate::task::{Output, Payload, Spares, Task};
+use crate::task::{Output, Payload, Task};
 use crate::watchdog::{GRACE, Watchdog};
 use crate::worker::{self, Batch, Counters, Shared, WorkerStats};
 
@@ -551,32 +550,32 @@ impl Pool {
     ) -> Result<(Dispatch<'a>, Decode<'a, O>), Error> {
         let task = self.task(task)?;
         let encoder = task.clone();
-        // The byte buffers of decoded outputs become the next inputs'
-        // buffers: a stream of tiny tasks allocates none once its window
-        // is full (malloc and free were half of the caller's time).
-        let spares = Rc::new(Spares::default());
-        let recycled = spares.clone();
+        // Inputs go into a batch as its tasks take them: a one-parameter
+        // numeric task's as bits, an ABI task's as JSON texts back to back
+        // (`packed.rs`), so that a stream of tiny tasks moves no buffer
+        // per task between the cores; other numeric tasks' as values.
         let inputs: Inputs<'a> = match task.one_param() {
             Some(_) => Box::new(Numbers {
+                inputs: inputs.into_iter(),
+                task: encoder,
+            }),
+            None if !task.is_numeric() => Box::new(Texts {
                 inputs: inputs.into_iter(),
                 task: encoder,
             }),
             None => Box::new(
                 inputs
                     .into_iter()
-                    .map(move |i| encoder.encode_into(&i, || spares.take())),
+                    .map(move |i| encoder.encode_into(&i, Vec::new)),
             ),
         };
         let decode = Decode::new(
-            Box::new(move |task, output| match output {
-                Output::Bytes(bytes) => {
-                    let decoded = task.decode_bytes(&bytes);
-                    recycled.give(bytes);
-                    decoded
-                }
+            Box::new(|task, output| match output {
+                Output::Bytes(bytes) => task.decode_bytes(&bytes),
                 values => task.decode(values),
             }),
             Box::new(|task, bits, count, out| task.decode_packed_run(bits, count, out)),
+            Box::new(|task, text| task.decode_bytes(text)),
         );
         Ok((self.dispatch(task, inputs), decode))
     }
@@ -612,6 +611,7 @@ impl Pool {
                     Ok(crate::packed::output(&task.spec, bits))
                 });
             }),
+            Box::new(|_, text| Ok(Output::Bytes(text.to_vec()))),
         );
         Ok(Imap::new(
             self.dispatch(task.clone(), Box::new(payloads.into_iter())),

@@ -181,6 +181,10 @@ pub(crate) struct Guest {
     /// Whether a task since the last rewind may have written memory: a
     /// rewind then looks for the pages it wrote.
     memory_touched: bool,
+    /// The next text input's buffer ([`Guest::run_text`]): it and the
+    /// store's output buffer trade places every task, so that a batch of
+    /// texts runs with no allocation per task.
+    text_in: Vec<u8>,
 }
 
 impl std::fmt::Debug for Guest {
@@ -267,6 +271,7 @@ impl Guest {
                     snapshot,
                     leaves_memory: Vec::new(),
                     memory_touched: false,
+                    text_in: Vec::new(),
                 })
             }
             Err(e) => Err(classify(e, store.data_mut())),
@@ -396,6 +401,34 @@ impl Guest {
             None => unreachable!("prepare resolved the export"),
         };
         self.finish(called)
+    }
+
+    /// [`run`](Self::run) for a text input of a batch of texts
+    /// (`packed::Texts`): on success the output is appended to `out` and
+    /// its length returned; nothing is appended on an error.
+    pub(crate) fn run_text(
+        &mut self,
+        task: &TaskSpec,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, TaskError> {
+        let mut buffer = std::mem::take(&mut self.text_in);
+        buffer.clear();
+        buffer.extend_from_slice(input);
+        match self.run(task, Payload::Bytes(buffer), deadline)? {
+            Output::Bytes(mut output) => {
+                out.extend_from_slice(&output);
+                let n = output.len();
+                output.clear();
+                self.text_in = output;
+                Ok(n)
+            }
+            Output::Values(_) => Err(TaskError::new(
+                TaskErrorKind::Host,
+                "a text input ran as a numeric task (a bug in wasmpool)",
+            )),
+        }
     }
 
     /// [`run`](Self::run) for a numeric task's packed input

@@ -358,19 +358,12 @@ impl Task {
         input: &I,
         buffer: impl FnOnce() -> Vec<u8>,
     ) -> Result<Payload, TaskError> {
-        let bad = |e: serde_json::Error| {
-            TaskError::new(
-                TaskErrorKind::Input,
-                format!("cannot encode the input: {e}"),
-            )
-        };
         match &self.spec.kind {
             TaskKind::Abi => {
                 let mut bytes = buffer();
                 bytes.clear();
-                serde_json::to_writer(&mut bytes, input)
+                self.encode_text_into(input, &mut bytes)
                     .map(|()| Payload::Bytes(bytes))
-                    .map_err(bad)
             }
             // One number for one parameter, the common case, without the
             // general serializer's list.
@@ -386,6 +379,22 @@ impl Task {
                 .map(Payload::Values)
                 .map_err(|e| TaskError::new(TaskErrorKind::Input, e.0)),
         }
+    }
+
+    /// An ABI task's input as JSON, appended to `buffer` (which may hold
+    /// other inputs before it; on an error, what was appended is left for
+    /// the caller to drop).
+    pub(crate) fn encode_text_into<I: Serialize + ?Sized>(
+        &self,
+        input: &I,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), TaskError> {
+        serde_json::to_writer(buffer, input).map_err(|e| {
+            TaskError::new(
+                TaskErrorKind::Input,
+                format!("cannot encode the input: {e}"),
+            )
+        })
     }
 
     /// Parses one JSON text (a line of the CLI's input) as this task's input.
@@ -604,8 +613,9 @@ impl Task {
 /// Byte buffers of outputs already used, kept to hold later inputs, on the
 /// thread that reads a stream: a stream of tiny tasks then allocates no
 /// buffer per task once its window is full (malloc and free were half of
-/// the caller's time). [`Pool::imap`](crate::Pool::imap) does this by
-/// itself; [`Pool::imap_payloads`](crate::Pool::imap_payloads) callers give
+/// the caller's time). [`Pool::imap`](crate::Pool::imap) needs none (it
+/// sends an SDK task's inputs as texts in one buffer per batch);
+/// [`Pool::imap_payloads`](crate::Pool::imap_payloads) callers give
 /// [`Output::Bytes`] buffers back with [`give`](Self::give) and fill
 /// [`take`](Self::take)n ones with [`Task::parse_json_into`]. At most 8,192
 /// buffers are kept, none larger than 1 KiB (8 MiB at most).

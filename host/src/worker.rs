@@ -197,7 +197,7 @@ struct Running {
 impl Running {
     fn new(batch: Batch, counters: Arc<Counters>) -> Self {
         Running {
-            results: Results::new(&batch.task, batch.items.len()),
+            results: Results::for_items(&batch.task, &batch.items),
             task: batch.task,
             first_index: batch.first_index,
             items: batch.items.into_iter(),
@@ -588,6 +588,29 @@ impl Worker {
                         let result =
                             item.and_then(|payload| self.run_one(&running.task, payload, None));
                         running.push(result);
+                    }
+                    // Texts in, texts out: no `Vec` per task.
+                    Next::Text(at) => {
+                        let task = &running.task;
+                        let input = running.items.text(at);
+                        let ran = match running.results.texts_out() {
+                            Some(out) => {
+                                self.run_guest(None, |guest| guest.run_text(task, input, out, None))
+                            }
+                            None => Err(TaskError::new(
+                                TaskErrorKind::Host,
+                                "text inputs without text results (a bug in wasmpool)",
+                            )),
+                        };
+                        match ran {
+                            Ok(size) => {
+                                running.in_flight = false;
+                                running.bytes += size;
+                                running.unreported += size;
+                                running.results.count_text();
+                            }
+                            Err(e) => running.push(Err(e)),
+                        }
                     }
                     // Packed in, packed out: no `Payload` or `Output`.
                     Next::Bits(args) => {

@@ -299,6 +299,77 @@ both_modes! {
     }
 
     #[test]
+    fn sdk_streams_keep_every_result_at_its_place_across_batches_of_texts() {
+        // A typed stream of an SDK task sends its inputs as JSON texts back
+        // to back and gets its outputs back the same way (packed.rs
+        // `Texts`): inputs that fail to encode, tasks that fail by their
+        // own judgement, tasks that trap, and outputs that do not decode as
+        // the type asked sit between the texts, in batches of every size,
+        // and each result must still come out at its own index, ordered or
+        // not, and under a byte budget small enough to cut batches short.
+        struct In(u64);
+        impl serde::Serialize for In {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if self.0 % 97 == 41 {
+                    return Err(serde::ser::Error::custom("41 mod 97 does not encode"));
+                }
+                s.serialize_u64(self.0)
+            }
+        }
+        let n = 20_000u64;
+        let check = |i: u64, r: &Result<u16, wasmpool::TaskError>| {
+            let kind = r.as_ref().err().map(|e| e.kind());
+            if i % 97 == 41 {
+                assert_eq!(kind, Some(TaskErrorKind::Input), "{i}");
+            } else if i.is_multiple_of(10) {
+                assert_eq!(kind, Some(TaskErrorKind::Guest), "{i}");
+            } else if i * 2 > u64::from(u16::MAX) {
+                assert_eq!(kind, Some(TaskErrorKind::Output), "{i}");
+            } else {
+                assert_eq!(r, &Ok(i as u16 * 2), "{i}");
+            }
+        };
+        for budget in [None, Some(4096)] {
+            let mut b = builder(TESTGUEST, 2);
+            if let Some(budget) = budget {
+                b = b.output_budget(budget);
+            }
+            let pool = b.build().unwrap();
+            let ordered: Vec<_> = pool
+                .imap::<_, u16>("fail_on_tens", (0..n).map(In))
+                .unwrap()
+                .collect();
+            assert_eq!(ordered.len(), n as usize);
+            for (i, r) in ordered.iter().enumerate() {
+                check(i as u64, r);
+            }
+            let mut seen = BTreeSet::new();
+            for (i, r) in pool
+                .imap_unordered::<_, u16>("fail_on_tens", (0..n).map(In))
+                .unwrap()
+            {
+                check(i as u64, &r);
+                assert!(seen.insert(i), "{i} twice");
+            }
+            assert_eq!(seen.len(), n as usize);
+        }
+        // A trap between texts, and the stream goes on with a new instance.
+        let pool = pool(TESTGUEST, 2);
+        let r = pool.map::<u64, u64>("panic_on_13", 0..3000).unwrap();
+        for (i, r) in r.iter().enumerate() {
+            match i {
+                13 => assert_eq!(r.as_ref().unwrap_err().kind(), TaskErrorKind::Trap),
+                _ => assert_eq!(r, &Ok(i as u64), "{i}"),
+            }
+        }
+        // A stream dropped halfway leaves the pool as it was.
+        let mut stream = pool.imap::<u64, u64>("double", 0..n).unwrap();
+        assert_eq!(stream.nth(1234), Some(Ok(2468)));
+        drop(stream);
+        assert_eq!(pool.map::<u64, u64>("double", [10]).unwrap(), [Ok(20)]);
+    }
+
+    #[test]
     fn numeric_streams_of_every_value_type_decode_each_result_as_asked() {
         // One loop per parameter and result type on the caller's side
         // (dispatch.rs `Numbers`, `Task::decode_packed_run`): each type
