@@ -163,15 +163,61 @@ impl<T> Packed<T> {
     }
 }
 
+/// The walk of a batch's `len` items in order, those kept whole (`odd`,
+/// by position) among the packed ones: what [`Unpacking`] and
+/// [`TextsIter`] share.
+struct Walk<T> {
+    odd: std::iter::Peekable<std::vec::IntoIter<(usize, T)>>,
+    pos: usize,
+    len: usize,
+}
+
+impl<T> Walk<T> {
+    fn new(odd: Vec<(usize, T)>, len: usize) -> Self {
+        Walk {
+            odd: odd.into_iter().peekable(),
+            pos: 0,
+            len,
+        }
+    }
+
+    /// The next item: `Some(item)` one kept whole, `None` a packed one;
+    /// `None` at the end.
+    #[inline]
+    fn next(&mut self) -> Option<Option<T>> {
+        if self.pos == self.len {
+            return None;
+        }
+        let pos = self.pos;
+        self.pos += 1;
+        if self.odd.peek().is_some_and(|(at, _)| *at == pos) {
+            return Some(self.odd.next().map(|(_, item)| item));
+        }
+        Some(None)
+    }
+
+    /// Steps over the packed items from here up to the next one kept
+    /// whole (or the end), and says how many they are.
+    #[inline]
+    fn run(&mut self) -> usize {
+        let end = self.odd.peek().map_or(self.len, |(at, _)| *at);
+        let count = end - self.pos;
+        self.pos = end;
+        count
+    }
+
+    fn remaining(&self) -> usize {
+        self.len - self.pos
+    }
+}
+
 /// Walks a [`Packed`] in order.
 pub(crate) struct Unpacking<T> {
     task: Arc<TaskSpec>,
     bits: Vec<u64>,
     /// The first bits not read.
     at: usize,
-    odd: std::iter::Peekable<std::vec::IntoIter<(usize, T)>>,
-    pos: usize,
-    len: usize,
+    walk: Walk<T>,
 }
 
 impl<T> Unpacking<T> {
@@ -180,9 +226,7 @@ impl<T> Unpacking<T> {
             task: p.task,
             bits: p.bits,
             at: 0,
-            odd: p.odd.into_iter().peekable(),
-            pos: 0,
-            len: p.len,
+            walk: Walk::new(p.odd, p.len),
         }
     }
 
@@ -190,13 +234,8 @@ impl<T> Unpacking<T> {
     /// `arity` values of a packed one are.
     #[inline]
     fn next_at(&mut self, arity: usize) -> Option<Result<T, std::ops::Range<usize>>> {
-        if self.pos == self.len {
-            return None;
-        }
-        let pos = self.pos;
-        self.pos += 1;
-        if self.odd.peek().is_some_and(|(at, _)| *at == pos) {
-            return self.odd.next().map(|(_, item)| Ok(item));
+        if let Some(item) = self.walk.next()? {
+            return Some(Ok(item));
         }
         let start = self.at;
         self.at += arity;
@@ -276,9 +315,7 @@ pub(crate) struct TextsIter<T> {
     /// The next text's index in `ends`, and where it starts.
     text: usize,
     start: usize,
-    odd: std::iter::Peekable<std::vec::IntoIter<(usize, T)>>,
-    pos: usize,
-    len: usize,
+    walk: Walk<T>,
 }
 
 impl<T> TextsIter<T> {
@@ -288,22 +325,15 @@ impl<T> TextsIter<T> {
             ends: t.ends,
             text: 0,
             start: 0,
-            odd: t.odd.into_iter().peekable(),
-            pos: 0,
-            len: t.len,
+            walk: Walk::new(t.odd, t.len),
         }
     }
 
     /// The next item: `Ok` one kept whole, `Err` where its text is.
     #[inline]
     fn next_at(&mut self) -> Option<Result<T, std::ops::Range<usize>>> {
-        if self.pos == self.len {
-            return None;
-        }
-        let pos = self.pos;
-        self.pos += 1;
-        if self.odd.peek().is_some_and(|(at, _)| *at == pos) {
-            return self.odd.next().map(|(_, item)| Ok(item));
+        if let Some(item) = self.walk.next()? {
+            return Some(Ok(item));
         }
         let (start, end) = (self.start, self.ends[self.text]);
         self.text += 1;
@@ -315,10 +345,8 @@ impl<T> TextsIter<T> {
     /// at once: the buffer, where the first starts, and where each ends.
     #[inline]
     fn take_run(&mut self) -> (&[u8], usize, &[usize]) {
-        let end = self.odd.peek().map_or(self.len, |(at, _)| *at);
-        let count = end - self.pos;
+        let count = self.walk.run();
         let (first, start) = (self.text, self.start);
-        self.pos = end;
         self.text += count;
         if count > 0 {
             self.start = self.ends[self.text - 1];
@@ -649,8 +677,8 @@ impl ResultsIter {
     pub(crate) fn remaining(&self) -> usize {
         match self {
             ResultsIter::List(results) => results.len(),
-            ResultsIter::Packed(u) => u.len - u.pos,
-            ResultsIter::Texts(t) => t.len - t.pos,
+            ResultsIter::Packed(u) => u.walk.remaining(),
+            ResultsIter::Texts(t) => t.walk.remaining(),
         }
     }
 }
@@ -666,10 +694,8 @@ impl ResultsIter {
             ResultsIter::List(_) | ResultsIter::Texts(_) => (&[], 0),
             ResultsIter::Packed(u) => {
                 let arity = results(&u.task).map_or(0, <[WasmType]>::len);
-                let end = u.odd.peek().map_or(u.len, |(at, _)| *at);
-                let count = end - u.pos;
+                let count = u.walk.run();
                 let start = u.at;
-                u.pos = end;
                 u.at += count * arity;
                 (&u.bits[start..u.at], count)
             }
