@@ -46,6 +46,9 @@ struct Stats {
     check: i64,
     /// The median of the workload's own memory figure, where it has one.
     mem_kib: Option<f64>,
+    /// Every run's seconds, in the order of the rounds (run `k` of every
+    /// workload was taken in round `k`, within seconds of each other).
+    rounds: Vec<f64>,
 }
 
 impl Stats {
@@ -382,6 +385,7 @@ fn measure_all(specs: &[Spec]) -> Result<Vec<Stats>, String> {
 
 /// The median run of `samples` and their spread.
 fn stats(spec: &Spec, mut samples: Vec<Sample>) -> Stats {
+    let rounds = samples.iter().map(|s| s.secs).collect();
     samples.sort_by(|a, b| a.secs.total_cmp(&b.secs));
     let mid = &samples[samples.len() / 2];
     let mut peaks: Vec<u64> = samples.iter().map(|s| s.peak_kib).collect();
@@ -397,6 +401,7 @@ fn stats(spec: &Spec, mut samples: Vec<Sample>) -> Stats {
         peak_kib: peaks[peaks.len() / 2],
         check: mid.check,
         mem_kib: mems.get(mems.len() / 2).copied(),
+        rounds,
     }
 }
 
