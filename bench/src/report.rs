@@ -211,6 +211,15 @@ fn targets(r: &[Stats], cores: usize) -> Vec<Target> {
         5e6,
         "msgs",
     );
+    if let Some(p) = find(r, "queue/pingpong") {
+        let micros = p.per_item_ns() / 1e3;
+        t.push(Target {
+            what: "queue ping-pong between two instances, a round trip".into(),
+            goal: "≤ 2.6 µs".into(),
+            measured: format!("{micros:.1} µs"),
+            met: micros <= 2.6,
+        });
+    }
     if let Some(c) = find(r, "counter/wasm") {
         let v = c.rate();
         t.push(Target {
