@@ -127,8 +127,8 @@ impl Paired {
         })
     }
 
-    /// "median (min–max), medians: m", each with `digits` decimals and
-    /// `unit` after it.
+    /// "median (min–max); of the medians m", with `digits` decimals and
+    /// `unit` after the median and the medians' figure.
     fn show(&self, digits: usize, unit: &str) -> String {
         format!(
             "{:.digits$}{unit} ({:.digits$}–{:.digits$}); of the medians {:.digits$}{unit}",

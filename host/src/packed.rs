@@ -281,18 +281,24 @@ impl<T> Texts<T> {
     pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), T>) {
         let start = self.bytes.len();
         match write(&mut self.bytes) {
-            Ok(()) => self.ends.push(self.bytes.len()),
+            Ok(()) => self.end_text(),
             Err(item) => {
                 self.bytes.truncate(start);
-                self.odd.push((self.len, item));
+                self.push_whole(item);
             }
         }
-        self.len += 1;
     }
 
     #[inline]
     fn push_text(&mut self, text: &[u8]) {
         self.bytes.extend_from_slice(text);
+        self.end_text();
+    }
+
+    /// Ends the text that runs from the last one's end to the end of
+    /// `bytes`, the next item.
+    #[inline]
+    fn end_text(&mut self) {
         self.ends.push(self.bytes.len());
         self.len += 1;
     }
@@ -579,8 +585,7 @@ impl Results {
     /// Ends a text appended through [`texts_out`](Self::texts_out).
     pub(crate) fn count_text(&mut self) {
         if let Results::Texts(t) = self {
-            t.ends.push(t.bytes.len());
-            t.len += 1;
+            t.end_text();
         }
     }
 

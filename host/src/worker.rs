@@ -264,10 +264,26 @@ impl Running {
     }
 
     fn push(&mut self, result: Result<Output, TaskError>) {
-        let size = result_size(&result);
+        self.count_bytes(result_size(&result));
+        self.push_counted(result);
+    }
+
+    /// Counts `size` bytes of output against the stream's budget (added to
+    /// its total at the next flush).
+    #[inline]
+    fn count_bytes(&mut self, size: usize) {
         self.bytes += size;
         self.unreported += size;
-        self.push_counted(result);
+    }
+
+    /// [`push`](Self::push) for a text output that
+    /// [`Guest::run_text`](crate::sandbox::Guest::run_text) appended to the
+    /// results' texts: `size` bytes.
+    #[inline]
+    fn push_text(&mut self, size: usize) {
+        self.count_bytes(size);
+        self.in_flight = false;
+        self.results.count_text();
     }
 
     /// Pushes a result whose bytes were already counted (in `bytes` and in
@@ -603,12 +619,7 @@ impl Worker {
                             )),
                         };
                         match ran {
-                            Ok(size) => {
-                                running.in_flight = false;
-                                running.bytes += size;
-                                running.unreported += size;
-                                running.results.count_text();
-                            }
+                            Ok(size) => running.push_text(size),
                             Err(e) => running.push(Err(e)),
                         }
                     }
